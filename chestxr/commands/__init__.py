@@ -1,0 +1,1 @@
+"""One module per ``chestxr`` subcommand; each exposes ``add_parser(subparsers)``."""
