@@ -1,0 +1,270 @@
+"""Read, validate and write manifests: the CSV contract between hospitals and chestxr.
+
+One row per image. ``path`` (required) is relative to the manifest's folder or absolute;
+``patient_id`` is needed for patient-level splits; ``study_id``, ``view``, ``split`` and the
+metadata columns ``sex``, ``age``, ``age_band``, ``site`` and ``meta_*`` are optional. Every other
+column is a finding (or only the columns named in ``findings=[...]``) holding 1, 0, -1 (uncertain),
+blank (not mentioned) or a soft value in [0, 1]. data_manifests/README.md is the full schema.
+
+``validate_manifest`` reports every problem at once (row numbers as a spreadsheet shows them:
+the header is row 1); ``read_manifest`` raises ManifestError listing all errors and turns warnings
+into ``warnings.warn``. Checks are vectorized (pandas/numpy) so a million rows take seconds; the
+row-level helpers live in chestxr/manifest_checks.py.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from chestxr.errors import ManifestError
+
+#: Column names that are never findings (matched case-insensitively), plus any ``meta_*`` column.
+META_COLUMNS = ("path", "patient_id", "study_id", "view", "split", "sex", "age", "age_band", "site")
+CORE_COLUMNS = ("path", "patient_id", "study_id", "view", "split")
+SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"valid": "val", "validation": "val", "training": "train", "testing": "test"}
+#: Frontal views ("frontal" shorthand): PA, AP and their variants (AP_SUPINE, PA_LLD, ...).
+LATERAL_VIEWS = ("LATERAL", "LL", "RL", "XTABLE_LATERAL", "LAT")
+#: At most this many problems of one kind in one column are listed one by one; the rest are counted.
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a manifest. row: 1-based spreadsheet row (header = 1), None for the file or a column."""
+
+    row: Optional[int]
+    column: Optional[str]
+    value: Optional[str]
+    message: str
+    fix: str = ""
+    kind: str = ""
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        if self.value is not None:
+            where.append(f"value {self.value!r}")
+        head = ", ".join(where)
+        text = f"{head}: {self.message}" if head else self.message
+        return f"{text} (fix: {self.fix})" if self.fix else text
+
+
+@dataclass
+class ValidationResult:
+    """Every error (the manifest cannot be used) and warning (it can, but look) found."""
+
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class Manifest:
+    """A validated manifest.
+
+    frame: one row per image: ``path`` (absolute str), ``patient_id``, ``study_id``, ``view``
+    (upper case, "" when absent), ``split`` ("train"/"val"/"test", "" when absent), metadata
+    columns, then one float64 column per finding (NaN blank, -1.0 uncertain, else in [0, 1]).
+    findings: the finding column names in order. source: the manifest file (absolute).
+    """
+
+    frame: pd.DataFrame
+    findings: list[str]
+    source: Path
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def folder(self) -> Path:
+        """The folder relative paths are resolved against."""
+        return Path(self.source).parent
+
+    def labels(self) -> np.ndarray:
+        """float64 (n_images, n_findings): NaN blank, -1 uncertain, values in [0, 1]."""
+        if not self.findings:
+            return np.zeros((len(self.frame), 0), dtype=np.float64)
+        return self.frame[self.findings].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def validate_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] = None,
+                      check_paths: bool = True) -> ValidationResult:
+    """Check a manifest file and return every error and warning (nothing is raised for bad content)."""
+    from chestxr.manifest_checks import load_manifest
+
+    result, _ = load_manifest(path, findings=findings, check_paths=check_paths)
+    return result
+
+
+def read_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] = None,
+                  views: Optional[Sequence[str]] = None, check_paths: bool = True) -> Manifest:
+    """Read and validate a manifest CSV (also .csv.gz).
+
+    Raises ManifestError listing every error; warnings go through ``warnings.warn``.
+    ``findings``: use only these finding columns (aliases accepted, renamed to the given spelling);
+    None = every non-metadata column. ``views``: keep only these views ("frontal" = PA, AP and
+    AP_*/PA_* variants; "lateral" = LATERAL, LL, RL, ...), applied after validation.
+    """
+    from chestxr.manifest_checks import load_manifest
+
+    result, manifest = load_manifest(path, findings=findings, check_paths=check_paths)
+    if result.errors or manifest is None:
+        raise ManifestError(path, result.errors or [Problem(None, None, None, "cannot be read")])
+    for w in result.warnings:
+        warnings.warn(f"{path}: {w}", stacklevel=2)
+    if views is not None:
+        manifest = filter_views(manifest, views)
+    return manifest
+
+
+def normalize_view(value: str) -> str:
+    """'ap axial' -> 'AP_AXIAL', 'Lateral' -> 'LATERAL' (upper case, spaces/hyphens as '_')."""
+    return re.sub(r"[\s\-]+", "_", str(value).strip()).upper()
+
+
+def expand_views(views: Sequence[str], present: Sequence[str]) -> set[str]:
+    """The set of view codes ``views`` selects among ``present`` ("frontal"/"lateral" expanded)."""
+    wanted: set[str] = set()
+    for v in views:
+        code = normalize_view(v)
+        if code == "FRONTAL":
+            wanted |= {p for p in present if p in ("PA", "AP", "FRONTAL") or p.startswith(("PA_", "AP_"))}
+        elif code == "LATERAL":
+            wanted |= {p for p in present if p in LATERAL_VIEWS}
+        else:
+            wanted.add(code)
+    return wanted
+
+
+def filter_views(manifest: Manifest, views: Sequence[str]) -> Manifest:
+    """Only the rows whose view is selected by ``views``; ManifestError when none is left."""
+    col = manifest.frame["view"].astype(str)
+    present = sorted(set(col.unique()))
+    wanted = expand_views(views, present)
+    keep = col.isin(wanted).to_numpy()
+    if not keep.any():
+        raise ManifestError(manifest.source, [Problem(
+            None, "view", None, f"no rows with view in {list(views)}; views present: {present}",
+            fix="choose views that occur in the manifest (data.views), or fill the 'view' column")])
+    return replace(manifest, frame=manifest.frame[keep].reset_index(drop=True))
+
+
+def relative_paths(paths: Sequence[str], folder: Union[str, Path]) -> list[str]:
+    """Paths relative to ``folder`` ('/' separated, '..' where needed); relative inputs are kept.
+
+    Vectorized over unique directories, so a million rows cost one relpath per directory.
+    """
+    folder = os.path.abspath(folder)
+    cache: dict[str, str] = {}
+    out = []
+    for p in paths:
+        if not p.startswith("/"):
+            out.append(p)
+            continue
+        d, _, name = p.rpartition("/")
+        rel = cache.get(d)
+        if rel is None:
+            rel = os.path.relpath(d or "/", folder).replace(os.sep, "/")
+            cache[d] = rel
+        out.append(name if rel == "." else f"{rel}/{name}")
+    return out
+
+
+def manifest_hash(manifest: Manifest) -> str:
+    """Stable sha256 (hex) of what a manifest means for training and evaluation.
+
+    Covers the finding names, and per image (sorted by path): the path relative to the manifest's
+    folder, the patient id and the labels. Row order, metadata, views and splits do not count, so
+    moving a manifest together with its images keeps its hash.
+    """
+    import hashlib
+
+    frame = manifest.frame
+    rel = np.array(relative_paths(frame["path"].astype(str).tolist(), manifest.folder), dtype=object)
+    order = np.argsort(rel, kind="stable")
+    h = hashlib.sha256(b"chestxr-manifest-v1\0")
+    h.update("\x1f".join(manifest.findings).encode() + b"\0")
+    h.update("\n".join(rel[order]).encode() + b"\0")
+    pids = frame["patient_id"].astype(str).to_numpy(dtype=object)[order]
+    h.update("\n".join(pids).encode() + b"\0")
+    labels = manifest.labels()[order]
+    labels = np.where(np.isnan(labels), -2.0, labels).astype("<f8")
+    h.update(np.ascontiguousarray(labels).tobytes())
+    return h.hexdigest()
+
+
+def write_manifest(manifest_or_frame: Union[Manifest, pd.DataFrame], path: Union[str, Path]) -> Path:
+    """Write a manifest CSV atomically (UTF-8, '\\n' line ends); returns the path written.
+
+    Absolute image paths are written relative to the destination folder ('..' allowed);
+    relative paths are written unchanged. Labels are written as 1/0/-1/blank (soft values with
+    up to 10 significant digits). Empty ``view``/``split`` columns are left out.
+    """
+    from chestxr.io import write_with_atomic
+
+    path = Path(path)
+    frame = manifest_or_frame.frame if isinstance(manifest_or_frame, Manifest) else manifest_or_frame
+    if "path" not in frame.columns:
+        raise ManifestError(path, [Problem(None, "path", None, "cannot write a manifest without a 'path' column")])
+    out = frame.copy()
+    out["path"] = relative_paths(out["path"].astype(str).tolist(), path.parent.absolute())
+    for col in ("view", "split"):
+        if col in out.columns and (out[col].astype(str) == "").all():
+            out = out.drop(columns=col)
+    first = [c for c in CORE_COLUMNS if c in out.columns]
+    out = out[first + [c for c in out.columns if c not in first]]
+    columns = [_csv_cells(out[c]) for c in out.columns]
+    lines = [",".join(_quote(str(c)) for c in out.columns)]
+    lines += [",".join(row) for row in zip(*columns)]
+    write_with_atomic(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    return path
+
+
+_NEEDS_QUOTE = re.compile(r'[,"\n\r]')
+
+
+def _quote(text: str) -> str:
+    if _NEEDS_QUOTE.search(text) or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _csv_cells(series: pd.Series) -> list[str]:
+    """One column as CSV cells: numbers via format_numbers, text quoted where needed."""
+    if pd.api.types.is_float_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype):
+        return format_numbers(series.to_numpy(dtype=np.float64)).tolist()
+    values = series.fillna("").astype(str).tolist()
+    uniq = set(values)
+    if _NEEDS_QUOTE.search("\x00".join(uniq)) or any(v != v.strip() for v in uniq):
+        values = [_quote(v) for v in values]
+    return values
+
+
+def format_numbers(values: np.ndarray) -> np.ndarray:
+    """float64 (n,) -> str (n,): '1', '0', '-1', '' for NaN, '0.35' (up to 10 significant digits).
+
+    Only unique values are formatted, so label columns of a million rows take milliseconds.
+    """
+    uniq, inverse = np.unique(values, return_inverse=True)  # NaNs collapse to one entry
+    text = np.array(["" if np.isnan(u) else f"{u:.10g}" for u in uniq] or [""], dtype=object)
+    return text[inverse.reshape(-1)]
+
+
+def is_metadata_column(name: str) -> bool:
+    """True for the schema's metadata names (any case) and any ``meta_*`` column."""
+    low = str(name).strip().lower()
+    return low in META_COLUMNS or low.startswith("meta_")
