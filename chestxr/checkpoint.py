@@ -273,18 +273,23 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore the states captured by :func:`capture_rng_state` (keys it does not know are ignored)."""
+    """Restore the states captured by :func:`capture_rng_state`.
+
+    Other keys, and values not in capture_rng_state's form (e.g. a repr string), are left alone.
+    """
     import numpy as np
 
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        np.random.set_state(tuple(state["numpy"]))
-    if "torch" in state:
+    py = state.get("python")
+    if isinstance(py, (tuple, list)) and len(py) == 3 and isinstance(py[1], (tuple, list)):
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = state.get("numpy")
+    if isinstance(npy, (tuple, list)) and len(npy) == 5 and npy[0] == "MT19937":
+        np.random.set_state(tuple(npy))
+    if isinstance(state.get("torch"), torch.Tensor):
         torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.to("cpu", torch.uint8) for s in state["cuda"]])
+    cuda = state.get("cuda")
+    if isinstance(cuda, (tuple, list)) and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.to("cpu", torch.uint8) for s in cuda])
 
 
 def save_training_state(dir: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer | None,

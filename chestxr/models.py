@@ -483,7 +483,7 @@ def _fresh_rows(n: int, in_features: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def transfer_findings(model_old_state: Mapping[str, torch.Tensor] | nn.Module, old_findings: Sequence[str],
-                      new_findings: Sequence[str], *, model: nn.Module | None = None,
+                      new_findings: Sequence[str], model: nn.Module | None = None, *,
                       backbone: str | None = None) -> dict[str, torch.Tensor]:
     """State dict for ``new_findings`` from a chestxr model trained on ``old_findings``.
 

@@ -235,3 +235,37 @@ def test_resume_into_another_model_is_refused(tmp_path):
         load_training_state(tmp_path / "last", model=build_model("tiny", 5), optimizer=None, scheduler=None)
     with pytest.raises(CheckpointError, match="nothing to resume"):
         load_training_state(tmp_path / "absent", model=model, optimizer=None, scheduler=None)
+
+
+class _Warmup:
+    """A callable LR multiplier object: LambdaLR stores its __dict__ (JSON-able) in state_dict()."""
+
+    def __init__(self, warmup):
+        self.warmup = warmup
+
+    def __call__(self, step):
+        return min(1.0, (step + 1) / self.warmup)
+
+
+def test_lambda_schedule_param_groups_and_foreign_rng_values(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("tiny", 2).to(memory_format=torch.channels_last)
+    groups = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": 0.1},
+              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=_Warmup(10))
+    _steps(model, opt, sched, 2)
+    rng = {"python": repr(random.getstate())[:40], "note": "epochs reseed"}
+    save_training_state(tmp_path / "last", model=model, optimizer=opt, scheduler=sched, epoch=4, rng=rng,
+                        extra={"best": {"score": -float("inf"), "epoch": -1, "per_member": None}})
+    model2 = build_model("tiny", 2)
+    opt2 = torch.optim.AdamW([{"params": [p for p in model2.parameters() if p.ndim > 1]},
+                              {"params": [p for p in model2.parameters() if p.ndim <= 1]}], lr=1e-3)
+    sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lr_lambda=_Warmup(3))
+    state = load_training_state(tmp_path / "last", model=model2, optimizer=opt2, scheduler=sched2)
+    assert state["rng"] == rng and state["extra"]["best"]["score"] == -float("inf")
+    assert sched2.lr_lambdas[0].warmup == 10 and sched2.last_epoch == 2
+    assert [g["weight_decay"] for g in opt2.param_groups] == [0.1, 0.0]
+    assert opt2.param_groups[0]["lr"] == pytest.approx(3e-4)
+    for k, v in model2.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k])

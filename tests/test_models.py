@@ -265,3 +265,12 @@ def test_transfer_findings_ovr():
     assert torch.allclose(n[:, 0], o[:, 1]) and torch.allclose(n[:, 2], o[:, 0])
     # the new finding's member starts from member 0's backbone
     assert torch.equal(new.member(1).features[0][0].weight, old.member(0).features[0][0].weight)
+
+
+def test_transfer_findings_model_positional_then_lenient_load():
+    old = build_model("tiny", 2)
+    new = build_model("tiny", 3)
+    state = transfer_findings(old.state_dict(), ["A", "B"], ["B", "C", "A"], new)
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    assert not missing and not unexpected
+    assert torch.equal(new.head.weight[0], old.head.weight[1])
