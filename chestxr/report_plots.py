@@ -74,7 +74,7 @@ def png_data_uri(png: bytes) -> str:
 def figure_to_data_uri(fig: Any) -> str:
     """Save a matplotlib figure as PNG (at :data:`DPI`) and return its data URI."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI)
     return png_data_uri(buf.getvalue())
 
 
