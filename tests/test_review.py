@@ -131,3 +131,29 @@ def test_bad_input(tmp_path):
         write_review_report(tmp_path, findings=["Mass"], predictions=_frame(), thresholds=[0.5])
     with pytest.raises(ValueError, match="thresholds"):
         write_review_report(tmp_path, findings=FINDINGS, predictions=_frame(), thresholds=[0.5])
+
+
+def test_real_radiographs_as_thumbnails(shared_data, tmp_path):
+    """Real NIH images (512 px) become <= 256 px PNG thumbnails; overlays keep the image size."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    table = pd.read_csv(shared_data / "nih14" / "Data_Entry.csv").head(4)
+    thumbs = {}
+    for name in table["Image Index"]:
+        with Image.open(shared_data / "nih14" / "images" / name) as im:
+            thumbs[name] = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    frame = pd.DataFrame({"image_id": table["Image Index"], "patient_id": table["Patient ID"].astype(str),
+                          "study_id": table["Patient ID"].astype(str), "prob_Effusion": [0.9, 0.1, 0.45, 0.2],
+                          "prob_Nodule": [0.05, 0.5, 0.1, 0.1]})
+    heat = {(i, "Effusion"): np.outer(np.hanning(14), np.hanning(14)) for i in frame["image_id"]}
+    html = write_review_report(tmp_path, findings=FINDINGS, predictions=frame, thresholds=THR,
+                               thumbnails=thumbs, heatmaps=heat)["html"].read_text()
+    srcs = re.findall(r'<img[^>]*src="data:image/png;base64,([^"]+)"', html)
+    assert len(srcs) == 4 + 1  # one positive Effusion study gets an overlay
+    for src in srcs:
+        with Image.open(io.BytesIO(base64.b64decode(src))) as im:
+            assert max(im.size) == 256
+    assert len(html) < 1_000_000
