@@ -87,17 +87,23 @@ def canonical_name(name: str) -> str:
     return _LOOKUP.get(_key(name), str(name).strip())
 
 
+def same_finding_key(name: str) -> str:
+    """Key under which two spellings name the same finding (canonical name, case/space-insensitive)."""
+    return _key(canonical_name(name))
+
+
 def match_findings(available: Sequence[str], requested: Sequence[str]) -> dict[str, Optional[str]]:
     """For each requested finding, the column of ``available`` naming the same finding (or None).
 
-    An exact name wins; otherwise names are compared by ``canonical_name``.
+    An exact name wins; otherwise names are compared by ``same_finding_key`` (aliases, case,
+    spaces, underscores and hyphens ignored).
     """
     by_canon: dict[str, str] = {}
     for col in available:
-        by_canon.setdefault(canonical_name(col), col)
+        by_canon.setdefault(same_finding_key(col), col)
     out: dict[str, Optional[str]] = {}
     for name in requested:
-        out[name] = name if name in available else by_canon.get(canonical_name(name))
+        out[name] = name if name in available else by_canon.get(same_finding_key(name))
     return out
 
 
@@ -152,7 +158,7 @@ def select_findings(manifest_findings: Sequence[str], policy: LabelPolicy,
         return requested
     out = list(manifest_findings)
     if policy.no_finding == "drop":
-        out = [f for f in out if canonical_name(f) != NO_FINDING]
+        out = [f for f in out if same_finding_key(f) != same_finding_key(NO_FINDING)]
     return out
 
 
@@ -203,15 +209,15 @@ def _check_range(value: Any, where: str) -> None:
 
 def _rules_for(findings: Sequence[str], policy: LabelPolicy) -> list[dict[str, Any]]:
     """Resolved {uncertain, blank, soft_range} per finding (per_finding matched via aliases)."""
-    over_by_canon = {canonical_name(k): (k, v) for k, v in policy.per_finding.items()}
+    over_by_canon = {same_finding_key(k): (k, v) for k, v in policy.per_finding.items()}
     unused = {k for k in policy.per_finding}
     rules = []
     for f in findings:
         rule = {"uncertain": policy.uncertain, "blank": policy.blank, "soft_range": tuple(policy.soft_range)}
         hit = policy.per_finding.get(f)
         key = f
-        if hit is None and canonical_name(f) in over_by_canon:
-            key, hit = over_by_canon[canonical_name(f)]
+        if hit is None and same_finding_key(f) in over_by_canon:
+            key, hit = over_by_canon[same_finding_key(f)]
         if hit is not None:
             rule.update(hit)
             unused.discard(key)

@@ -6,15 +6,16 @@ iterative stratification (after Sechidis et al. 2011, at patient level):
 1. per patient, count its positive images (label >= 0.5; uncertain and blank do not count) per
    finding; each split s wants ``fraction_s * total_positives_f`` positives of finding f and
    ``fraction_s * n_images`` images;
-2. patients with at least one positive are taken rarest finding first (the rarest finding they
-   are positive for; ties in a seeded random order) and each goes to the split that
-   (a) has no positive of that finding yet, if any such split has a non-zero fraction, else
-   (b) is furthest below its wanted positives of that finding, ties broken by the split furthest
-   below its wanted image count;
+2. repeatedly take the finding with the fewest positive patients not yet placed, and place each
+   of those patients (in a seeded random order) in the split that
+   (a) would receive its first positive for the most of the patient's positive findings, else
+   (b) is furthest below its wanted positives of that finding, else
+   (c) is furthest below its wanted image count;
 3. patients without positives fill the splits furthest below their wanted image counts.
 
-Rule (a) gives every finding positives in every split whenever it has at least as many positive
-patients as there are splits. The result depends only on the manifest and the seed.
+Rule (a) gives a finding positives in every split (with a non-zero fraction) whenever it has at
+least as many positive patients as there are splits, unless those patients were all placed
+earlier for rarer findings they share. The result depends only on the manifest and the seed.
 """
 from __future__ import annotations
 
@@ -62,23 +63,32 @@ def split_manifest(manifest: Manifest, *, val: float, test: float, seed: int) ->
 
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n_pat)
-    has_pos = pos.sum(axis=1) > 0
-    rarity = np.where(pos > 0, total[None, :], np.inf)
-    key = rarity.argmin(axis=1) if pos.shape[1] else np.zeros(n_pat, dtype=np.int64)
-    key_count = rarity.min(axis=1) if pos.shape[1] else np.zeros(n_pat)
-    order = perm[np.argsort(key_count[perm], kind="stable")]
+    is_pos = pos > 0
     assign = np.full(n_pat, -1, dtype=np.int64)
-    split_idx = np.flatnonzero(active)
-    for p in order:
-        if has_pos[p]:
-            f = key[p]
-            empty = [s for s in split_idx if got_pos[s, f] == 0]
-            cands = empty if empty else list(split_idx)
-            s = max(cands, key=lambda s: (want_pos[s, f] - got_pos[s, f], want_img[s] - got_img[s], -s))
-        else:
-            s = max(split_idx, key=lambda s: (want_img[s] - got_img[s], -s))
+    split_idx = [int(s) for s in np.flatnonzero(active)]
+    want_any = want_pos > 0
+
+    def place(p: int, f: int) -> None:
+        fs = np.flatnonzero(is_pos[p])
+        empty = [int((want_any[s, fs] & (got_pos[s, fs] == 0)).sum()) for s in range(3)]
+        s = max(split_idx, key=lambda s: (empty[s], want_pos[s, f] - got_pos[s, f], want_img[s] - got_img[s], -s))
         assign[p] = s
         got_pos[s] += pos[p]
+        got_img[s] += images[p]
+
+    left = is_pos[perm].sum(axis=0)  # positive patients not yet placed, per finding
+    todo = is_pos[perm].copy()
+    while left.any():
+        f = int(np.argmin(np.where(left > 0, left, np.iinfo(np.int64).max)))  # rarest finding left
+        for k in np.flatnonzero(todo[:, f]):
+            p = int(perm[k])
+            if assign[p] < 0:
+                place(p, f)
+                left -= todo[k]
+                todo[k] = False
+    for p in perm[assign[perm] < 0]:  # patients without positives fill the image counts
+        s = max(split_idx, key=lambda s: (want_img[s] - got_img[s], -s))
+        assign[p] = s
         got_img[s] += images[p]
     too_rare = [manifest.findings[j] for j in range(len(total))
                 if 0 < (pos[:, j] > 0).sum() < active.sum()]
