@@ -278,10 +278,10 @@ class _FindingPlan:
         n_neg = neg_s.size
         starts = np.unique(np.concatenate([[0, cut], lo, hi]))
         starts = starts[starts < n_neg]
-        seg_id = np.searchsorted(starts, np.arange(n_neg), side="right") - 1
+        edges = np.append(starts, n_neg)  # cum row k = negative weight before position edges[k]
+        seg_id = np.repeat(np.arange(starts.size), np.diff(edges))
         self.neg_segments = csr_matrix((np.ones(n_neg, dtype=np.float32), (seg_id, neg_g)),
                                        shape=(starts.size, n_groups))
-        edges = np.append(starts, n_neg)  # cum row k = negative weight before position edges[k]
         rows = np.concatenate([np.searchsorted(edges, lo), np.searchsorted(edges, hi)])
         self.pos_at_edges = csr_matrix((np.full(rows.size, 0.5, dtype=np.float32), (rows, np.tile(pos_g, 2))),
                                        shape=(edges.size, n_groups))
@@ -459,9 +459,7 @@ def evaluate_predictions(y_true: Any, y_score: Any, mask: Any, thresholds: Any, 
     thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if thr.size != f:
         raise MetricInputError(f"thresholds must have one value per finding ({f}), got {thr.size}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        cis = bootstrap_metrics(y, s, m, thr, groups=groups, n_boot=n_boot, level=level, seed=seed, findings=findings)
+    cis = bootstrap_metrics(y, s, m, thr, groups=groups, n_boot=n_boot, level=level, seed=seed, findings=findings)
     per: dict[str, Any] = {}
     for j, name in enumerate(findings):
         yj, sj = y[m[:, j], j], s[m[:, j], j]
