@@ -130,7 +130,8 @@ def save_model(run_dir: str | Path, model: nn.Module, metadata: dict[str, Any]) 
     meta.setdefault("in_channels", 3)
     meta.setdefault("dropout", 0.0)
     meta.setdefault("task", "multilabel")
-    for key in ("thresholds", "calibration", "preprocessing", "label_policy", "config"):
+    for key in ("thresholds", "calibration", "probability_calibration", "preprocessing", "label_policy",
+                "config"):
         meta.setdefault(key, None)
     meta.setdefault("training_patients_sha", [])
     meta.update(format=FORMAT, format_version=FORMAT_VERSION, chestxr_version=chestxr.__version__,
