@@ -321,3 +321,16 @@ def test_cli_validate(tmp_path, capsys):
     assert "WARNING" in capsys.readouterr().out
     assert main(["manifest", "validate", str(bad), "--findings", "B"]) == 1
     assert "finding column 'B' not found" in capsys.readouterr().out
+
+
+def test_example_manifest_in_repo(shared_data):
+    """data_manifests/example_multilabel.csv shows every value kind and validates in place."""
+    path = Path(__file__).resolve().parent.parent / "data_manifests" / "example_multilabel.csv"
+    check = shared_data.parent.resolve() == (path.parent / ".." / ".." / "shared").resolve()
+    r = validate_manifest(path, check_paths=check)
+    assert r.ok and not r.warnings, (r.errors, r.warnings)
+    m = read_manifest(path, check_paths=check)
+    assert m.findings == ["Cardiomegaly", "Effusion", "Edema", "No Finding"]
+    labels = m.labels()
+    assert (labels == -1).sum() == 2 and np.isnan(labels).sum() == 2 and (labels == 0.7).sum() == 1
+    assert sorted(set(m.frame["split"])) == ["test", "train", "val"]

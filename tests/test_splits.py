@@ -105,7 +105,7 @@ def test_split_summary_and_describe():
     assert "images: 5   patients: 4   studies: 4" in text and "uncertain" in text
 
 
-@pytest.mark.filterwarnings("ignore:column 'Tiny'")
+@pytest.mark.filterwarnings("ignore:.*column 'Tiny'")
 def test_cli_split_and_describe(tmp_path, capsys):
     m = synthetic(60)
     src = tmp_path / "m.csv"
