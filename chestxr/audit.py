@@ -83,7 +83,7 @@ def calibrate_run(run_dir: str | Path, manifest: str | Path, *, split: Optional[
     spec = {**{"*": method}, **spec} if spec else method
     fits = fit_thresholds(y_true, scores, mask, spec, findings=findings)
     thresholds = np.array([f.threshold for f in fits], dtype=np.float64)
-    ci = bootstrap_metrics(y_true, scores, mask, np.nan_to_num(thresholds, nan=0.5), groups=groups,
+    ci = bootstrap_metrics(y_true, scores, mask, thresholds, groups=groups,
                            n_boot=n_boot, level=level, seed=seed)
     records = []
     for j, fit in enumerate(fits):

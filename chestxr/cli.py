@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    _short_warnings()
     try:
         return int(args.func(args) or 0)
     except ChestXRError as exc:
@@ -54,6 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"chestxr {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _short_warnings() -> None:
+    """Warnings as one line each ("warning: message"), without the source line they came from."""
+    import warnings
+
+    def fmt(message, category, filename, lineno, line=None):  # noqa: ANN001
+        return f"warning: {message}\n"
+
+    warnings.formatwarning = fmt
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -117,7 +117,8 @@ def load_training_splits(config: Config, *, run_dir: Optional[Path] = None) -> d
     (data.val_fraction/test_fraction, seeded) and writes it to ``run_dir/splits.csv`` so calibrate
     and evaluate can use the same split (``--manifest RUN/splits.csv --split val``).
     """
-    from chestxr.manifest import read_manifest, split_manifest, write_manifest
+    from chestxr.manifest import read_manifest, write_manifest
+    from chestxr.splits import split_manifest
 
     if not config.data.manifest:
         raise ManifestError("<config>", ["data.manifest is not set: pass --manifest PATH or set it in the config"])

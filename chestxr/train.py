@@ -214,7 +214,7 @@ def train(config: Config, *, out_dir: str | Path, resume: bool = False, overwrit
 
 def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: LabeledSet, findings: list[str],
          device, info: DistInfo, resume: bool, say, stop_after_epochs: Optional[int]) -> Path:
-    from chestxr.checkpoint import load_training_state, save_model, save_training_state
+    from chestxr.checkpoint import capture_rng_state, load_training_state, save_model, save_training_state
     from chestxr.models import build_model
 
     t = config.train
@@ -271,10 +271,8 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
         start_epoch = int(state["epoch"]) + 1
         history = extra.get("history", [])
         best = extra.get("best", best)
-        if ema is not None and (run_dir / "last" / "ema.safetensors").exists():
-            from safetensors.torch import load_file
-
-            ema.module.load_state_dict(load_file(str(run_dir / "last" / "ema.safetensors")))
+        if ema is not None and extra.get("ema") is not None:
+            ema.module.load_state_dict(extra["ema"])
         say(f"resuming {run_dir} at epoch {start_epoch + 1}/{t.epochs}")
     best_state = _load_best_state(run_dir) if resume and ovr else None
 
@@ -313,14 +311,10 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
             bad_epochs += 1
         if info.is_main:
             extra = {"history": history, "best": best}
-            save_training_state(run_dir / "last", model=model, optimizer=optimizer, scheduler=scheduler,
-                                epoch=epoch, rng=_rng_state(), extra=extra)
             if ema is not None:
-                from chestxr.io import write_with_atomic
-                from safetensors.torch import save_file
-
-                sd = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
-                write_with_atomic(run_dir / "last" / "ema.safetensors", lambda p: save_file(sd, p))
+                extra["ema"] = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
+            save_training_state(run_dir / "last", model=model, optimizer=optimizer, scheduler=scheduler,
+                                epoch=epoch, rng=capture_rng_state(), extra=extra)
             _write_metrics_csv(run_dir / "metrics.csv", history)
             _write_skipped(run_dir, train_set, val_set, skipped)
         say(f"epoch {epoch + 1}/{t.epochs}: loss {stats.loss:.4f}  val loss {val_loss:.4f}  "
@@ -343,10 +337,6 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
 
 def _epochs_since_best(history: list[dict], best: dict) -> int:
     return max(len(history) - 1 - int(best.get("epoch", -1)), 0)
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"python": repr(random.getstate()), "numpy_seed_note": "epochs reseed from config.seed"}
 
 
 def _write_skipped(run_dir: Path, train_set: LabeledSet, val_set: LabeledSet, skipped: dict[int, str]) -> None:
@@ -401,6 +391,6 @@ def _init_from_checkpoint(model: nn.Module, path: str, findings: list[str], say)
 
     old_model, meta = load_model(path)
     state = transfer_findings(old_model.state_dict(), meta["findings"], findings, model)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    say(f"initialised from {path}: {len(meta['findings'])} -> {len(findings)} findings"
-        + (f"; {len(missing)} new tensors" if missing else ""))
+    model.load_state_dict(state)
+    kept = len({f.lower() for f in meta["findings"]} & {f.lower() for f in findings})
+    say(f"initialised from {path}: {len(meta['findings'])} -> {len(findings)} findings ({kept} head rows kept)")

@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from chestxr.audit import calibrate_run, evaluate_run, predict_run
     from chestxr.config import config_from_dict
     from chestxr.io import prepare_output_dir
-    from chestxr.manifest import read_manifest, split_manifest, write_manifest
+    from chestxr.manifest import read_manifest, write_manifest
+    from chestxr.splits import split_manifest
     from chestxr.synthetic import generate_synthetic_dataset
     from chestxr.train import train
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                            overwrite=True, num_workers=0)
     import json
 
-    metrics = json.loads(Path(written["metrics.json"]).read_text())
+    metrics = json.loads(Path(written["metrics_json"]).read_text())
     macro = metrics.get("evaluation", metrics).get("macro", {})
     print(f"      test macro AUROC {macro.get('auroc', float('nan')):.3f}")
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     review = predict_run(run_dir, out / "review", manifest=test_manifest, overwrite=True, num_workers=0)
 
     print(f"\ndone in {time.perf_counter() - t0:.0f} s")
-    print(f"evaluation report: {written['report.html']}")
-    print(f"review worklist:   {review['review.html']}")
+    print(f"evaluation report: {written['html']}")
+    print(f"review worklist:   {review['html']}")
     print(f"run folder:        {run_dir}")
     return 0
