@@ -22,6 +22,7 @@ float64 (1, 0, -1 uncertain, NaN blank). Write it with ``chestxr.manifest.write_
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -35,6 +36,7 @@ from chestxr.manifest import Problem, normalize_view
 
 Table = Union[str, Path, pd.DataFrame]
 SOURCES = ("nih", "chexpert", "mimic")
+_CHEXPERT_IDS = re.compile(r"(patient\d+)/(study\d+)/")
 _CHEXPERT_RAW = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
                  "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
                  "Pleural Other", "Fracture", "Support Devices"]
@@ -43,14 +45,14 @@ _CHEXPERT_RAW = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lu
 def read_table(table: Table, required: list[str], what: str) -> pd.DataFrame:
     """A label table (CSV or .csv.gz path, or a DataFrame) as strings; ManifestError if columns are missing."""
     if isinstance(table, pd.DataFrame):
-        df = table.astype(str)
+        df = table.astype(str).astype(object)
         where = "<DataFrame>"
     else:
         where = str(table)
         if not Path(table).is_file():
             raise ManifestError(where, [Problem(None, None, None, f"{what} table not found", "check the path", "file")])
         try:
-            df = pd.read_csv(table, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+            df = pd.read_csv(table, dtype=object, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
         except (UnicodeDecodeError, pd.errors.ParserError, OSError, EOFError) as exc:
             raise ManifestError(where, [Problem(None, None, None, f"cannot read {what} table: {exc}",
                                                 "pass the original CSV (or .csv.gz)", "file")]) from None
@@ -63,18 +65,35 @@ def read_table(table: Table, required: list[str], what: str) -> pd.DataFrame:
     return df
 
 
-def _join(root: str, names: pd.Series) -> pd.Series:
+def _strip(values: pd.Series) -> list[str]:
+    return [str(v).strip() for v in values.to_numpy(dtype=object)]
+
+
+def _map_unique(values: pd.Series, fn) -> np.ndarray:
+    """fn applied to each distinct value only (tables have few distinct views, sexes, ages)."""
+    codes, uniq = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
+    mapped = [fn(str(u).strip()) for u in uniq]
+    out = np.empty(max(len(mapped), 1), dtype=object if not mapped or isinstance(mapped[0], str) else np.float64)
+    out[:len(mapped)] = mapped
+    return out[codes]
+
+
+def _join(root: str, names: list[str]) -> list[str]:
     root = str(root).replace("\\", "/").rstrip("/")
-    return names if not root else root + "/" + names
+    return list(names) if not root else [f"{root}/{v}" for v in names]
 
 
-def _age(values: pd.Series) -> np.ndarray:
-    return pd.to_numeric(values.str.strip().str.replace(r"[Yy]$", "", regex=True), errors="coerce").to_numpy(np.float64)
+def _age(text: str) -> float:
+    t = text[:-1] if text[-1:] in ("Y", "y") else text
+    try:
+        return float(t)
+    except ValueError:
+        return float("nan")
 
 
-def _sex(values: pd.Series) -> pd.Series:
-    v = values.str.strip().str.upper().str[:1]
-    return v.where(v.isin(["F", "M"]), "")
+def _sex(text: str) -> str:
+    t = text[:1].upper()
+    return t if t in ("F", "M") else ""
 
 
 def _label_columns(df: pd.DataFrame, raw_names: list[str], where: str) -> dict[str, np.ndarray]:
@@ -117,15 +136,15 @@ def convert_nih(table: Table, *, image_root: str = "images") -> pd.DataFrame:
         raise ManifestError(where, [Problem(None, "Finding Labels", u, "not an NIH ChestX-ray14 finding",
                                             f"expected one of {names}", "invalid_label") for u in sorted(unknown)])
     labels = per_combo[codes] if len(df) else np.zeros((0, len(names)))
-    pid = df["Patient ID"].str.strip().str.zfill(8)
-    follow = df["Follow-up #"].str.strip().str.zfill(3) if "Follow-up #" in df.columns else pd.Series("000", index=df.index)
+    pid = [v.zfill(8) for v in _strip(df["Patient ID"])]
+    follow = [v.zfill(3) for v in _strip(df["Follow-up #"])] if "Follow-up #" in df.columns else ["000"] * len(df)
     out = pd.DataFrame({
-        "path": _join(image_root, df["Image Index"].str.strip()),
+        "path": _join(image_root, _strip(df["Image Index"])),
         "patient_id": pid,
-        "study_id": pid + "_" + follow,
-        "view": df["View Position"].str.strip().str.upper(),
-        "sex": _sex(df["Patient Gender"]) if "Patient Gender" in df.columns else "",
-        "age": _age(df["Patient Age"]) if "Patient Age" in df.columns else np.nan,
+        "study_id": [f"{p}_{f}" for p, f in zip(pid, follow)],
+        "view": _map_unique(df["View Position"], normalize_view),
+        "sex": _map_unique(df["Patient Gender"], _sex) if "Patient Gender" in df.columns else "",
+        "age": _map_unique(df["Patient Age"], _age) if "Patient Age" in df.columns else np.nan,
     })
     for j, name in enumerate(names):
         out[name] = labels[:, j]
@@ -136,24 +155,24 @@ def convert_chexpert(table: Table, *, image_root: str = "") -> pd.DataFrame:
     """CheXpert train.csv / valid.csv -> manifest frame (see the module docstring)."""
     df = read_table(table, ["Path", "Frontal/Lateral"] + _CHEXPERT_RAW[1:], "CheXpert")
     where = str(table) if not isinstance(table, pd.DataFrame) else "<DataFrame>"
-    path = df["Path"].str.strip()
-    ids = path.str.extract(r"(patient\d+)/(study\d+)/")
-    bad = ids[0].isna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ManifestError(where, [Problem(i + 2, "Path", path.iloc[i], f"{int(bad.sum())} path(s) lack "
+    path = _strip(df["Path"])
+    found = [_CHEXPERT_IDS.search(p) for p in path]
+    bad = [i for i, m in enumerate(found) if m is None]
+    if bad:
+        raise ManifestError(where, [Problem(bad[0] + 2, "Path", path[bad[0]], f"{len(bad)} path(s) lack "
                                             "patientNNNNN/studyN/", "pass CheXpert's own train.csv/valid.csv",
                                             "invalid_path")])
-    frontal = df["Frontal/Lateral"].str.strip().str.lower() == "frontal"
-    appa = df["AP/PA"].str.strip().str.upper() if "AP/PA" in df.columns else pd.Series("", index=df.index)
+    patient = [m.group(1) for m in found]
+    frontal = _map_unique(df["Frontal/Lateral"], lambda v: "F" if v.lower() == "frontal" else "L") == "F"
+    appa = _map_unique(df["AP/PA"], normalize_view) if "AP/PA" in df.columns else np.full(len(df), "", dtype=object)
     view = np.where(frontal, np.where(appa == "", "FRONTAL", appa), "LATERAL")
     out = pd.DataFrame({
         "path": _join(image_root, path),
-        "patient_id": ids[0],
-        "study_id": ids[0] + "/" + ids[1],
+        "patient_id": patient,
+        "study_id": [f"{m.group(1)}/{m.group(2)}" for m in found],
         "view": view,
-        "sex": _sex(df["Sex"]) if "Sex" in df.columns else "",
-        "age": _age(df["Age"]) if "Age" in df.columns else np.nan,
+        "sex": _map_unique(df["Sex"], _sex) if "Sex" in df.columns else "",
+        "age": _map_unique(df["Age"], _age) if "Age" in df.columns else np.nan,
     })
     raw_names = [c for c in _CHEXPERT_RAW if c in df.columns]
     for name, vals in _label_columns(df, raw_names, where).items():
@@ -172,7 +191,7 @@ def convert_mimic(table: Table, *, metadata: Table, image_root: str = "") -> pd.
                                             f"expected some of {_CHEXPERT_RAW}", "missing_column")])
     for df in (labels, meta):
         for c in ("subject_id", "study_id"):
-            df[c] = df[c].str.strip().str.replace(r"^[ps]", "", regex=True)
+            df[c] = [v.lstrip("ps") for v in _strip(df[c])]
     labels = labels.drop_duplicates(["subject_id", "study_id"])
     merged = meta.merge(labels[["subject_id", "study_id"] + raw_names], on=["subject_id", "study_id"],
                         how="left", indicator=True)
@@ -182,14 +201,15 @@ def convert_mimic(table: Table, *, metadata: Table, image_root: str = "") -> pd.
                       stacklevel=2)
     for c in raw_names:
         merged[c] = merged[c].fillna("").astype(str)
-    subj, study = merged["subject_id"].astype(str), merged["study_id"].astype(str)
-    rel = "files/p" + subj.str[:2] + "/p" + subj + "/s" + study + "/" + merged["dicom_id"].str.strip() + ".jpg"
-    view = merged["ViewPosition"].astype(str) if "ViewPosition" in merged.columns else pd.Series("", index=merged.index)
+    subj, study = _strip(merged["subject_id"]), _strip(merged["study_id"])
+    rel = [f"files/p{s[:2]}/p{s}/s{t}/{d}.jpg" for s, t, d in zip(subj, study, _strip(merged["dicom_id"]))]
+    view = (_map_unique(merged["ViewPosition"].fillna(""), normalize_view) if "ViewPosition" in merged.columns
+            else np.full(len(merged), "", dtype=object))
     out = pd.DataFrame({
         "path": _join(image_root, rel),
         "patient_id": subj,
         "study_id": study,
-        "view": [normalize_view(v) for v in view],
+        "view": view,
     })
     for name, vals in _label_columns(merged, raw_names, where).items():
         out[name] = vals

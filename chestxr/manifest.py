@@ -248,8 +248,8 @@ def _csv_cells(series: pd.Series) -> list[str]:
     if pd.api.types.is_float_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype):
         return format_numbers(series.to_numpy(dtype=np.float64)).tolist()
     values = series.fillna("").astype(str).tolist()
-    uniq = set(values)
-    if _NEEDS_QUOTE.search("\x00".join(uniq)) or any(v != v.strip() for v in uniq):
+    joined = "\x00" + "\x00".join(values) + "\x00"
+    if any(ch in joined for ch in ',"\n\r') or any(p in joined for p in (" \x00", "\x00 ", "\t\x00", "\x00\t")):
         values = [_quote(v) for v in values]
     return values
 
@@ -259,9 +259,9 @@ def format_numbers(values: np.ndarray) -> np.ndarray:
 
     Only unique values are formatted, so label columns of a million rows take milliseconds.
     """
-    uniq, inverse = np.unique(values, return_inverse=True)  # NaNs collapse to one entry
-    text = np.array(["" if np.isnan(u) else f"{u:.10g}" for u in uniq] or [""], dtype=object)
-    return text[inverse.reshape(-1)]
+    codes, uniq = pd.factorize(np.asarray(values, dtype=np.float64), use_na_sentinel=True)
+    text = np.array([f"{u:.10g}" for u in uniq] + [""], dtype=object)  # code -1 (NaN) -> ""
+    return text[codes]
 
 
 def is_metadata_column(name: str) -> bool:

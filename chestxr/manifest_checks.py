@@ -27,6 +27,14 @@ from chestxr.manifest import (CORE_COLUMNS, MAX_LISTED, SPLIT_ALIASES, SPLITS, M
                               ValidationResult, is_metadata_column, normalize_view)
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_ODD_PATH = re.compile(r"/\.{1,2}(?:/|$)|//")
+
+
+def _age(text: str) -> float:
+    """'63' -> 63.0, NIH's '058Y' -> 58.0, anything else NaN."""
+    t = text.strip()
+    t = t[:-1] if t[-1:] in ("Y", "y") else t
+    return float(t) if _NUMBER.match(t) else float("nan")
 _CONVERT_HINT = {"Image Index": "nih", "Finding Labels": "nih", "Path": "chexpert", "dicom_id": "mimic"}
 
 
@@ -96,9 +104,8 @@ def _field_counts(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
         if len(ends) == 0 or ends[-1] != len(arr) - 1:
             ends = np.append(ends, len(arr))
         starts = np.concatenate([[0], ends[:-1] + 1])
-        # per-line comma counts: cumulative commas at each line end minus at its start
-        cum_at = _cum_commas(arr, np.concatenate([starts, ends]))
-        counts = cum_at[len(starts):] - cum_at[:len(starts)] + 1
+        # fields per line = commas in the line + 1 (one pass in C; blank lines are skipped below)
+        counts = np.add.reduceat(arr == 44, starts, dtype=np.int64) + 1
         nonempty = np.flatnonzero(ends > starts)
         if len(nonempty) == 0:
             return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -122,25 +129,6 @@ def _field_counts(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
     return head or [], np.asarray(counts, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
-def _cum_commas(arr: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Number of commas in arr[:p] for every p in positions, computed chunk by chunk."""
-    order = np.argsort(positions, kind="stable")
-    pos = positions[order]
-    out = np.zeros(len(pos), dtype=np.int64)
-    chunk, total, j = 1 << 24, 0, 0
-    for lo in range(0, len(arr) + 1, chunk):
-        part = arr[lo:lo + chunk] == 44
-        cum = np.concatenate([[0], np.cumsum(part, dtype=np.int64)])
-        hi = lo + len(part)
-        k = np.searchsorted(pos, hi, side="right") if hi < len(arr) else len(pos)
-        out[j:k] = total + cum[pos[j:k] - lo]
-        total += int(cum[-1])
-        j = k
-    res = np.empty_like(out)
-    res[order] = out
-    return res
-
-
 def _letter(i: int) -> str:
     """Spreadsheet column letter of 0-based column i (0 -> A, 26 -> AA)."""
     s = ""
@@ -154,7 +142,7 @@ def _letter(i: int) -> str:
 def _parse(raw: bytes, ncol: int, n_expected: int, ragged: bool) -> pd.DataFrame:
     """All cells as str; columns 0..ncol-1; only records with exactly ncol fields."""
     if not ragged:
-        frame = pd.read_csv(io.BytesIO(raw), header=0, dtype=str, keep_default_na=False, na_filter=False,
+        frame = pd.read_csv(io.BytesIO(raw), header=0, dtype=object, keep_default_na=False, na_filter=False,
                             index_col=False, skip_blank_lines=True, encoding="utf-8")
         if frame.shape == (n_expected, ncol):
             frame.columns = range(ncol)
@@ -162,7 +150,7 @@ def _parse(raw: bytes, ncol: int, n_expected: int, ragged: bool) -> pd.DataFrame
     reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
     records = [r for r in reader if r]
     good = [r for r in records[1:] if len(r) == ncol]
-    return pd.DataFrame(good, columns=range(ncol), dtype=str)
+    return pd.DataFrame(good, columns=range(ncol), dtype=object)
 
 
 def _existing(paths: list[str]) -> np.ndarray:
@@ -202,10 +190,29 @@ def parse_labels(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _normalized(values: pd.Series, fn: Callable[[str], str]) -> np.ndarray:
-    """fn applied to each unique value (values factorized first)."""
+    """fn applied to each unique value (values factorized first): object array."""
     codes, uniq = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
-    mapped = np.array([fn(str(u)) for u in uniq] or [""], dtype=object)
+    mapped = np.empty(max(len(uniq), 1), dtype=object)
+    mapped[:len(uniq)] = [fn(str(u)) for u in uniq]
     return mapped[codes]
+
+
+def _has_padding(raw: bytes) -> bool:
+    """True when some cell may start or end with a space/tab (substring tests run at memchr speed)."""
+    if b" " not in raw and b"\t" not in raw:
+        return False
+    pairs = (b" ,", b", ", b"\t,", b",\t", b" \n", b"\n ", b"\t\n", b"\n\t", b' "', b'" ')
+    return raw[:1] in (b" ", b"\t") or raw.rstrip(b"\n")[-1:] in (b" ", b"\t") or any(p in raw for p in pairs)
+
+
+def _cells(frame: pd.DataFrame, name: str, strip: bool) -> np.ndarray:
+    """A column as an object array of str, stripped when the file has spaces next to separators."""
+    values = frame[name].to_numpy(dtype=object)
+    if not strip:
+        return values
+    out = np.empty(len(values), dtype=object)
+    out[:] = [v.strip() for v in values]
+    return out
 
 
 def load_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] = None,
@@ -232,6 +239,7 @@ def load_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] =
                                  "add one row per image below the header", "empty"))
         return col.result, None
     frame = _parse(raw, ncol, len(rows), bool(ragged.any()))
+    strip = _has_padding(raw)  # else no cell needs stripping
 
     # column names: empty, metadata case (lower-cased), duplicates (first one kept)
     canon = [n.lower() if is_metadata_column(n) and not n.lower().startswith("meta_") else n for n in names]
@@ -239,7 +247,7 @@ def load_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] =
     final: list[str] = []
     for i, name in enumerate(canon):
         if name == "":
-            if (frame[i].str.strip() == "").all():
+            if all(not str(v).strip() for v in frame[i].unique()):
                 col.add("warning", Problem(1, _letter(i), None, f"column {_letter(i)} has no name and no values; "
                                            "ignored", "remove the trailing comma(s) or the empty column", "unnamed_column"))
             else:
@@ -282,56 +290,58 @@ def load_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] =
                                    "add one column per finding for training or evaluation", "no_findings"))
 
     out: dict[str, object] = {}
-    written = pd.Series([""] * n, dtype=object)
+    written = np.full(n, "", dtype=object)
     if "path" in final:
-        written = frame["path"].str.strip().str.replace("\\", "/", regex=False)
-        blank = (written == "").to_numpy()
+        written = _cells(frame, "path", strip)
+        if b"\\" in raw:
+            written = np.array([v.replace("\\", "/") for v in written] + [None], dtype=object)[:-1]
+        blank = written == ""
         if blank.any():
             col.rows("error", "blank_path", "path", rows[blank], [""] * int(blank.sum()),
                      lambda i, v: "no image path", "fill in the image file for every row or remove the row")
-        folder = str(source.parent)
-        resolved = written.where(written.str.startswith("/"), folder.rstrip("/") + "/" + written)
-        odd = resolved.str.contains(r"/\.{1,2}(?:/|$)|//", regex=True).to_numpy()
-        if odd.any():
-            resolved = resolved.copy()
-            resolved[odd] = [os.path.normpath(p) for p in resolved[odd]]
-        resolved = resolved.to_numpy(dtype=object)
+        folder = str(source.parent).rstrip("/") + "/"
+        resolved = np.empty(n, dtype=object)
+        resolved[:] = [v if v.startswith("/") else folder + v for v in written]
+        if b"./" in raw or b"//" in raw or b"/.," in raw or b"/.\n" in raw:  # './', '../', '//' somewhere
+            odd = np.flatnonzero([bool(_ODD_PATH.search(v)) for v in resolved])
+            for k in odd:
+                resolved[k] = os.path.normpath(resolved[k])
         codes, uniq = pd.factorize(resolved)
         _, first = np.unique(codes, return_index=True)
         dup = (first[codes] != np.arange(n)) & ~blank
         if dup.any():
             firsts = rows[first[codes[dup]]]
-            col.rows("error", "duplicate_path", "path", rows[dup], written.to_numpy(dtype=object)[dup],
+            col.rows("error", "duplicate_path", "path", rows[dup], written[dup],
                      lambda i, v: f"same image as row {firsts[i]}", "list each image once")
         if check_paths:
             exists = _existing(list(uniq))[codes]
             missing = ~exists & ~blank
             if missing.any():
-                col.rows("error", "missing_file", "path", rows[missing], written.to_numpy(dtype=object)[missing],
+                col.rows("error", "missing_file", "path", rows[missing], written[missing],
                          lambda i, v, m=resolved[missing]: f"file not found: {m[i]}",
-                         f"paths are relative to the manifest's folder ({folder}) or absolute; fix the path, "
-                         "or pass --no-check-paths if the images live elsewhere for now")
+                         f"paths are relative to the manifest's folder ({folder.rstrip('/')}) or absolute; fix the "
+                         "path, or pass --no-check-paths if the images live elsewhere for now")
         out["path"] = resolved
     if "patient_id" in final:
-        pid = frame["patient_id"].str.strip()
-        blank = (pid == "").to_numpy()
+        pid = _cells(frame, "patient_id", strip)
+        blank = pid == ""
         if blank.any():
             col.rows("error", "blank_patient_id", "patient_id", rows[blank], [""] * int(blank.sum()),
                      lambda i, v: "no patient_id", "fill in every row's patient_id")
-        out["patient_id"] = pid.to_numpy(dtype=object)
+        out["patient_id"] = pid
     else:
         out["patient_id"] = np.full(n, "", dtype=object)
     if "study_id" in final:
-        sid = frame["study_id"].str.strip()
-        blank = (sid == "").to_numpy()
+        sid = _cells(frame, "study_id", strip)
+        blank = sid == ""
         if blank.any():
             col.add("warning", Problem(int(rows[blank][0]), "study_id", "", f"{int(blank.sum())} row(s) have no "
                                        "study_id; each such image is its own study (study_id = its path)",
                                        "fill in study_id to group the images of one study", "blank_study_id"))
-            sid = sid.where(~blank, written)
-        out["study_id"] = sid.to_numpy(dtype=object)
+            sid = np.where(blank, written, sid)
+        out["study_id"] = sid
     else:
-        out["study_id"] = written.to_numpy(dtype=object)
+        out["study_id"] = written.copy()
     out["view"] = (_normalized(frame["view"], normalize_view) if "view" in final else np.full(n, "", dtype=object))
     out["split"] = _check_split(frame, rows, out["patient_id"], "patient_id" in final, col)
 
@@ -339,15 +349,15 @@ def load_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] =
         if c in ("path", "patient_id", "study_id", "view", "split") or c in finding_cols.values():
             continue
         if c == "age":
-            text = frame[c].str.strip()
-            age = pd.to_numeric(text.str.replace(r"[Yy]$", "", regex=True), errors="coerce").to_numpy(np.float64)
-            bad = np.isnan(age) & (text != "").to_numpy()
+            text = _normalized(frame[c], str.strip)
+            age = _normalized(frame[c], _age).astype(np.float64)
+            bad = np.isnan(age) & (text != "")
             if bad.any():
-                col.rows("warning", "invalid_age", "age", rows[bad], text.to_numpy(dtype=object)[bad],
+                col.rows("warning", "invalid_age", "age", rows[bad], text[bad],
                          lambda i, v: "age is not a number (read as blank)", "write the age in years, e.g. 63")
             out["age"] = age
         else:
-            out[c] = frame[c].str.strip().to_numpy(dtype=object)
+            out[c] = _normalized(frame[c], str.strip) if strip else frame[c].to_numpy(dtype=object)
     for name, c in finding_cols.items():
         vals, bad = parse_labels(frame[c])
         if bad.any():
@@ -365,10 +375,9 @@ def load_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] =
         out[name] = vals
     if col.result.errors or "path" not in out:
         return col.result, None
-    table = pd.DataFrame(out)
-    for c in table.columns:
-        if c not in finding_cols and c != "age":
-            table[c] = table[c].astype(str)
+    index = pd.RangeIndex(n)
+    table = pd.DataFrame({c: pd.Series(v, index=index, dtype=np.float64 if c in finding_cols or c == "age" else object)
+                          for c, v in out.items()})
     return col.result, Manifest(table, list(finding_cols), source)
 
 
