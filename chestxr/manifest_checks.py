@@ -139,13 +139,25 @@ def _letter(i: int) -> str:
     return s
 
 
-def _parse(raw: bytes, ncol: int, n_expected: int, ragged: bool) -> pd.DataFrame:
-    """All cells as str; columns 0..ncol-1; only records with exactly ncol fields."""
+def _parse(raw: bytes, ncol: int, n_expected: int, ragged: bool, numeric: Sequence[int] = ()) -> pd.DataFrame:
+    """Cells as str (columns 0..ncol-1; only records with exactly ncol fields).
+
+    Columns in ``numeric`` (label columns) are first tried as float64 by the C parser (blank ->
+    NaN), which avoids a Python string per cell; if any cell there is not a number, everything is
+    read as text and parse_labels reports the bad cells.
+    """
     if not ragged:
-        frame = pd.read_csv(io.BytesIO(raw), header=0, dtype=object, keep_default_na=False, na_filter=False,
-                            index_col=False, skip_blank_lines=True, encoding="utf-8")
+        opts = dict(header=0, names=list(range(ncol)), index_col=False, skip_blank_lines=True, encoding="utf-8")
+        frame = None
+        if numeric:
+            try:
+                frame = pd.read_csv(io.BytesIO(raw), dtype={i: (np.float64 if i in numeric else object) for i in range(ncol)},
+                                    keep_default_na=False, na_values={i: [""] for i in numeric}, **opts)
+            except ValueError:
+                frame = None
+        if frame is None:
+            frame = pd.read_csv(io.BytesIO(raw), dtype=object, keep_default_na=False, na_filter=False, **opts)
         if frame.shape == (n_expected, ncol):
-            frame.columns = range(ncol)
             return frame
     reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
     records = [r for r in reader if r]
@@ -172,7 +184,11 @@ def _existing(paths: list[str]) -> np.ndarray:
 
 
 def parse_labels(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 labels, bool invalid) from label strings; only unique strings are parsed."""
+    """(float64 labels, bool invalid) from label strings (only unique strings are parsed) or floats."""
+    if pd.api.types.is_float_dtype(values.dtype):
+        x = values.to_numpy(dtype=np.float64) + 0.0  # -0.0 -> 0.0
+        ok = np.isnan(x) | (x == -1.0) | ((x >= 0.0) & (x <= 1.0))
+        return np.where(ok, x, np.nan), ~ok
     codes, uniq = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
     vals = np.full(len(uniq), np.nan)
     bad = np.zeros(len(uniq), dtype=bool)
@@ -238,11 +254,15 @@ def load_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] =
         col.add("error", Problem(None, None, None, "the manifest has no data rows",
                                  "add one row per image below the header", "empty"))
         return col.result, None
-    frame = _parse(raw, ncol, len(rows), bool(ragged.any()))
+    canon = [n.lower() if is_metadata_column(n) and not n.lower().startswith("meta_") else n for n in names]
+    numeric = [i for i, nm in enumerate(canon) if nm and canon.count(nm) == 1 and not is_metadata_column(nm)]
+    if findings is not None:
+        wanted = set(match_findings([canon[i] for i in numeric], list(findings)).values())
+        numeric = [i for i in numeric if canon[i] in wanted]
+    frame = _parse(raw, ncol, len(rows), bool(ragged.any()), numeric)
     strip = _has_padding(raw)  # else no cell needs stripping
 
     # column names: empty, metadata case (lower-cased), duplicates (first one kept)
-    canon = [n.lower() if is_metadata_column(n) and not n.lower().startswith("meta_") else n for n in names]
     keep_idx: list[int] = []
     final: list[str] = []
     for i, name in enumerate(canon):
@@ -361,7 +381,10 @@ def load_manifest(path: Union[str, Path], *, findings: Optional[Sequence[str]] =
     for name, c in finding_cols.items():
         vals, bad = parse_labels(frame[c])
         if bad.any():
-            col.rows("error", "invalid_label", c, rows[bad], frame[c].to_numpy(dtype=object)[bad],
+            text = frame[c].to_numpy(dtype=object)
+            if pd.api.types.is_float_dtype(frame[c].dtype):  # show the cells as written
+                text = _parse(raw, ncol, n, False)[keep_idx[final.index(c)]].to_numpy(dtype=object)
+            col.rows("error", "invalid_label", c, rows[bad], text[bad],
                      lambda i, v: "not a label value",
                      "use 1 (positive), 0 (negative), -1 (uncertain), blank (not mentioned) or a number in [0, 1]")
         if not (vals >= 0.5).any():
