@@ -52,15 +52,20 @@ class HeadLinear(nn.Linear):
 
 
 class TinyCNN(nn.Module):
-    """A small fast CNN for tests and the CPU demo: 4 conv-bn-relu blocks (stride 2), global pool."""
+    """A small fast CNN for tests and the CPU demo: 4 conv-norm-relu blocks (stride 2), global pool.
+
+    norm: "batch" (BatchNorm) or "group" (GroupNorm, 8 groups: independent of the batch, so N DDP
+    processes compute exactly what one process computes on the same global batch).
+    """
 
     def __init__(self, *, num_classes: int = 1000, in_channels: int = 3,
-                 widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+                 widths: Sequence[int] = (16, 32, 64, 128), norm: str = "batch") -> None:
         super().__init__()
         blocks, c = [], in_channels
         for w in widths:
+            layer = nn.BatchNorm2d(w) if norm == "batch" else nn.GroupNorm(8, w)
             blocks.append(nn.Sequential(nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False),
-                                        nn.BatchNorm2d(w), nn.ReLU(inplace=True)))
+                                        layer, nn.ReLU(inplace=True)))
             c = w
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -98,6 +103,7 @@ BACKBONES: dict[str, Callable[[], nn.Module]] = {
     "mobilenet_v3_large": _tv("mobilenet_v3_large"),
     "resnet10": _resnet10,
     "tiny": TinyCNN,
+    "tiny_gn": lambda: TinyCNN(norm="group"),
 }
 
 #: name -> dotted path of the final Linear layer.
@@ -105,6 +111,7 @@ HEAD_PATHS: dict[str, str] = {
     "densenet121": "classifier", "resnet18": "fc", "resnet34": "fc", "resnet50": "fc",
     "resnet10": "fc", "efficientnet_b0": "classifier.1", "convnext_tiny": "classifier.2",
     "mobilenet_v3_small": "classifier.3", "mobilenet_v3_large": "classifier.3", "tiny": "head",
+    "tiny_gn": "head",
 }
 
 #: name -> dotted path of the first convolution (adapted when in_channels != 3).
@@ -112,10 +119,11 @@ STEM_PATHS: dict[str, str] = {
     "densenet121": "features.conv0", "resnet18": "conv1", "resnet34": "conv1", "resnet50": "conv1",
     "resnet10": "conv1", "efficientnet_b0": "features.0.0", "convnext_tiny": "features.0.0",
     "mobilenet_v3_small": "features.0.0", "mobilenet_v3_large": "features.0.0", "tiny": "features.0.0",
+    "tiny_gn": "features.0.0",
 }
 
 #: names without a torchvision weights enum.
-_NO_ENUM = {"tiny", "resnet10"}
+_NO_ENUM = {"tiny", "tiny_gn", "resnet10"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,169 @@
+"""Training runs end to end on tiny synthetic data: run folder contract, resume == uninterrupted,
+one-vs-rest, fine-tuning with another finding list, bad images skipped, NaN loss stops cleanly."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from chestxr.cli import main
+from chestxr.config import config_from_dict
+from chestxr.errors import TrainingError
+from chestxr.train import train
+
+BASE = {
+    "name": "t",
+    "seed": 0,
+    "data": {"num_workers": 0},
+    "preprocessing": {"size": 32, "cache_size": 64},
+    "model": {"backbone": "tiny"},
+    "train": {"epochs": 3, "batch_size": 16, "lr": 0.003},
+}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from chestxr.synthetic import generate_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    return generate_synthetic_dataset(out / "data", n_images=48, seed=1, size=64)
+
+
+def cfg(manifest, **over):
+    d = copy.deepcopy(BASE)
+    d["data"]["manifest"] = str(manifest)
+    for dotted, v in over.items():
+        sec, key = dotted.split("__")
+        d.setdefault(sec, {})[key] = v
+    return config_from_dict(d)
+
+
+def test_run_folder_contract(synth, tmp_path):
+    run = train(cfg(synth), out_dir=tmp_path / "run")
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "model.safetensors", "model.json", "last", "metrics.csv", "splits.csv"} <= names
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["findings"] == ["Opacity", "Cardiomegaly", "Effusion", "Nodule"]
+    assert meta["backbone"] == "tiny" and meta["mode"] == "multilabel"
+    assert meta["preprocessing"]["size"] == 32
+    assert meta["thresholds"] is None
+    splits = pd.read_csv(run / "splits.csv")
+    train_patients = set(splits.loc[splits["split"] == "train", "patient_id"].astype(str))
+    from chestxr.io import hash_strings
+
+    assert set(meta["training_patients_sha"]) == set(hash_strings(sorted(train_patients)))
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2, 3]
+    assert np.isfinite(metrics["train_loss"]).all()
+    assert "val_auroc_Nodule" in metrics.columns
+
+
+def test_existing_run_folder_needs_overwrite(synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "something").write_text("x")
+    code = main(["train", "--manifest", str(synth), "--out", str(out), "--set", "train.epochs=1",
+                 "--set", "model.backbone=tiny", "--set", "preprocessing.size=32", "--set", "data.num_workers=0"])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_resume_equals_uninterrupted(synth, tmp_path):
+    c = cfg(synth, train__epochs=3)
+    full = train(c, out_dir=tmp_path / "full")
+    part = train(c, out_dir=tmp_path / "part", stop_after_epochs=1)
+    assert len(pd.read_csv(part / "metrics.csv")) == 1
+    train(c, out_dir=part, resume=True)
+    a = pd.read_csv(full / "metrics.csv").drop(columns=["seconds", "train_images_per_s"])
+    b = pd.read_csv(part / "metrics.csv").drop(columns=["seconds", "train_images_per_s"])
+    pd.testing.assert_frame_equal(a, b)
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_same_seed_same_metrics(synth, tmp_path):
+    c = cfg(synth, train__epochs=2)
+    a = pd.read_csv(train(c, out_dir=tmp_path / "a") / "metrics.csv")
+    b = pd.read_csv(train(c, out_dir=tmp_path / "b") / "metrics.csv")
+    cols = ["train_loss", "val_loss", "val_mean_auroc"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_one_vs_rest_run(synth, tmp_path):
+    from chestxr.checkpoint import load_model
+
+    run = train(cfg(synth, model__mode="ovr", train__epochs=2), out_dir=tmp_path / "ovr")
+    model, meta = load_model(run)
+    assert meta["mode"] == "ovr" and len(model.members) == 4
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+    assert len(meta["best_val_auroc_per_finding"]) == 4
+
+
+def test_binary_single_finding(synth, tmp_path):
+    run = train(cfg(synth, data__findings=["Cardiomegaly"], train__epochs=1), out_dir=tmp_path / "bin")
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["findings"] == ["Cardiomegaly"] and meta["task"] == "binary"
+
+
+def test_finetune_with_other_findings(synth, tmp_path):
+    from chestxr.checkpoint import load_model
+
+    first = train(cfg(synth, train__epochs=1), out_dir=tmp_path / "first")
+    second = train(cfg(synth, data__findings=["Nodule", "Cardiomegaly"], model__init_from=str(first),
+                       train__epochs=1, train__lr=0.0), out_dir=tmp_path / "second")
+    m1, _ = load_model(first)
+    m2, meta2 = load_model(second)
+    assert meta2["findings"] == ["Nodule", "Cardiomegaly"]
+    # lr 0: weights are exactly the transferred ones; head rows follow the finding names
+    assert torch.equal(m2.head.weight[0], m1.head.weight[3])
+    assert torch.equal(m2.head.weight[1], m1.head.weight[1])
+    assert torch.equal(m2.features[0][0].weight, m1.features[0][0].weight)
+
+
+def test_bad_image_skip_and_error(synth, tmp_path):
+    frame = pd.read_csv(synth)
+    bad = synth.parent / "images" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    row = frame.iloc[0].copy()
+    row["path"] = "images/broken.png"
+    frame = pd.concat([frame, row.to_frame().T], ignore_index=True)
+    frame["split"] = ["train"] * 30 + ["val"] * (len(frame) - 30)
+    frame.loc[len(frame) - 1, "split"] = "train"
+    man = synth.parent / "with_bad.csv"
+    frame.to_csv(man, index=False)
+    from chestxr.errors import ImageReadError
+
+    with pytest.raises(ImageReadError, match="broken.png"):
+        train(cfg(man, train__epochs=1), out_dir=tmp_path / "err")
+    run = train(cfg(man, train__epochs=1, data__on_bad_image="skip"), out_dir=tmp_path / "skip")
+    skipped = pd.read_csv(run / "skipped.csv")
+    assert list(skipped["path"].str.endswith("broken.png")) == [True]
+
+
+def test_nan_loss_stops_with_clear_message():
+    from chestxr.dataset import collate
+    from chestxr.engine import train_one_epoch
+    from chestxr.losses import masked_bce_with_logits
+
+    class Exploding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return self.w * torch.full((x.shape[0], 2), float("inf"))
+
+    batch = [{"image": torch.zeros(3, 8, 8), "target": torch.tensor([1.0, 0.0]), "mask": torch.tensor([True, True]),
+              "index": i, "ok": True, "reason": ""} for i in range(2)]
+    model = Exploding()
+    before = model.w.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TrainingError, match="loss became .* at batch 0"):
+        train_one_epoch(model, [collate(batch)], opt, loss_fn=masked_bce_with_logits, device=torch.device("cpu"),
+                        channels_last=False)
+    assert torch.equal(model.w.detach(), before)  # no step taken with a non-finite loss
