@@ -76,9 +76,10 @@ class ValidationResult:
 class Manifest:
     """A validated manifest.
 
-    frame: one row per image: ``path`` (absolute str), ``patient_id``, ``study_id``, ``view``
-    (upper case, "" when absent), ``split`` ("train"/"val"/"test", "" when absent), metadata
-    columns, then one float64 column per finding (NaN blank, -1.0 uncertain, else in [0, 1]).
+    frame: one row per image (RangeIndex): ``path`` (absolute), ``patient_id``, ``study_id``,
+    ``view`` (upper case, "" when absent), ``split`` ("train"/"val"/"test", "" when absent) and
+    the metadata columns, all object columns of Python str (``age``: float64, NaN unknown), then
+    one float64 column per finding (NaN blank, -1.0 uncertain, else in [0, 1]).
     findings: the finding column names in order. source: the manifest file (absolute).
     """
 
