@@ -119,9 +119,15 @@ def read_image_with_meta(
     """
     options = options or ReadOptions()
     kind = sniff_format(path)
-    if kind == "dicom" or kind == "dicom-nopreamble":
-        return _read_dicom(Path(path), options, force=kind == "dicom-nopreamble")
-    return _read_pillow(Path(path), options)
+    try:
+        if kind == "dicom" or kind == "dicom-nopreamble":
+            return _read_dicom(Path(path), options, force=kind == "dicom-nopreamble")
+        return _read_pillow(Path(path), options)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # safety net: a library error on an odd file never escapes unwrapped
+        raise ImageReadError(path, f"cannot read the image ({_short(exc)}); the file may be corrupt "
+                             "or unusual: export it again, or report it with CHESTXR_DEBUG=1") from None
 
 
 def sniff_format(path: str | os.PathLike) -> str:
@@ -168,7 +174,7 @@ def _read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nd
     _check_header(path, meta, options)
     rows, cols = meta["rows"], meta["cols"]
     if not rows or not cols:
-        raise ImageReadError(path, "DICOM has no Rows/Columns; the header is incomplete")
+        raise ImageReadError(path, "DICOM has no Rows/Columns; the header is incomplete: export it again")
     if rows * cols > options.max_pixels:
         raise ImageReadError(path, f"image is {cols}x{rows} = {rows * cols:,} pixels, over the limit of "
                              f"{options.max_pixels:,} (max_pixels); raise the limit if it is genuine")
@@ -204,7 +210,8 @@ def _read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nd
         raise ImageReadError(path, f"cannot apply the DICOM LUTs ({_short(exc)}); try "
                              "preprocessing.voi: ignore") from None
     if out.ndim != 2:
-        raise ImageReadError(path, f"unexpected pixel array shape {arr.shape}; expected one 2-D frame")
+        raise ImageReadError(path, f"unexpected pixel array shape {arr.shape}; expected one 2-D frame: "
+                             "export the image as a single grayscale frame")
     meta.update(voi=voi, value_range=value_range)
     return np.ascontiguousarray(out, dtype=np.float32), meta
 
@@ -365,7 +372,7 @@ def _read_pillow(path: Path, options: ReadOptions) -> tuple[np.ndarray, dict[str
     except Image.DecompressionBombError as exc:
         raise ImageReadError(path, f"image is too large to open safely ({_short(exc)}); "
                              "check the file or downscale it") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(path, f"cannot open as PNG/JPEG ({_short(exc)}); the file may be "
                              "truncated or corrupt: export it again") from None
     with im:

@@ -409,3 +409,26 @@ def test_no_warnings_for_plain_files(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_image(path)
+
+
+def test_invalid_window_tags_fall_back_to_minmax(tmp_path):
+    img = np.array([[10, 20], [30, 50]], dtype=np.uint16)
+    path = write_dicom(tmp_path / "badw.dcm", img, window=(30, 0))
+    with pytest.warns(UserWarning, match="invalid window"):
+        out, meta = read_image_with_meta(path)
+    assert meta["voi"] == "minmax"
+    np.testing.assert_allclose(out, (img - 10.0) / 40.0, atol=1e-6)
+
+
+def test_unexpected_library_errors_are_wrapped(tmp_path, monkeypatch):
+    import chestxr.images as images
+
+    path = write_dicom(tmp_path / "ok.dcm", block_image())
+
+    def boom(ds):
+        raise KeyError("deep library detail")
+
+    monkeypatch.setattr(images, "_dicom_meta", boom)
+    with pytest.raises(ImageReadError, match=r"ok\.dcm: cannot read the image \(KeyError") as info:
+        read_image(path)
+    assert info.value.__suppress_context__
