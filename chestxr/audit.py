@@ -234,7 +234,7 @@ def _thumbnails_and_cams(run: LoadedRun, paths: list[str], table: pd.DataFrame, 
     for i, path in enumerate(paths[:limit]):
         image_id = str(table["image_id"].iloc[i])
         img = loader(path)
-        thumbs[image_id] = resize_to(img, 160, "letterbox") if max(img.shape) > 160 else img
+        thumbs[image_id] = resize_to(img, 160, "long") if max(img.shape) > 160 else img
         if explain:
             from chestxr.explain import grad_cam
 

@@ -27,6 +27,9 @@ class ChestXRayDataset(Dataset):
         loader: path -> float32 (H, W) in [0, 1].
         transform: float32 (H, W) -> tensor (C, S, S).
         on_bad_image: "error" raises ImageReadError; "skip" returns ok=False for that item.
+        seed: when set, each item's random augmentation is seeded from (seed, epoch, index), so
+            augmentation does not depend on the number of DataLoader workers or DDP processes
+            (call ``set_epoch`` every epoch).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class ChestXRayDataset(Dataset):
         transform: Callable[[np.ndarray], torch.Tensor],
         on_bad_image: Literal["error", "skip"] = "error",
         image_shape: tuple[int, int, int] = (3, 224, 224),
+        seed: int | None = None,
     ) -> None:
         if len(paths) != len(targets) or targets.shape != mask.shape:
             raise ValueError(
@@ -51,6 +55,19 @@ class ChestXRayDataset(Dataset):
         self.transform = transform
         self.on_bad_image = on_bad_image
         self.image_shape = image_shape
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (with ``seed`` set)."""
+        self.epoch = epoch
+
+    def _transform(self, img: np.ndarray, index: int) -> torch.Tensor:
+        if self.seed is None:
+            return self.transform(img)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            return self.transform(img)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -58,7 +75,7 @@ class ChestXRayDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
         try:
-            image = self.transform(self.loader(path))
+            image = self._transform(self.loader(path), index)
             ok, reason = True, ""
         except ImageReadError as exc:
             if self.on_bad_image == "error":
@@ -87,6 +104,7 @@ def build_dataset(
     cache_dir: str | None,
     on_bad_image: Literal["error", "skip"] = "error",
     n_findings: int | None = None,
+    seed: int | None = None,
 ) -> ChestXRayDataset:
     """Dataset with the loader and transform built from the config sections.
 
@@ -111,6 +129,7 @@ def build_dataset(
         transform=transform,
         on_bad_image=on_bad_image,
         image_shape=(preprocessing.channels, preprocessing.size, preprocessing.size),
+        seed=seed if train else None,
     )
 
 

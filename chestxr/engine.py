@@ -78,11 +78,15 @@ def train_one_epoch(
     ema: Optional[nn.Module] = None,
     description: str = "train",
     total: Optional[int] = None,
+    reduce_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    world: int = 1,
 ) -> EpochStats:
     """One pass over ``loader``; batches are dicts from ``dataset.collate``.
 
     loss_fn(logits (B, f), targets (B, f), mask (B, f)) -> scalar. ``scheduler`` (if given) steps
-    once per batch. Raises TrainingError on a NaN/inf loss (naming the batch), before the
+    once per batch. Under DDP, ``reduce_fn`` sums a tensor over the ``world`` processes, so the
+    reported loss and image counts are global (each process's loss is already scaled so that the
+    sum over processes / world is the global batch mean). Raises TrainingError on a NaN/inf loss (naming the batch), before the
     optimizer step, so the weights stay finite.
     """
     model.train()
@@ -134,8 +138,12 @@ def train_one_epoch(
             scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
-        n = int(ok.sum())
-        total_loss += float(loss.detach()) * n
+        pair = torch.stack([loss.detach().float().cpu(), ok.sum().float()])
+        if reduce_fn is not None:
+            pair = reduce_fn(pair)
+            pair[0] = pair[0] / world
+        n = int(pair[1])
+        total_loss += float(pair[0]) * n
         n_seen += n
         if bar is not None:
             rate = n_seen / max(time.perf_counter() - start, 1e-9)

@@ -237,7 +237,8 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
     train_ds = build_dataset(paths=train_set.paths, targets=train_set.targets, mask=train_set.mask,
                              preprocessing=config.preprocessing, augmentation=config.augmentation
                              if config.augmentation.enabled else None, train=True,
-                             cache_dir=config.data.cache_dir, on_bad_image=config.data.on_bad_image)
+                             cache_dir=config.data.cache_dir, on_bad_image=config.data.on_bad_image,
+                             seed=config.seed)
     val_ds = build_dataset(paths=val_set.paths, targets=val_set.eval_true, mask=val_set.eval_mask,
                            preprocessing=config.preprocessing, augmentation=None, train=False,
                            cache_dir=config.data.cache_dir, on_bad_image=config.data.on_bad_image)
@@ -280,11 +281,14 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
     bad_epochs = 0 if not history else _epochs_since_best(history, best)
     for epoch in range(start_epoch, t.epochs):
         train_sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
         seed_everything(config.seed * 1000 + epoch)
         stats = train_one_epoch(train_model, train_loader, optimizer, loss_fn=loss_fn, device=device,
                                 scheduler=scheduler, amp_dtype=amp_dtype, scaler=scaler,
                                 grad_clip=t.grad_clip, channels_last=t.channels_last, ema=ema,
-                                description=f"epoch {epoch + 1}/{t.epochs}", total=len(train_sampler))
+                                description=f"epoch {epoch + 1}/{t.epochs}", total=len(train_sampler),
+                                reduce_fn=(lambda x: all_reduce_sum(x, info)) if info.enabled else None,
+                                world=info.world)
         for i, r in stats.skipped:
             skipped[i] = r
         eval_model = ema.module if ema is not None else model
@@ -292,7 +296,7 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
                                            channels_last=t.channels_last, info=info)
         row = {"epoch": epoch + 1, "train_loss": round(stats.loss, 6), "val_loss": round(val_loss, 6),
                "val_mean_auroc": round(val_auc, 6), "lr": optimizer.param_groups[0]["lr"],
-               "train_images_per_s": round(stats.images_per_s * info.world, 2),
+               "train_images_per_s": round(stats.images_per_s, 2),
                "seconds": round(stats.seconds, 2)}
         row.update({f"val_auroc_{f}": round(a, 6) for f, a in zip(findings, per)})
         history.append(row)
@@ -318,7 +322,7 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
             _write_metrics_csv(run_dir / "metrics.csv", history)
             _write_skipped(run_dir, train_set, val_set, skipped)
         say(f"epoch {epoch + 1}/{t.epochs}: loss {stats.loss:.4f}  val loss {val_loss:.4f}  "
-            f"val mean AUROC {val_auc:.4f}  {stats.images_per_s * info.world:.1f} img/s")
+            f"val mean AUROC {val_auc:.4f}  {stats.images_per_s:.1f} img/s")
         barrier(info)
         if stop_after_epochs is not None and epoch + 1 - start_epoch >= stop_after_epochs:
             break
