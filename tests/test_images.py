@@ -432,3 +432,20 @@ def test_unexpected_library_errors_are_wrapped(tmp_path, monkeypatch):
     with pytest.raises(ImageReadError, match=r"ok\.dcm: cannot read the image \(KeyError") as info:
         read_image(path)
     assert info.value.__suppress_context__
+
+
+@pytest.mark.parametrize("twin", ["MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
+                                  "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"])
+def test_pydicom_bundled_lossless_twins_are_identical(twin):
+    """pydicom ships one small signed MR in several encodings: JPEG-LS lossless decoding (no JPEG-LS
+    encoder is installed to make our own), JPEG 2000, RLE, big endian, implicit VR -> same pixels."""
+    from pydicom.data import get_testdata_file
+
+    ref_path, twin_path = get_testdata_file("MR_small.dcm", download=False), get_testdata_file(twin, download=False)
+    if ref_path is None or twin_path is None:
+        pytest.skip("pydicom's bundled test files are not installed")
+    ref, ref_meta = read_image_with_meta(ref_path)
+    out, meta = read_image_with_meta(twin_path)
+    assert ref.shape == (64, 64) and 0.0 <= ref.min() and ref.max() == 1.0
+    assert meta["transfer_syntax"] != ref_meta["transfer_syntax"]
+    np.testing.assert_array_equal(out, ref)
