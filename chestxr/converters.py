@@ -42,8 +42,12 @@ _CHEXPERT_RAW = ["No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lu
                  "Pleural Other", "Fracture", "Support Devices"]
 
 
-def read_table(table: Table, required: list[str], what: str) -> pd.DataFrame:
-    """A label table (CSV or .csv.gz path, or a DataFrame) as strings; ManifestError if columns are missing."""
+def read_table(table: Table, required: list[str], what: str,
+               columns: Optional[list[str]] = None) -> pd.DataFrame:
+    """A label table (CSV or .csv.gz path, or a DataFrame) as strings; ManifestError if columns are missing.
+
+    ``columns``: read only these (when present), to keep memory down on big tables.
+    """
     if isinstance(table, pd.DataFrame):
         df = table.astype(str).astype(object)
         where = "<DataFrame>"
@@ -52,7 +56,9 @@ def read_table(table: Table, required: list[str], what: str) -> pd.DataFrame:
         if not Path(table).is_file():
             raise ManifestError(where, [Problem(None, None, None, f"{what} table not found", "check the path", "file")])
         try:
-            df = pd.read_csv(table, dtype=object, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+            keep = None if columns is None else set(columns) | set(required)
+            df = pd.read_csv(table, dtype=object, keep_default_na=False, na_filter=False, encoding="utf-8-sig",
+                             usecols=None if keep is None else (lambda c: str(c).strip() in keep))
         except (UnicodeDecodeError, pd.errors.ParserError, OSError, EOFError) as exc:
             raise ManifestError(where, [Problem(None, None, None, f"cannot read {what} table: {exc}",
                                                 "pass the original CSV (or .csv.gz)", "file")]) from None
@@ -116,7 +122,8 @@ def _label_columns(df: pd.DataFrame, raw_names: list[str], where: str) -> dict[s
 
 def convert_nih(table: Table, *, image_root: str = "images") -> pd.DataFrame:
     """NIH ChestX-ray14 Data_Entry table -> manifest frame (see the module docstring)."""
-    df = read_table(table, ["Image Index", "Finding Labels", "Patient ID", "View Position"], "NIH Data_Entry")
+    df = read_table(table, ["Image Index", "Finding Labels", "Patient ID", "View Position"], "NIH Data_Entry",
+                    columns=["Follow-up #", "Patient Age", "Patient Gender"])
     where = str(table) if not isinstance(table, pd.DataFrame) else "<DataFrame>"
     names = NIH14 + [NO_FINDING]
     codes, combos = pd.factorize(df["Finding Labels"].to_numpy(dtype=object))

@@ -228,10 +228,17 @@ def write_manifest(manifest_or_frame: Union[Manifest, pd.DataFrame], path: Union
             out = out.drop(columns=col)
     first = [c for c in CORE_COLUMNS if c in out.columns]
     out = out[first + [c for c in out.columns if c not in first]]
-    columns = [_csv_cells(out[c]) for c in out.columns]
-    lines = [",".join(_quote(str(c)) for c in out.columns)]
-    lines += [",".join(row) for row in zip(*columns)]
-    write_with_atomic(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
+    header = ",".join(_quote(str(c)) for c in out.columns) + "\n"
+
+    def writer(tmp: str, chunk: int = 100_000) -> None:  # chunked: memory stays flat for big manifests
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(header)
+            for lo in range(0, len(out), chunk):
+                part = out.iloc[lo:lo + chunk]
+                columns = [_csv_cells(part[c]) for c in part.columns]
+                fh.write("\n".join(",".join(row) for row in zip(*columns)) + "\n")
+
+    write_with_atomic(path, writer)
     return path
 
 
