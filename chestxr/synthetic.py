@@ -173,11 +173,11 @@ def render_chest(
     if present["Opacity"]:
         pu, pv = in_lung(int(op_side), op_r, op_t)
         blob = np.exp(-((u - pu) ** 2 + (v - pv) ** 2) / (2 * op_sigma**2)) * (1.0 + 0.3 * texture)
-        img += (0.16 + 0.22 * sev["Opacity"]) * blob * np.clip(lungs[int(op_side)] * 1.2, 0.0, 1.0)
+        img += (0.20 + 0.22 * sev["Opacity"]) * blob * np.clip(lungs[int(op_side)] * 1.2, 0.0, 1.0)
     if present["Nodule"]:
         pu, pv = in_lung(int(no_side), no_r, no_t)
         radius = no_diam  # diameter as a fraction of image width (2 units) = radius in units
-        img += (0.18 + 0.20 * sev["Nodule"]) * _sig((radius - np.hypot(u - pu, v - pv)) / (0.12 * radius))
+        img += (0.22 + 0.20 * sev["Nodule"]) * _sig((radius - np.hypot(u - pu, v - pv)) / (0.12 * radius))
 
     au = np.abs(u)  # clavicles: bands from near the midline rising laterally
     img += 0.12 * _sig((0.035 - np.abs(v + 0.68 + 0.18 * (au - 0.1))) / 0.008) * ((au > 0.08) & (au < 0.75))
