@@ -69,6 +69,7 @@ class PreprocessConfig:
     [-1024, 1024] scaling, replicated to ``channels``). voi: "auto" (use the file's VOI LUT or
     window when present) | "ignore" | "window" (use ``window`` = [center, width]).
     cache_size: side of the images stored in the decode cache (>= size).
+    max_pixels: refuse images with more pixels than this (decompression-bomb guard).
     """
 
     size: int = 224
@@ -82,6 +83,7 @@ class PreprocessConfig:
     body_parts: Optional[list[str]] = None
     view_positions: Optional[list[str]] = None
     cache_size: int = 256
+    max_pixels: int = 100_000_000
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ class HeaderCheckError(ImageReadError):
 
 
 class ManifestError(ChestXRError):
-    """A manifest has problems. ``problems`` lists every one (row, column, value, how to fix)."""
+    """A manifest has problems. ``problems`` lists every one (row, column, value, how to fix): strings or
+    ``chestxr.manifest.Problem`` objects, whose ``str()`` is the readable line."""
 
-    def __init__(self, path: object, problems: list[str]) -> None:
+    def __init__(self, path: object, problems: "list[object]") -> None:
         self.path = str(path)
         self.problems = list(problems)
         head = f"{self.path}: {len(self.problems)} problem(s)"

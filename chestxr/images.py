@@ -97,7 +97,7 @@ class ReadOptions:
             modalities=pre.modalities,
             body_parts=pre.body_parts,
             view_positions=pre.view_positions,
-            max_pixels=max_pixels,
+            max_pixels=int(getattr(pre, "max_pixels", None) or max_pixels),
         )
 
     def to_dict(self) -> dict[str, Any]:
