@@ -97,9 +97,48 @@ def read_metadata(run_dir: str | Path) -> dict[str, Any]:
     missing = [k for k in ("findings", "backbone", "mode") if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: missing key(s) {missing}")
+    _check_metadata_types(path, meta)
     if int(meta.get("format_version", 1)) > FORMAT_VERSION:
         raise CheckpointError(f"{path}: written by a newer chestxr (format {meta['format_version']}); upgrade")
     return meta
+
+
+def _check_metadata_types(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a model.json whose core fields have the wrong JSON types (hand-edited or crafted file)."""
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {key!r} must be {expected}, got {meta[key]!r:.80}; "
+                               "the file was edited or is not a chestxr model.json")
+
+    findings = meta["findings"]
+    if not (isinstance(findings, list) and findings and all(isinstance(f, str) and f for f in findings)):
+        raise bad("findings", "a non-empty list of finding names")
+    if len(set(findings)) != len(findings):
+        raise bad("findings", "a list of distinct names")
+    for key in ("backbone", "mode"):
+        if not isinstance(meta[key], str):
+            raise bad(key, "a string")
+    for key in ("in_channels", "format_version", "version"):
+        if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], int)):
+            raise bad(key, "an integer")
+    if "dropout" in meta and (isinstance(meta["dropout"], bool) or not isinstance(meta["dropout"], (int, float))):
+        raise bad("dropout", "a number")
+    if "preprocessing" in meta and not isinstance(meta["preprocessing"], dict):
+        raise bad("preprocessing", "a JSON object")
+    for key in ("label_policy", "probability_calibration", "config"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise bad(key, "a JSON object or null")
+
+    def number_or_null(v: Any) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    thresholds = meta.get("thresholds")
+    if thresholds is not None:
+        ok = isinstance(thresholds, list) and all(
+            number_or_null(r) or (isinstance(r, dict) and isinstance(r.get("finding"), str)
+                                  and number_or_null(r.get("threshold")))
+            for r in thresholds)
+        if not ok:
+            raise bad("thresholds", "null or a list of {\"finding\": name, \"threshold\": number or null}")
 
 
 def save_model(run_dir: str | Path, model: nn.Module, metadata: dict[str, Any]) -> Path:
