@@ -313,10 +313,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"{path}: torch.load(weights_only=True) refused it: it holds Python objects, not only "
                 "tensors (e.g. a whole model saved with torch.save(model)). In a session you trust, load "
                 "it and save model.state_dict() with safetensors.torch.save_file, then pass that file. "
-                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                f"({_torch_load_reason(exc)})"
             ) from None
         return _unwrap_state(obj, str(path))
     raise WeightsError(f"{path}: neither a safetensors nor a torch.save file")
+
+
+def _torch_load_reason(exc: BaseException) -> str:
+    """The useful part of torch.load's refusal: the disallowed global, else its first line without ANSI codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it references {found.group(1)}"
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def hub_cache_file(backbone: str, weights: str) -> Path:
