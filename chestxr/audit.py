@@ -84,7 +84,7 @@ def calibrate_run(run_dir: str | Path, manifest: str | Path, *, split: Optional[
     fits = fit_thresholds(y_true, scores, mask, spec, findings=findings)
     thresholds = np.array([f.threshold for f in fits], dtype=np.float64)
     ci = bootstrap_metrics(y_true, scores, mask, thresholds, groups=groups,
-                           n_boot=n_boot, level=level, seed=seed)
+                           n_boot=n_boot, level=level, seed=seed, findings=findings)
     records = []
     for j, fit in enumerate(fits):
         rec = fit.to_dict()

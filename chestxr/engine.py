@@ -147,7 +147,7 @@ def train_one_epoch(
         n_seen += n
         if bar is not None:
             rate = n_seen / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix(loss=f"{float(loss):.4f}", img_s=f"{rate:.1f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.1f}")
             bar.update(1)
     if bar is not None:
         bar.close()

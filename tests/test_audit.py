@@ -1,0 +1,130 @@
+"""calibrate / evaluate / predict from the CLI on a tiny trained run: files, versions, refusals."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chestxr.cli import main
+from chestxr.config import config_from_dict
+from chestxr.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from chestxr.synthetic import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("audit")
+    manifest = generate_synthetic_dataset(root / "data", n_images=60, seed=3, size=48)
+    cfg = {"name": "a", "seed": 0, "data": {"num_workers": 0, "manifest": str(manifest)},
+           "preprocessing": {"size": 32, "cache_size": 48}, "model": {"backbone": "tiny"},
+           "train": {"epochs": 2, "batch_size": 16, "lr": 0.003}}
+    run = train(config_from_dict(cfg), out_dir=root / "run")
+    return root, run
+
+
+def fresh_run(trained, tmp_path):
+    root, run = trained
+    dst = root / f"run-{tmp_path.name}"  # beside the original: splits.csv holds relative paths
+    shutil.copytree(run, dst)
+    return dst
+
+
+def test_calibrate_writes_new_version_and_thresholds(trained, tmp_path, capsys):
+    run = fresh_run(trained, tmp_path)
+    code = main(["calibrate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "val",
+                 "--method", "youden", "--finding-method", "Nodule=sensitivity:0.9", "--bootstrap", "100"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Nodule" in out and "sensitivity:0.9" in out
+    data = json.loads((run / "thresholds.json").read_text())
+    recs = {r["finding"]: r for r in data["thresholds"]}
+    assert recs["Nodule"]["method"] == "sensitivity:0.9"
+    assert recs["Opacity"]["method"] == "youden"
+    for r in recs.values():
+        assert {"threshold", "sensitivity", "specificity", "ppv", "npv", "prevalence", "n_pos", "n_neg",
+                "sensitivity_ci", "specificity_ci", "ppv_ci", "npv_ci"} <= set(r)
+    if np.isfinite(recs["Nodule"]["threshold"] or np.nan):
+        assert recs["Nodule"]["sensitivity"] >= 0.9
+    assert len(data["manifest_hash"]) == 64
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["version"] == 2 and (run / "model.v1.json").exists()
+    assert json.loads((run / "model.v1.json").read_text())["thresholds"] is None
+    assert [r["threshold"] for r in meta["thresholds"]] == [r["threshold"] for r in data["thresholds"]]
+
+
+def test_calibrate_refuses_training_patients(trained, tmp_path, capsys):
+    run = fresh_run(trained, tmp_path)
+    args = ["calibrate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "train",
+            "--bootstrap", "50"]
+    assert main(args) == 2
+    assert "training data" in capsys.readouterr().err
+    assert not (run / "thresholds.json").exists()
+    assert main(args + ["--force"]) == 0
+    assert json.loads((run / "thresholds.json").read_text())["forced"] is True
+
+
+def test_evaluate_reports_promise_and_files(trained, tmp_path):
+    run = fresh_run(trained, tmp_path)
+    assert main(["calibrate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "val",
+                 "--bootstrap", "50"]) == 0
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "test",
+                 "--out", str(out), "--bootstrap", "50"]) == 0
+    assert {"report.html", "metrics.csv", "metrics.json", "predictions.csv"} <= {p.name for p in out.iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    splits = pd.read_csv(run / "splits.csv")
+    assert metrics["n_images"] == int((splits["split"] == "test").sum())
+    f = metrics["findings"]["Cardiomegaly"]
+    assert "promise" in f and "auroc_ci" in f
+    # refuses to overwrite without --overwrite
+    assert main(["evaluate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "test",
+                 "--out", str(out), "--bootstrap", "10"]) == 2
+
+
+def test_predict_folder_of_dicoms_without_manifest(trained, tmp_path):
+    root, _ = trained
+    run = fresh_run(trained, tmp_path)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for p in sorted((root / "data" / "images").glob("*.dcm"))[:6]:
+        shutil.copy(p, folder / p.name)
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(run), str(folder), "--out", str(out)]) == 0
+    per_image = pd.read_csv(out / "predictions.csv")
+    assert len(per_image) == 6
+    for f in ["Opacity", "Cardiomegaly", "Effusion", "Nodule"]:
+        assert per_image[f"prob_{f}"].between(0, 1).all()
+    studies = pd.read_csv(out / "study_predictions.csv")
+    assert 1 <= len(studies) <= 6
+    assert (out / "review.html").stat().st_size > 1000
+
+
+def test_probability_calibration_changes_predicted_scores(trained, tmp_path):
+    run = fresh_run(trained, tmp_path)
+    manifest = str(run / "splits.csv")
+    assert main(["predict", "--checkpoint", str(run), "--manifest", manifest, "--out", str(tmp_path / "p0")]) == 0
+    assert main(["calibrate", "--checkpoint", str(run), "--manifest", manifest, "--split", "val",
+                 "--probability", "platt", "--bootstrap", "20"]) == 0
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["probability_calibration"]["method"] == "platt"
+    assert main(["predict", "--checkpoint", str(run), "--manifest", manifest, "--out", str(tmp_path / "p1")]) == 0
+    a = pd.read_csv(tmp_path / "p0" / "predictions.csv")
+    b = pd.read_csv(tmp_path / "p1" / "predictions.csv")
+    assert not np.allclose(a["prob_Opacity"], b["prob_Opacity"])
+    # a monotone per-finding map: the ranking is unchanged
+    assert (a["prob_Opacity"].rank().to_numpy() == b["prob_Opacity"].rank().to_numpy()).all()
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--images", "80", "--epochs", "2", "--bootstrap", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "evaluation report:" in printed and "review worklist:" in printed
+    assert (out / "report" / "report.html").exists() and (out / "review" / "review.html").exists()
+    assert json.loads((out / "run" / "model.json").read_text())["thresholds"] is not None
