@@ -1,0 +1,63 @@
+"""Run every benchmark in sequence and print its tables (``make bench``).
+
+    python benchmarks/run_all.py              # --quick settings (a few minutes per benchmark on 2 cores)
+    python benchmarks/run_all.py --full       # the settings the README numbers come from
+    python benchmarks/run_all.py --only bench_train bench_predict --shared /data/shared
+
+Each benchmark runs as its own process (``python benchmarks/NAME.py [--quick]``), so one's memory
+or threads never disturb the next; a failing benchmark is reported and the others still run.
+The exit code is the number of benchmarks that failed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARKS = ["bench_data", "bench_manifest", "bench_bootstrap", "bench_train", "bench_predict", "bench_scale"]
+TAKES_SHARED = {"bench_data", "bench_train", "bench_predict", "bench_scale"}
+
+
+def command(name: str, *, full: bool, shared: str | None) -> list[str]:
+    """The command line that runs benchmark ``name``."""
+    cmd = [sys.executable, str(HERE / f"{name}.py")]
+    if not full:
+        cmd.append("--quick")
+    if shared and name in TAKES_SHARED:
+        cmd += ["--shared", shared]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Run every chestxr benchmark in sequence.")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small settings (the default)")
+    mode.add_argument("--full", action="store_true", help="the full settings (README numbers)")
+    ap.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None, help="run only these")
+    ap.add_argument("--shared", default=None, help="folder holding data/ (default: $CHESTXR_SHARED or ../shared)")
+    args = ap.parse_args(argv)
+    env = {**os.environ, "CHESTXR_NO_PROGRESS": "1", "PYTHONWARNINGS": "ignore"}
+    failed, took = [], []
+    for name in args.only or BENCHMARKS:
+        cmd = command(name, full=args.full, shared=args.shared)
+        print(f"\n{'=' * 100}\n== {name}: {' '.join(cmd[1:])}\n{'=' * 100}", flush=True)
+        t0 = time.perf_counter()
+        code = subprocess.call(cmd, env=env, cwd=str(HERE.parent))
+        took.append((name, time.perf_counter() - t0, code))
+        if code != 0:
+            failed.append(name)
+            print(f"!! {name} exited with code {code}", flush=True)
+    print("\n| benchmark | seconds | exit code |\n| --- | ---: | ---: |")
+    for name, secs, code in took:
+        print(f"| {name} | {secs:.0f} | {code} |")
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return len(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
