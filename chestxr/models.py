@@ -306,26 +306,35 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if kind == "pickle":
         import pickle
 
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, AttributeError) as exc:
-            raise WeightsError(
-                f"{path}: torch.load(weights_only=True) refused it: it holds Python objects, not only "
-                "tensors (e.g. a whole model saved with torch.save(model)). In a session you trust, load "
-                "it and save model.state_dict() with safetensors.torch.save_file, then pass that file. "
-                f"({_torch_load_reason(exc)})"
-            ) from None
+        try:  # a file object: torch.load must not pick a loader from the name (e.g. ".safetensors")
+            with open(path, "rb") as fh:
+                obj = torch.load(fh, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
+                raise WeightsError(
+                    f"{path}: torch.load(weights_only=True) refused it: it holds Python objects, not only "
+                    "tensors (e.g. a whole model saved with torch.save(model)). In a session you trust, load "
+                    "it and save model.state_dict() with safetensors.torch.save_file, then pass that file. "
+                    f"({_torch_load_reason(exc)})"
+                ) from None
+            raise WeightsError(f"{path}: cannot read this torch.save file ({_torch_load_reason(exc)}); it may be "
+                               "truncated or corrupt, or hold more than tensors") from None
         return _unwrap_state(obj, str(path))
     raise WeightsError(f"{path}: neither a safetensors nor a torch.save file")
 
 
 def _torch_load_reason(exc: BaseException) -> str:
-    """The useful part of torch.load's refusal: the disallowed global, else its first line without ANSI codes."""
+    """The useful part of torch.load's error: the disallowed global or the unpickler's complaint, else
+    the first line, without ANSI codes."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:
         return f"it references {found.group(1)}"
-    return text.splitlines()[0] if text.strip() else type(exc).__name__
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if found:
+        return found.group(1).strip()
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}" if first else type(exc).__name__
 
 
 def hub_cache_file(backbone: str, weights: str) -> Path:
