@@ -117,8 +117,8 @@ def evaluate_run(run_dir: str | Path, manifest: str | Path, out_dir: str | Path,
     from chestxr.metrics import evaluate_predictions, multiclass_metrics
     from chestxr.report import write_evaluation_report
 
-    out = prepare_output_dir(out_dir, overwrite=overwrite)
     run = load_run(run_dir)
+    out = prepare_output_dir(out_dir, overwrite=overwrite)
     labeled, logits, kept, skipped = _labeled_predictions(run, manifest, split=split, batch_size=batch_size,
                                                           num_workers=num_workers, cache_dir=cache_dir,
                                                           on_bad_image=on_bad_image)
@@ -181,8 +181,8 @@ def predict_run(run_dir: str | Path, out_dir: str | Path, *, manifest: Optional[
     from chestxr.inference import collect_inputs, study_key_for_file
     from chestxr.review import write_review_report
 
-    out = prepare_output_dir(out_dir, overwrite=overwrite)
     run = load_run(run_dir)
+    out = prepare_output_dir(out_dir, overwrite=overwrite)
     if manifest is not None:
         from chestxr.manifest import read_manifest
 

@@ -2,8 +2,9 @@
 
 Images are read through a loader (``cache.build_image_loader``: decode once, reuse every epoch) and
 turned into model input by a transform (``transforms.build_transform``). With
-``on_bad_image="skip"`` an unreadable image gives ``ok=False``, an all-False mask and the reason in
-``reasons``; the engine leaves such rows out of losses, predictions and metrics, so a skipped image
+any unreadable image gives ``ok=False``, an all-False mask and the reason; the engine raises
+ImageReadError for it (``on_bad_image="error"``, in the main process, so the message stays one
+readable line even with worker processes) or, with ``"skip"``, leaves such rows out of losses, predictions and metrics, so a skipped image
 is never counted as a negative.
 """
 from __future__ import annotations
@@ -78,8 +79,8 @@ class ChestXRayDataset(Dataset):
             image = self._transform(self.loader(path), index)
             ok, reason = True, ""
         except ImageReadError as exc:
-            if self.on_bad_image == "error":
-                raise
+            # Never raise here: an exception in a DataLoader worker comes back as a traceback dump.
+            # The engine raises (on_bad_image="error") or skips in the main process.
             image = torch.zeros(self.image_shape, dtype=torch.float32)
             ok, reason = False, exc.reason
         mask = self.mask[index] if ok else torch.zeros_like(self.mask[index])
@@ -90,6 +91,7 @@ class ChestXRayDataset(Dataset):
             "index": index,
             "ok": ok,
             "reason": reason,
+            "path": path,
         }
 
 
@@ -142,6 +144,7 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
         "ok": torch.tensor([b["ok"] for b in batch], dtype=torch.bool),
         "reason": [b["reason"] for b in batch],
+        "path": [b["path"] for b in batch],
     }
 
 

@@ -46,6 +46,23 @@ def progress_enabled() -> bool:
     return not os.environ.get("CHESTXR_NO_PROGRESS")
 
 
+def check_bad_images(loader: Iterable[Any], batch: dict[str, Any]) -> list[tuple[int, str]]:
+    """(index, reason) of the unreadable items in ``batch``; raises ImageReadError for the first one
+    when the loader's dataset says ``on_bad_image == "error"``."""
+    from chestxr.errors import ImageReadError
+
+    ok = batch["ok"]
+    if bool(ok.all()):
+        return []
+    bad = [(int(i), r, p) for i, r, p, o in zip(batch["index"], batch["reason"], batch["path"], ok) if not o]
+    dataset = getattr(loader, "dataset", None)
+    if getattr(dataset, "on_bad_image", "error") == "error":
+        i, reason, path = bad[0]
+        raise ImageReadError(path, reason + " (set data.on_bad_image=skip / --on-bad-image skip to skip "
+                                            "unreadable images and list them instead)")
+    return [(i, r) for i, r, _ in bad]
+
+
 def _members_of(model: nn.Module) -> Optional[list[nn.Module]]:
     inner = getattr(model, "module", model)
     members = getattr(inner, "members", None)
@@ -100,10 +117,7 @@ def train_one_epoch(
         bar = tqdm(total=total, desc=description, unit="batch", leave=False, file=sys.stderr)
     for step, batch in enumerate(loader):
         ok = batch["ok"]
-        if not bool(ok.all()):
-            skipped.extend(
-                (int(i), r) for i, r, o in zip(batch["index"], batch["reason"], ok) if not o
-            )
+        skipped.extend(check_bad_images(loader, batch))
         images = batch["image"].to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -204,10 +218,10 @@ def predict(
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images).float()
+        skipped.extend(check_bad_images(loader, batch))
         keep = ok.to(logits.device)
         out_logits.append(logits[keep].cpu())
         out_idx.append(batch["index"][ok])
-        skipped.extend((int(i), r) for i, r, o in zip(batch["index"], batch["reason"], ok) if not o)
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -18,6 +18,9 @@ class ImageReadError(ChestXRError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # DataLoader workers re-raise exceptions in the main process
+        return (type(self), (self.path, self.reason))
+
 
 class HeaderCheckError(ImageReadError):
     """A DICOM header does not pass the configured checks (modality, body part, view)."""

@@ -37,7 +37,12 @@ class LoadedRun:
 
     @property
     def preprocessing(self) -> PreprocessConfig:
-        return _from_dict(PreprocessConfig, dict(self.meta["preprocessing"]), "preprocessing")
+        from chestxr.errors import ConfigError
+
+        try:
+            return _from_dict(PreprocessConfig, dict(self.meta["preprocessing"]), "preprocessing")
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.run_dir / 'model.json'}: invalid preprocessing: {exc}") from None
 
     def thresholds(self) -> np.ndarray:
         """(f,) probability thresholds: calibrated ones, else 0.5 (logit 0)."""

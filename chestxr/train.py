@@ -161,10 +161,13 @@ def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def _validate(model, loader, val: LabeledSet, *, device, amp_dtype, channels_last, info) -> tuple[float, list[float], float]:
+def _validate(model, loader, val: LabeledSet, *, device, amp_dtype, channels_last, info
+              ) -> tuple[float, list[float], float, list[tuple[int, str]]]:
+    """(val mean AUROC, per-finding AUROC, val loss, skipped (index, reason)) over all processes."""
     preds = predict(model, loader, device=device, amp_dtype=amp_dtype, channels_last=channels_last,
                     description="val", total=len(loader))
-    parts = all_gather_objects((preds.logits, preds.indices), info)
+    parts = all_gather_objects((preds.logits, preds.indices, preds.skipped), info)
+    val_skipped = sorted({x for p in parts for x in p[2]})
     logits = np.concatenate([p[0] for p in parts if len(p[1])]) if any(len(p[1]) for p in parts) else np.zeros((0, len(val.findings)))
     idx = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, int)
     order = np.argsort(idx, kind="stable")
@@ -176,7 +179,7 @@ def _validate(model, loader, val: LabeledSet, *, device, amp_dtype, channels_las
     m = torch.as_tensor(msk)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(torch.as_tensor(logits, dtype=torch.float32), t, reduction="none")
     val_loss = float((loss * m).sum() / m.sum().clamp_min(1))
-    return mean, per, val_loss
+    return mean, per, val_loss, val_skipped
 
 
 def train(config: Config, *, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
@@ -265,7 +268,7 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
     metadata = build_metadata(config, findings, train_set)
 
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "per_member": None}
-    skipped: dict[int, str] = {}
+    skipped: dict[tuple[str, int], str] = {}
     if resume:
         state = load_training_state(run_dir / "last", model=model, optimizer=optimizer, scheduler=scheduler)
         extra = state.get("extra", {})
@@ -290,10 +293,12 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
                                 reduce_fn=(lambda x: all_reduce_sum(x, info)) if info.enabled else None,
                                 world=info.world)
         for i, r in stats.skipped:
-            skipped[i] = r
+            skipped[("train", i)] = r
         eval_model = ema.module if ema is not None else model
-        val_auc, per, val_loss = _validate(eval_model, val_loader, val_set, device=device, amp_dtype=amp_dtype,
-                                           channels_last=t.channels_last, info=info)
+        val_auc, per, val_loss, val_skipped = _validate(eval_model, val_loader, val_set, device=device,
+                                                        amp_dtype=amp_dtype, channels_last=t.channels_last, info=info)
+        for i, r in val_skipped:
+            skipped[("val", i)] = r
         row = {"epoch": epoch + 1, "train_loss": round(stats.loss, 6), "val_loss": round(val_loss, 6),
                "val_mean_auroc": round(val_auc, 6), "lr": optimizer.param_groups[0]["lr"],
                "train_images_per_s": round(stats.images_per_s, 2),
@@ -343,14 +348,15 @@ def _epochs_since_best(history: list[dict], best: dict) -> int:
     return max(len(history) - 1 - int(best.get("epoch", -1)), 0)
 
 
-def _write_skipped(run_dir: Path, train_set: LabeledSet, val_set: LabeledSet, skipped: dict[int, str]) -> None:
+def _write_skipped(run_dir: Path, train_set: LabeledSet, val_set: LabeledSet,
+                   skipped: dict[tuple[str, int], str]) -> None:
     if not skipped:
         return
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["split", "path", "reason"])
-    for i, r in sorted(skipped.items()):
-        w.writerow(["train", train_set.paths[i], r])
+    for (split, i), r in sorted(skipped.items()):
+        w.writerow([split, (train_set if split == "train" else val_set).paths[i], r])
     write_text_atomic(run_dir / "skipped.csv", buf.getvalue())
 
 

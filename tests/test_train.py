@@ -159,7 +159,7 @@ def test_nan_loss_stops_with_clear_message():
             return self.w * torch.full((x.shape[0], 2), float("inf"))
 
     batch = [{"image": torch.zeros(3, 8, 8), "target": torch.tensor([1.0, 0.0]), "mask": torch.tensor([True, True]),
-              "index": i, "ok": True, "reason": ""} for i in range(2)]
+              "index": i, "ok": True, "reason": "", "path": f"x{i}.png"} for i in range(2)]
     model = Exploding()
     before = model.w.detach().clone()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
