@@ -42,3 +42,10 @@ def test_user_error_is_one_line_exit_2(tmp_path, capsys):
 def test_bad_override_exit_2(capsys):
     assert main(["train", "--set", "train.nope=1"]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_public_api_is_lazy_and_complete():
+    code = ("import sys, chestxr; assert 'torch' not in sys.modules; "
+            "[getattr(chestxr, n) for n in chestxr.__all__]; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

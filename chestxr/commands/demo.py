@@ -14,11 +14,10 @@ DEMO_CONFIG = {
     "seed": 0,
     "data": {"num_workers": 0},
     "labels": {"uncertain": "masked", "blank": "masked"},
-    "preprocessing": {"size": 128, "cache_size": 128},
-    "augmentation": {"rotate_deg": 5.0, "scale": [0.95, 1.05], "translate": 0.03},
-    "model": {"backbone": "tiny"},
-    "train": {"epochs": 12, "batch_size": 32, "lr": 0.003, "weight_decay": 0.0001, "scheduler": "cosine",
-              "warmup_epochs": 0.5},
+    "preprocessing": {"size": 64, "cache_size": 128},
+    "augmentation": {"rotate_deg": 3.0, "scale": [0.97, 1.03], "translate": 0.02},
+    "model": {"backbone": "resnet10"},
+    "train": {"epochs": 20, "batch_size": 16, "lr": 0.002, "weight_decay": 0.0001, "scheduler": "onecycle"},
     "calibration": {"method": "youden"},
 }
 
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_output_dir(args.out, overwrite=args.overwrite)
     print(f"[1/5] generating {args.images} synthetic chest X-rays in {out / 'data'}")
     manifest_path = generate_synthetic_dataset(out / "data", n_images=args.images, seed=args.seed)
-    manifest = split_manifest(read_manifest(manifest_path), val=0.2, test=0.25, seed=args.seed)
+    manifest = split_manifest(read_manifest(manifest_path), val=0.15, test=0.25, seed=args.seed)
     split_path = out / "data" / "manifest_split.csv"
     write_manifest(manifest, split_path)
     counts = manifest.frame["split"].value_counts().to_dict()
