@@ -8,7 +8,7 @@ import pytest
 
 from chestxr.cli import build_parser, main
 
-SUBCOMMANDS = ["demo", "train", "calibrate", "evaluate", "predict", "manifest", "cache"]
+SUBCOMMANDS = ["demo", "train", "calibrate", "evaluate", "predict", "manifest", "cache", "export"]
 
 
 def test_all_subcommands_registered():
