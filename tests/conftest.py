@@ -25,8 +25,21 @@ def shared_data() -> Path:
     return d
 
 
+def pytest_configure(config):
+    """Under pytest-xdist every worker gets one torch thread: two workers x two OpenMP threads on two
+    cores oversubscribe the CPU and run 5-10x slower than one thread each."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:  # pragma: no cover
+            pass
+
+
 @pytest.fixture(autouse=True)
 def _quiet_threads(monkeypatch):
-    """Keep tests deterministic and polite on small machines."""
+    """No progress bars in tests."""
     monkeypatch.setenv("CHESTXR_NO_PROGRESS", "1")
     yield
