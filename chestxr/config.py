@@ -121,7 +121,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation. amp: "auto" (bf16 on CUDA, off on CPU) | "off" | "bf16" | "fp16"."""
+    """Optimisation. amp: "auto" (bf16 on CUDA, off on CPU) | "off" | "bf16" | "fp16".
+
+    threads: torch CPU threads (None = torch's default, one per core). Set it to the CPU quota in
+    containers or on shared machines: OpenMP threads oversubscribing busy cores run 5-10x slower.
+    """
 
     epochs: int = 10
     batch_size: int = 32
@@ -140,7 +144,7 @@ class TrainConfig:
     ema_decay: Optional[float] = None
     max_minutes: Optional[float] = None
     device: str = "auto"
-    eval_every: int = 1
+    threads: Optional[int] = None
 
 
 @dataclass(frozen=True)

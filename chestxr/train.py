@@ -189,6 +189,8 @@ def train(config: Config, *, out_dir: str | Path, resume: bool = False, overwrit
     ``stop_after_epochs`` ends the process's work early (for tests of --resume), as a crash would.
     """
     device = resolve_device(config.train.device)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
     info = setup_distributed(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
