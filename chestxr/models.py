@@ -75,6 +75,34 @@ class TinyCNN(nn.Module):
         return self.head(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class SmallCNN(nn.Module):
+    """A VGG-style small CNN for low-resolution CPU training (the demo): per stage two 3x3
+    conv-bn-relu and a 2x2 max-pool (max-pooling keeps small bright findings such as nodules that
+    strided convolutions and average pooling wash out), widths 32-64-128-256, global average pool.
+    """
+
+    def __init__(self, *, num_classes: int = 1000, in_channels: int = 3,
+                 widths: Sequence[int] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for w in widths:
+            for _ in range(2):
+                layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                c = w
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _tiny_gn() -> nn.Module:
+    return TinyCNN(norm="group")
+
+
 def _tv(name: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         import torchvision.models as tvm
@@ -103,7 +131,8 @@ BACKBONES: dict[str, Callable[[], nn.Module]] = {
     "mobilenet_v3_large": _tv("mobilenet_v3_large"),
     "resnet10": _resnet10,
     "tiny": TinyCNN,
-    "tiny_gn": lambda: TinyCNN(norm="group"),
+    "tiny_gn": _tiny_gn,
+    "smallcnn": SmallCNN,
 }
 
 #: name -> dotted path of the final Linear layer.
@@ -111,7 +140,7 @@ HEAD_PATHS: dict[str, str] = {
     "densenet121": "classifier", "resnet18": "fc", "resnet34": "fc", "resnet50": "fc",
     "resnet10": "fc", "efficientnet_b0": "classifier.1", "convnext_tiny": "classifier.2",
     "mobilenet_v3_small": "classifier.3", "mobilenet_v3_large": "classifier.3", "tiny": "head",
-    "tiny_gn": "head",
+    "tiny_gn": "head", "smallcnn": "head",
 }
 
 #: name -> dotted path of the first convolution (adapted when in_channels != 3).
@@ -119,11 +148,11 @@ STEM_PATHS: dict[str, str] = {
     "densenet121": "features.conv0", "resnet18": "conv1", "resnet34": "conv1", "resnet50": "conv1",
     "resnet10": "conv1", "efficientnet_b0": "features.0.0", "convnext_tiny": "features.0.0",
     "mobilenet_v3_small": "features.0.0", "mobilenet_v3_large": "features.0.0", "tiny": "features.0.0",
-    "tiny_gn": "features.0.0",
+    "tiny_gn": "features.0.0", "smallcnn": "features.0",
 }
 
 #: names without a torchvision weights enum.
-_NO_ENUM = {"tiny", "tiny_gn", "resnet10"}
+_NO_ENUM = {"tiny", "tiny_gn", "smallcnn", "resnet10"}
 
 
 @dataclass(frozen=True)
