@@ -14,9 +14,9 @@ DEMO_CONFIG = {
     "seed": 0,
     "data": {"num_workers": 0},
     "labels": {"uncertain": "masked", "blank": "masked"},
-    "preprocessing": {"size": 64, "cache_size": 128},
+    "preprocessing": {"size": 96, "cache_size": 128},
     "augmentation": {"rotate_deg": 3.0, "scale": [0.97, 1.03], "translate": 0.02},
-    "model": {"backbone": "resnet10"},
+    "model": {"backbone": "smallcnn"},
     "train": {"epochs": 20, "batch_size": 16, "lr": 0.002, "weight_decay": 0.0001, "scheduler": "onecycle"},
     "calibration": {"method": "youden"},
 }
