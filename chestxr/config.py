@@ -140,7 +140,6 @@ class TrainConfig:
     channels_last: bool = True
     early_stopping_patience: Optional[int] = None
     pos_weight: Optional[Union[str, float, list[float]]] = None
-    ovr_strategy: Literal["shared", "sequential"] = "shared"
     ema_decay: Optional[float] = None
     max_minutes: Optional[float] = None
     device: str = "auto"
