@@ -3,7 +3,6 @@ predict new studies into a review worklist. Each returns what it wrote; the CLI 
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -53,7 +52,6 @@ def calibrate_run(run_dir: str | Path, manifest: str | Path, *, split: Optional[
     from chestxr.calibration import fit_thresholds
     from chestxr.checkpoint import update_metadata
     from chestxr.metrics import bootstrap_metrics, expected_calibration_error
-    from chestxr.manifest import manifest_hash  # noqa: F401  (hash comes with the labeled set)
 
     run = load_run(run_dir)
     labeled, logits, kept, skipped = _labeled_predictions(run, manifest, split=split, batch_size=batch_size,

@@ -11,7 +11,6 @@ import csv
 import io
 import math
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -42,7 +41,7 @@ def seed_everything(seed: int) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _make_loss(model: nn.Module, *, pos_weight: Optional[torch.Tensor], info: DistInfo,
+def _make_loss(*, pos_weight: Optional[torch.Tensor], info: DistInfo,
                ovr: bool) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """Masked BCE normalised by the GLOBAL count of unmasked labels (so DDP == one process).
 
@@ -84,7 +83,8 @@ def _build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
 
 
 class _LRSchedule:
-    """Picklable-free LR multiplier: linear warmup then cosine/step/constant (JSON-able state)."""
+    """LR multiplier per step: linear warmup, then cosine / step / constant. A plain object (not a
+    lambda), so the scheduler state saved for --resume is JSON."""
 
     def __init__(self, kind: str, total_steps: int, warmup_steps: int) -> None:
         self.kind, self.total, self.warmup = kind, max(total_steps, 1), warmup_steps
@@ -266,7 +266,7 @@ def _fit(config: Config, *, run_dir: Path, train_set: LabeledSet, val_set: Label
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
-    loss_fn = _make_loss(model, pos_weight=_pos_weight(config, train_set, device), info=info, ovr=ovr)
+    loss_fn = _make_loss(pos_weight=_pos_weight(config, train_set, device), info=info, ovr=ovr)
     metadata = build_metadata(config, findings, train_set)
 
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "per_member": None}
