@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from chestxr.commands import add_inference_options
+
 
 def _parse_per_finding(items: list[str]) -> dict[str, str]:
     from chestxr.errors import CalibrationError
@@ -36,9 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ci", type=float, default=0.95, help="confidence level")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="allow calibrating on training patients")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
+    add_inference_options(p)
     p.set_defaults(func=run)
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from chestxr.commands import add_inference_options
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,9 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ci", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
+    add_inference_options(p)
     p.set_defaults(func=run)
 
 

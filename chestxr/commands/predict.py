@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from chestxr.commands import add_inference_options
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,9 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-reduce", choices=["max", "mean"], default="max")
     p.add_argument("--explain", action="store_true", help="add Grad-CAM maps for positive findings")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--on-bad-image", choices=["error", "skip"], default="error")
+    add_inference_options(p)
     p.set_defaults(func=run)
 
 
