@@ -9,6 +9,7 @@
 * ``print_table``: a Markdown table (paste-able into benchmarks/README.md).
 * ``machine_description``: CPU model, cores, RAM, torch version, GPU or not.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,7 +80,7 @@ out = sys.argv[1]
 t0 = time.perf_counter()
 code = None
 try:
-    from chestxr.cli import main
+    from chestxr.cli.main import main
     code = main(sys.argv[2:])
 finally:
     hwm = None
@@ -102,8 +103,14 @@ def run_cli_peak(argv: Sequence[str], *, env: dict[str, str] | None = None, time
         out = os.path.join(tmp, "peak.json")
         full_env = {**os.environ, "CHESTXR_NO_PROGRESS": "1", **(env or {})}
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", _CLI_WRAPPER, out, *argv], env=full_env, cwd=str(REPO),
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-c", _CLI_WRAPPER, out, *argv],
+            env=full_env,
+            cwd=str(REPO),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         wall = time.perf_counter() - t0
         info: dict[str, Any] = json.load(open(out)) if os.path.exists(out) else {"code": proc.returncode}
     info.update(wall_s=wall, returncode=proc.returncode, stderr=proc.stderr[-2000:])
@@ -122,8 +129,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small settings (seconds to a minute or two)")
     mode.add_argument("--full", action="store_true", help="the settings the README numbers come from (default)")
-    parser.add_argument("--shared", default=default_shared(),
-                        help="folder holding data/ (default: $CHESTXR_SHARED or ../shared beside the repository)")
+    parser.add_argument(
+        "--shared",
+        default=default_shared(),
+        help="folder holding data/ (default: $CHESTXR_SHARED or ../shared beside the repository)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
@@ -138,6 +148,7 @@ def setup_torch(threads: int) -> None:
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Print (and return) a Markdown table; floats get 1-3 significant decimals."""
+
     def fmt(v: Any) -> str:
         if v is None:
             return ""
@@ -147,7 +158,10 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
             return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}" if abs(v) < 1000 else f"{v:,.0f}"
         return str(v)
 
-    lines = [f"| {' | '.join(headers)} |", "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(headers))) + " |"]
+    lines = [
+        f"| {' | '.join(headers)} |",
+        "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(headers))) + " |",
+    ]
     lines += [f"| {' | '.join(fmt(v) for v in row)} |" for row in rows]
     text = f"\n### {title}\n\n" + "\n".join(lines) + "\n"
     print(text, flush=True)
@@ -174,8 +188,12 @@ def machine_description() -> dict[str, Any]:
         ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
         pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "ram_gb": round(ram_gb, 1) if ram_gb else None,
-                            "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": round(ram_gb, 1) if ram_gb else None,
+        "python": platform.python_version(),
+    }
     try:
         import torch
 

@@ -13,6 +13,7 @@ Synthetic predictions (no image data needed): ~3 images per patient, prevalences
 labels masked. Peak memory is the largest extra numpy allocation seen by tracemalloc during the
 call (inputs excluded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chestxr.metrics import (  # noqa: E402
+from chestxr.evaluation.metrics import (  # noqa: E402
     bootstrap_metrics,
     bootstrap_replicates,
     draw_resample_counts,
@@ -100,8 +101,10 @@ def main(argv=None) -> int:
 
     y, s, mask, groups, thr = make_predictions(args.n, args.findings, args.images_per_patient, args.seed)
     n_pat = np.unique(groups).size
-    print(f"{args.n:,} predictions x {args.findings} findings, {n_pat:,} patients, {args.n_boot} resamples; "
-          f"numpy {np.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
+    print(
+        f"{args.n:,} predictions x {args.findings} findings, {n_pat:,} patients, {args.n_boot} resamples; "
+        f"numpy {np.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    )
 
     rows = []
     sec, mb, ci = measure(lambda: bootstrap_metrics(y, s, mask, thr, groups=groups, n_boot=args.n_boot, seed=args.seed))
@@ -116,19 +119,34 @@ def main(argv=None) -> int:
     max_diff = float(np.nanmax(np.abs(ours - auc_sk)))
     speedup = (sec_sk / k) / (sec / args.n_boot)
 
-    print(f"\n| method | resamples | time (s) | s per 1,000 resamples | peak extra memory (MB) |")
+    print("\n| method | resamples | time (s) | s per 1,000 resamples | peak extra memory (MB) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, b, t, per1k, m in rows:
         print(f"| {name} | {b} | {t:.2f} | {per1k:.2f} | {'-' if np.isnan(m) else f'{m:.0f}'} |")
-    print(f"\nsklearn loop extrapolated to {args.n_boot} resamples: {sec_sk / k * args.n_boot:.0f} s; "
-          f"vectorised speed-up: {speedup:.0f}x")
+    print(
+        f"\nsklearn loop extrapolated to {args.n_boot} resamples: {sec_sk / k * args.n_boot:.0f} s; "
+        f"vectorised speed-up: {speedup:.0f}x"
+    )
     print(f"per-resample AUROC, vectorised vs sklearn on the same {k} resamples: max |diff| = {max_diff:.1e}")
-    print(f"AUROC 95% interval of the rarest finding (prevalence 1%): [{ci['auroc'][0, 0]:.4f}, {ci['auroc'][0, 1]:.4f}]")
+    print(
+        f"AUROC 95% interval of the rarest finding (prevalence 1%): [{ci['auroc'][0, 0]:.4f}, {ci['auroc'][0, 1]:.4f}]"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "n": args.n, "findings": args.findings, "patients": int(n_pat), "n_boot": args.n_boot,
-            "rows": [dict(zip(("method", "resamples", "seconds", "s_per_1000", "peak_mb"), r)) for r in rows],
-            "speedup": speedup, "max_auroc_diff": max_diff}, indent=2, default=float).replace("NaN", "null"))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "n": args.n,
+                    "findings": args.findings,
+                    "patients": int(n_pat),
+                    "n_boot": args.n_boot,
+                    "rows": [dict(zip(("method", "resamples", "seconds", "s_per_1000", "peak_mb"), r)) for r in rows],
+                    "speedup": speedup,
+                    "max_auroc_diff": max_diff,
+                },
+                indent=2,
+                default=float,
+            ).replace("NaN", "null")
+        )
     return 0
 
 

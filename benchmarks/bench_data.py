@@ -21,6 +21,7 @@ cache), so "cold" means "no decode cache", not "cold disk". images/s is the best
 passes (the least disturbed by other load on the machine). ``SHARED`` defaults to $CHESTXR_SHARED or
 ``../shared`` beside the repository.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,9 @@ def _baseline_tfm(size: int) -> Any:
     if size not in _TFM:
         from torchvision import transforms as T
 
-        _TFM[size] = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor(),
-                                T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        _TFM[size] = T.Compose(
+            [T.Resize(size), T.CenterCrop(size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        )
     return _TFM[size]
 
 
@@ -140,15 +142,14 @@ def run_pipeline(name: str, paths: list[str], passes: int, size: int, cache_dir:
     """Runs in a fresh process; returns images/s and peak RSS."""
     import torch
 
-    from chestxr.cache import ImageCache, build_image_loader
-    from chestxr.config import AugmentConfig, PreprocessConfig
-    from chestxr.images import ReadOptions, read_image
-    from chestxr.transforms import build_transform
+    from chestxr.core.config import AugmentConfig, PreprocessConfig
+    from chestxr.imaging.cache import ImageCache, build_image_loader
+    from chestxr.imaging.readers import ReadOptions, read_image
+    from chestxr.imaging.transforms import build_transform
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    pre = PreprocessConfig(size=size, channels=3, resize="crop", normalization="imagenet",
-                           cache_size=max(256, size))
+    pre = PreprocessConfig(size=size, channels=3, resize="crop", normalization="imagenet", cache_size=max(256, size))
     eval_t = build_transform(pre, None, train=False)
     train_t = build_transform(pre, AugmentConfig(), train=True)
     cached = build_image_loader(pre, cache_dir=cache_dir)
@@ -161,8 +162,9 @@ def run_pipeline(name: str, paths: list[str], passes: int, size: int, cache_dir:
 
     if name == "chestxr cache build":
         # the timed pass fills a fresh cache; the warm-up uses another folder
-        ImageCache(cache_dir + "-warm", options=ReadOptions.from_config(pre),
-                   side=pre.cache_size).build(paths[:1], workers=1, progress=False)
+        ImageCache(cache_dir + "-warm", options=ReadOptions.from_config(pre), side=pre.cache_size).build(
+            paths[:1], workers=1, progress=False
+        )
         cache = ImageCache(cache_dir + "-timed", options=ReadOptions.from_config(pre), side=pre.cache_size)
         t0 = time.perf_counter()
         counts = cache.build(paths, workers=1, progress=False)
@@ -176,8 +178,14 @@ def run_pipeline(name: str, paths: list[str], passes: int, size: int, cache_dir:
         fn = BaselineItem(size) if "baseline" in name else ChestxrItem(cached, train_t)
         if "chestxr" in name:
             cached.cache.build(paths, workers=1, progress=False)
-        loader = DataLoader(ItemDataset(paths, fn), batch_size=8, num_workers=2, persistent_workers=True,
-                            shuffle=True, generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            ItemDataset(paths, fn),
+            batch_size=8,
+            num_workers=2,
+            persistent_workers=True,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(0),
+        )
         for _ in loader:  # warm-up epoch: worker start, imports
             pass
         times = []
@@ -186,8 +194,7 @@ def run_pipeline(name: str, paths: list[str], passes: int, size: int, cache_dir:
             n = sum(batch.shape[0] for batch in loader)
             times.append(time.perf_counter() - t0)
         del loader  # shuts the persistent workers down, so RUSAGE_CHILDREN sees them
-        return {"n": n, "seconds": min(times), "rss": _peak_mib(),
-                "worker_rss": _peak_mib(resource.RUSAGE_CHILDREN)}
+        return {"n": n, "seconds": min(times), "rss": _peak_mib(), "worker_rss": _peak_mib(resource.RUSAGE_CHILDREN)}
 
     fns: dict[str, Callable[[str], Any]] = {
         "baseline (pydicom/Pillow + torchvision)": BaselineItem(size),
@@ -248,8 +255,11 @@ PIPELINES = [
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared", default=os.environ.get("CHESTXR_SHARED", str(REPO.parent / "shared")),
-                        help="the shared folder holding data/ (default: $CHESTXR_SHARED or ../shared)")
+    parser.add_argument(
+        "--shared",
+        default=os.environ.get("CHESTXR_SHARED", str(REPO.parent / "shared")),
+        help="the shared folder holding data/ (default: $CHESTXR_SHARED or ../shared)",
+    )
     parser.add_argument("--quick", action="store_true", help="2 timed passes over at most 8 images per set")
     parser.add_argument("--passes", type=int, default=3, help="timed passes over each set (default 3)")
     parser.add_argument("--size", type=int, default=224)
@@ -263,8 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     passes = 2 if args.quick else args.passes
     if args.quick:
         sets = {k: v[:8] for k, v in sets.items()}
-    print(f"# chestxr data benchmark: size {args.size}, best of {passes} timed pass(es), "
-          f"{os.cpu_count()} CPU(s), python {sys.version.split()[0]}\n")
+    print(
+        f"# chestxr data benchmark: size {args.size}, best of {passes} timed pass(es), "
+        f"{os.cpu_count()} CPU(s), python {sys.version.split()[0]}\n"
+    )
     print("| images | pipeline | images/s | peak RSS MiB | traced peak MiB | vs baseline |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory(prefix="chestxr-bench-") as tmp:
@@ -276,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             for i, name in enumerate(PIPELINES):
                 res = run_isolated(name, paths, passes, args.size, os.path.join(tmp, f"cache-{set_name[:3]}-{i}"))
                 if "skipped" in res or "error" in res:
-                    print(f"| {set_name} ({len(paths)}) | {name} | skipped: {res.get('skipped') or res['error']} | | | |")
+                    print(
+                        f"| {set_name} ({len(paths)}) | {name} | skipped: {res.get('skipped') or res['error']} | | | |"
+                    )
                     continue
                 rate = res["n"] / res["seconds"]
                 if name.startswith("baseline"):
@@ -288,10 +302,12 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = f"{rate / ref:.2f}x" if ref else ""
                 traced = f"{res['traced']:.1f}" if "traced" in res else ""
                 print(f"| {set_name} ({len(paths)}) | {name} | {rate:.1f} | {rss} | {traced} | {ratio} |", flush=True)
-    print("\nimages/s: best timed pass. DataLoader rows are compared with the DataLoader baseline, the others "
-          "with the in-process baseline. peak RSS: the pipeline's own process (interpreter + torch included); "
-          "traced peak: tracemalloc's peak over one pass (Python + numpy buffers; Pillow and torch "
-          "allocate outside it).")
+    print(
+        "\nimages/s: best timed pass. DataLoader rows are compared with the DataLoader baseline, the others "
+        "with the in-process baseline. peak RSS: the pipeline's own process (interpreter + torch included); "
+        "traced peak: tracemalloc's peak over one pass (Python + numpy buffers; Pillow and torch "
+        "allocate outside it)."
+    )
     return 0
 
 

@@ -19,6 +19,7 @@ The baseline: csv.reader with a Python loop doing the same checks and building t
 label array; csv.reader + per-row label splitting + csv.writer for conversion;
 os.path.exists per row for the path check.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,22 @@ from pathlib import Path
 
 import numpy as np
 
-FINDINGS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-            "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
+FINDINGS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+]
 META = {"path", "patient_id", "study_id", "view", "split", "sex", "age", "age_band", "site"}
 
 
@@ -52,8 +67,16 @@ def make_manifest(path: Path, n: int, seed: int = 0, image_dir: str = "images", 
     age = rng.integers(18, 95, n).astype(str)
     labels = np.array(["1", "0", "-1", ""])[rng.choice(4, size=(n, len(FINDINGS)), p=[0.1, 0.6, 0.05, 0.25])]
     header = "path,patient_id,study_id,view,split,sex,age,site," + ",".join(FINDINGS)
-    cols = [paths, [f"p{p}" for p in pid], [f"p{p}_{k % 3}" for p, k in zip(pid, i)], view.tolist(),
-            split.tolist(), sex.tolist(), age.tolist(), ["H1"] * n] + [labels[:, j].tolist() for j in range(len(FINDINGS))]
+    cols = [
+        paths,
+        [f"p{p}" for p in pid],
+        [f"p{p}_{k % 3}" for p, k in zip(pid, i)],
+        view.tolist(),
+        split.tolist(),
+        sex.tolist(),
+        age.tolist(),
+        ["H1"] * n,
+    ] + [labels[:, j].tolist() for j in range(len(FINDINGS))]
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(header + "\n")
         fh.write("\n".join(",".join(r) for r in zip(*cols)) + "\n")
@@ -67,10 +90,18 @@ def make_nih(path: Path, n: int, seed: int = 1) -> None:
     names = np.array(FINDINGS, dtype=object)
     labels = ["|".join(names[row]) or "No Finding" for row in pos]
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-                 "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
-        fh.write("\n".join(f"{p:08d}_{f:03d}.png,{lab},{f},{p},{40 + p % 50},{'MF'[p % 2]},{'PA' if p % 3 else 'AP'},"
-                           "2048,2500,0.143,0.143" for p, f, lab in zip(pid, follow, labels)) + "\n")
+        fh.write(
+            "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+            "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
+        )
+        fh.write(
+            "\n".join(
+                f"{p:08d}_{f:03d}.png,{lab},{f},{p},{40 + p % 50},{'MF'[p % 2]},{'PA' if p % 3 else 'AP'},"
+                "2048,2500,0.143,0.143"
+                for p, f, lab in zip(pid, follow, labels)
+            )
+            + "\n"
+        )
 
 
 def make_files(root: Path, n: int, per_dir: int) -> None:
@@ -147,9 +178,17 @@ def naive_convert_nih(src: Path, out: Path) -> int:
         for rec in reader:
             found = set(rec["Finding Labels"].split("|"))
             pid = rec["Patient ID"].zfill(8)
-            writer.writerow([f"images/{rec['Image Index']}", pid, f"{pid}_{rec['Follow-up #'].zfill(3)}",
-                             rec["View Position"], rec["Patient Gender"], rec["Patient Age"]]
-                            + ["1" if f in found else "0" for f in names])
+            writer.writerow(
+                [
+                    f"images/{rec['Image Index']}",
+                    pid,
+                    f"{pid}_{rec['Follow-up #'].zfill(3)}",
+                    rec["View Position"],
+                    rec["Patient Gender"],
+                    rec["Patient Age"],
+                ]
+                + ["1" if f in found else "0" for f in names]
+            )
             n += 1
     return n
 
@@ -171,8 +210,8 @@ def child(kind: str, a: str, b: str) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import pandas  # noqa: F401  (imports are not part of the measurement)
 
-    from chestxr.converters import convert_nih
-    from chestxr.manifest import validate_manifest, write_manifest
+    from chestxr.data.converters import convert_nih
+    from chestxr.data.manifest import validate_manifest, write_manifest
 
     before = _hwm_mb()
     t0 = time.perf_counter()
@@ -198,8 +237,12 @@ def child(kind: str, a: str, b: str) -> dict:
 
 
 def measure(kind: str, a: str, b: str = "") -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", kind, a, b], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, a, b],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     if out.returncode:
         raise RuntimeError(f"{kind} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -229,12 +272,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synthetic data: {n:,} rows, {n_files:,} files ({time.perf_counter() - t:.1f} s)", file=sys.stderr)
         size = (tmp / "m.csv").stat().st_size / 2**20
         tasks = [
-            (f"validate {n:,} rows ({size:.0f} MB), no path check", "chestxr-validate", "naive-validate",
-             (str(tmp / "m.csv"), "nopaths")),
-            (f"validate {n_files:,} rows with file-existence check", "chestxr-validate", "naive-validate",
-             (str(tmp / "files" / "m.csv"), "paths")),
-            (f"convert NIH Data_Entry, {n:,} rows, and write", "chestxr-convert", "naive-convert",
-             (str(tmp / "Data_Entry.csv"), str(tmp / "out.csv"))),
+            (
+                f"validate {n:,} rows ({size:.0f} MB), no path check",
+                "chestxr-validate",
+                "naive-validate",
+                (str(tmp / "m.csv"), "nopaths"),
+            ),
+            (
+                f"validate {n_files:,} rows with file-existence check",
+                "chestxr-validate",
+                "naive-validate",
+                (str(tmp / "files" / "m.csv"), "paths"),
+            ),
+            (
+                f"convert NIH Data_Entry, {n:,} rows, and write",
+                "chestxr-convert",
+                "naive-convert",
+                (str(tmp / "Data_Entry.csv"), str(tmp / "out.csv")),
+            ),
         ]
         for title, ours, theirs, targs in tasks:
             a = measure(ours, *targs)
@@ -242,16 +297,25 @@ def main(argv: list[str] | None = None) -> int:
             if "errors" in a and a["errors"] != b["errors"]:
                 raise RuntimeError(f"{title}: chestxr found {a['errors']} errors, the loop {b['errors']}")
             rows.append((title, a, b))
-            print(f"{title}: chestxr {a['seconds']:.2f} s / {a['peak_mb']:.0f} MB, "
-                  f"loop {b['seconds']:.2f} s / {b['peak_mb']:.0f} MB", file=sys.stderr)
-    table = ["| task | chestxr time | loop time | speed-up | chestxr peak RSS MB | loop peak RSS MB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+            print(
+                f"{title}: chestxr {a['seconds']:.2f} s / {a['peak_mb']:.0f} MB, "
+                f"loop {b['seconds']:.2f} s / {b['peak_mb']:.0f} MB",
+                file=sys.stderr,
+            )
+    table = [
+        "| task | chestxr time | loop time | speed-up | chestxr peak RSS MB | loop peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for title, a, b in rows:
-        table.append(f"| {title} | {a['seconds']:.2f} s | {b['seconds']:.2f} s | {b['seconds'] / a['seconds']:.1f}x "
-                     f"| {a['peak_mb']:.0f} | {b['peak_mb']:.0f} |")
+        table.append(
+            f"| {title} | {a['seconds']:.2f} s | {b['seconds']:.2f} s | {b['seconds'] / a['seconds']:.1f}x "
+            f"| {a['peak_mb']:.0f} | {b['peak_mb']:.0f} |"
+        )
     base = max(b["base_mb"] for _, a, b in rows)
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-               f"load average {os.getloadavg()[0]:.1f} at the end; RSS after imports about {base:.0f} MB")
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end; RSS after imports about {base:.0f} MB"
+    )
     text = "\n".join(table) + f"\n\n({machine})\n"
     print(text)
     if args.markdown:

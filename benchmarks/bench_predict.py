@@ -21,6 +21,7 @@ images/s of the forward pass on one pre-decoded batch of 32 (no decoding), to se
 format from the (dominant) decode cost. Peak RSS: this process's VmHWM reset before each row
 (DataLoader workers are forked processes and not included).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,23 +34,46 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-FINDINGS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-            "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
+FINDINGS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+]
 
 
 def make_run(run_dir: Path, backbone: str) -> Path:
     """A run folder (model.safetensors + model.json) with random weights and default preprocessing."""
     import torch
 
-    from chestxr.checkpoint import save_model
-    from chestxr.config import Config, config_to_dict
-    from chestxr.models import build_model
+    from chestxr.core.config import Config, config_to_dict
+    from chestxr.modeling.checkpoint import save_model
+    from chestxr.modeling.models import build_model
 
     torch.manual_seed(0)
     model = build_model(backbone, len(FINDINGS)).eval()
     cfg = config_to_dict(Config())
-    save_model(run_dir, model, {"format": "chestxr-model", "findings": FINDINGS, "mode": "multilabel",
-                                "preprocessing": cfg["preprocessing"], "label_policy": cfg["labels"]})
+    save_model(
+        run_dir,
+        model,
+        {
+            "format": "chestxr-model",
+            "findings": FINDINGS,
+            "mode": "multilabel",
+            "preprocessing": cfg["preprocessing"],
+            "label_policy": cfg["labels"],
+        },
+    )
     return run_dir
 
 
@@ -57,6 +81,7 @@ def has_onnx() -> bool:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
+
         return True
     except ImportError:
         return False
@@ -86,10 +111,18 @@ def _batched(run, fn: Callable, paths: list[str], *, batch: int, workers: int):
     import torch
     from torch.utils.data import DataLoader
 
-    from chestxr.dataset import build_dataset, collate
+    from chestxr.imaging.dataset import build_dataset, collate
 
-    ds = build_dataset(paths=paths, targets=None, mask=None, preprocessing=run.preprocessing, augmentation=None,
-                       train=False, cache_dir=None, n_findings=len(run.findings))
+    ds = build_dataset(
+        paths=paths,
+        targets=None,
+        mask=None,
+        preprocessing=run.preprocessing,
+        augmentation=None,
+        train=False,
+        cache_dir=None,
+        n_findings=len(run.findings),
+    )
     loader = DataLoader(ds, batch_size=batch, num_workers=workers if len(ds) > batch else 0, collate_fn=collate)
     out = []
     with torch.no_grad():
@@ -102,8 +135,8 @@ def _per_image(run, paths: list[str]):
     import numpy as np
     import torch
 
-    from chestxr.images import ReadOptions, read_image
-    from chestxr.transforms import build_transform
+    from chestxr.imaging.readers import ReadOptions, read_image
+    from chestxr.imaging.transforms import build_transform
 
     pre = run.preprocessing
     opts, tfm, model = ReadOptions.from_config(pre), build_transform(pre, None, train=False), run.model
@@ -125,23 +158,34 @@ def _model_only(fn: Callable, x, repeats: int) -> float:
     return repeats * len(x) / (time.perf_counter() - t0)
 
 
-def bench_set(set_name: str, paths: list[str], backbone: str, tmp: Path, *, threads: int, batch: int,
-              workers: int, model_repeats: int) -> list[dict[str, Any]]:
+def bench_set(
+    set_name: str,
+    paths: list[str],
+    backbone: str,
+    tmp: Path,
+    *,
+    threads: int,
+    batch: int,
+    workers: int,
+    model_repeats: int,
+) -> list[dict[str, Any]]:
     """Rows for one image set x backbone."""
     import warnings
 
     import numpy as np
     import torch
 
-    from chestxr.export import export_model
-    from chestxr.inference import load_run, predict_paths
+    from chestxr.runs.export import export_model
+    from chestxr.runs.inference import load_run, predict_paths
 
     run_dir = tmp / f"run-{backbone}"
     if not run_dir.exists():
         make_run(run_dir, backbone)
     run = load_run(run_dir, device="cpu")
     warm = paths[: min(4, len(paths))]
-    x = torch.randn(batch, 3, run.preprocessing.size, run.preprocessing.size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+        batch, 3, run.preprocessing.size, run.preprocessing.size, generator=torch.Generator().manual_seed(0)
+    )
     rows: list[dict[str, Any]] = []
 
     def row(pipeline: str, fn: Callable[[list[str]], Any], ref=None, model_fn=None) -> Any:
@@ -150,15 +194,25 @@ def bench_set(set_name: str, paths: list[str], backbone: str, tmp: Path, *, thre
         t0 = time.perf_counter()
         logits = fn(paths)
         secs = time.perf_counter() - t0
-        rows.append({"images": set_name, "backbone": backbone, "pipeline": pipeline, "n": len(paths),
-                     "images_per_s": len(paths) / secs, "peak_rss_mb": C.peak_rss_mb(),
-                     "max_abs_diff": None if ref is None else float(np.max(np.abs(logits - ref))),
-                     "model_only_images_per_s": _model_only(model_fn, x, model_repeats) if model_fn else None})
+        rows.append(
+            {
+                "images": set_name,
+                "backbone": backbone,
+                "pipeline": pipeline,
+                "n": len(paths),
+                "images_per_s": len(paths) / secs,
+                "peak_rss_mb": C.peak_rss_mb(),
+                "max_abs_diff": None if ref is None else float(np.max(np.abs(logits - ref))),
+                "model_only_images_per_s": _model_only(model_fn, x, model_repeats) if model_fn else None,
+            }
+        )
         return logits
 
-    ref = row("chestxr batch (predict_paths, 2 workers)",
-              lambda ps: predict_paths(run, ps, batch_size=batch, num_workers=workers).logits,
-              model_fn=lambda t: run.model(t.contiguous(memory_format=torch.channels_last)))
+    ref = row(
+        "chestxr batch (predict_paths, 2 workers)",
+        lambda ps: predict_paths(run, ps, batch_size=batch, num_workers=workers).logits,
+        model_fn=lambda t: run.model(t.contiguous(memory_format=torch.channels_last)),
+    )
     rows[-1]["max_abs_diff"] = 0.0
     row("per-image loop (read_image, transform, model(x[None]))", lambda ps: _per_image(run, ps), ref=ref)
     ts_path = tmp / f"{backbone}.pt"
@@ -167,19 +221,36 @@ def bench_set(set_name: str, paths: list[str], backbone: str, tmp: Path, *, thre
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.load(str(ts_path))
-    row("TorchScript, batched", lambda ps: _batched(run, scripted, ps, batch=batch, workers=workers), ref=ref,
-        model_fn=scripted)
+    row(
+        "TorchScript, batched",
+        lambda ps: _batched(run, scripted, ps, batch=batch, workers=workers),
+        ref=ref,
+        model_fn=scripted,
+    )
     if has_onnx():
         onnx_path = tmp / f"{backbone}.onnx"
         if not onnx_path.exists():
             export_model(run_dir, onnx_path, format="onnx")
         ort_fn = _OrtModule(onnx_path, threads)
-        row("ONNX Runtime (CPU), batched", lambda ps: _batched(run, ort_fn, ps, batch=batch, workers=workers),
-            ref=ref, model_fn=ort_fn)
+        row(
+            "ONNX Runtime (CPU), batched",
+            lambda ps: _batched(run, ort_fn, ps, batch=batch, workers=workers),
+            ref=ref,
+            model_fn=ort_fn,
+        )
     else:
-        rows.append({"images": set_name, "backbone": backbone, "pipeline": "ONNX Runtime: skipped (pip install onnx onnxruntime)",
-                     "n": len(paths), "images_per_s": None, "peak_rss_mb": None, "max_abs_diff": None,
-                     "model_only_images_per_s": None})
+        rows.append(
+            {
+                "images": set_name,
+                "backbone": backbone,
+                "pipeline": "ONNX Runtime: skipped (pip install onnx onnxruntime)",
+                "n": len(paths),
+                "images_per_s": None,
+                "peak_rss_mb": None,
+                "max_abs_diff": None,
+                "model_only_images_per_s": None,
+            }
+        )
     return rows
 
 
@@ -204,27 +275,64 @@ def main(argv: list[str] | None = None) -> int:
             sets.append((f"real DICOM ({len(real)} files, repeated)", [real[i % len(real)] for i in range(items)]))
         else:
             print(f"no DICOMs found under {Path(args.shared) / 'data' / 'dicom'}; real-data rows skipped")
-        from chestxr.synthetic import generate_synthetic_dataset
+        from chestxr.data.synthetic import generate_synthetic_dataset
 
         manifest = generate_synthetic_dataset(tmp / "synth", n_images=items, seed=0, size=1024, dicom_fraction=1.0)
         synth = sorted(str(p) for p in (manifest.parent / "images").rglob("*.dcm"))
         sets.append((f"synthetic DICOM 1024 px ({len(synth)})", synth))
         for set_name, paths in sets:
             for bb in args.backbones:
-                rows += bench_set(set_name, paths, bb, tmp, threads=args.threads, batch=batch, workers=workers,
-                                  model_repeats=1 if args.quick else 2)
-    C.print_table(f"Inference on DICOMs, decode included (batch {batch}, {args.threads} torch threads)",
-                  ["images", "backbone", "pipeline", "n", "images/s", "vs per-image loop", "model only images/s",
-                   "max abs diff vs eager", "peak RSS MiB"],
-                  [[r["images"], r["backbone"], r["pipeline"], r["n"], r["images_per_s"],
-                    _ratio(r, rows), r["model_only_images_per_s"], r["max_abs_diff"], r["peak_rss_mb"]] for r in rows])
+                rows += bench_set(
+                    set_name,
+                    paths,
+                    bb,
+                    tmp,
+                    threads=args.threads,
+                    batch=batch,
+                    workers=workers,
+                    model_repeats=1 if args.quick else 2,
+                )
+    C.print_table(
+        f"Inference on DICOMs, decode included (batch {batch}, {args.threads} torch threads)",
+        [
+            "images",
+            "backbone",
+            "pipeline",
+            "n",
+            "images/s",
+            "vs per-image loop",
+            "model only images/s",
+            "max abs diff vs eager",
+            "peak RSS MiB",
+        ],
+        [
+            [
+                r["images"],
+                r["backbone"],
+                r["pipeline"],
+                r["n"],
+                r["images_per_s"],
+                _ratio(r, rows),
+                r["model_only_images_per_s"],
+                r["max_abs_diff"],
+                r["peak_rss_mb"],
+            ]
+            for r in rows
+        ],
+    )
     C.write_json(args.json, {"machine": machine, "rows": rows})
     return 0
 
 
 def _ratio(r: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
-    loop = next((x for x in rows if x["images"] == r["images"] and x["backbone"] == r["backbone"]
-                 and x["pipeline"].startswith("per-image")), None)
+    loop = next(
+        (
+            x
+            for x in rows
+            if x["images"] == r["images"] and x["backbone"] == r["backbone"] and x["pipeline"].startswith("per-image")
+        ),
+        None,
+    )
     if loop is None or not r["images_per_s"]:
         return None
     return f"{r['images_per_s'] / loop['images_per_s']:.2f}x"

@@ -14,8 +14,9 @@
 (b) Peak RSS (VmHWM of the process, imports included) of real commands on the shared NIH PNGs
     (``data_manifests/nih14_shared.csv``, 421 images, paths re-rooted at ``--shared``):
     ``chestxr train`` (tiny backbone, 1 epoch, batch 16, 224 px, in-process loading) and
-    ``chestxr predict`` on the same images, next to the floor of ``import chestxr.train`` (torch).
+    ``chestxr predict`` on the same images, next to the floor of ``import chestxr.modeling.training`` (torch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ def make_big_manifest(tmp: Path, *, rows: int, n_images: int) -> Path:
     import numpy as np
     import pandas as pd
 
-    from chestxr.synthetic import generate_synthetic_dataset
+    from chestxr.data.synthetic import generate_synthetic_dataset
 
     small = generate_synthetic_dataset(tmp / "imgs", n_images=n_images, seed=0, size=128, dicom_fraction=0.0)
     src = pd.read_csv(small)
@@ -57,9 +58,14 @@ def make_big_manifest(tmp: Path, *, rows: int, n_images: int) -> Path:
         except OSError:
             os.symlink(paths[idx[i]], dst)
         links.append(str(dst))
-    frame = pd.DataFrame({"path": links,
-                          "patient_id": [f"P{i // 3:06d}" for i in range(rows)],
-                          "study_id": [f"S{i:07d}" for i in range(rows)], "view": "PA"})
+    frame = pd.DataFrame(
+        {
+            "path": links,
+            "patient_id": [f"P{i // 3:06d}" for i in range(rows)],
+            "study_id": [f"S{i:07d}" for i in range(rows)],
+            "view": "PA",
+        }
+    )
     for f in FINDINGS:
         v = rng.choice(np.array([1.0, 0.0, -1.0, np.nan]), size=rows, p=[0.15, 0.75, 0.05, 0.05])
         frame[f] = v
@@ -69,13 +75,12 @@ def make_big_manifest(tmp: Path, *, rows: int, n_images: int) -> Path:
 
 
 def bench_manifest_stream(tmp: Path, *, rows: int, n_images: int, items: int) -> list[dict[str, Any]]:
-    import numpy as np
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from chestxr.config import LabelPolicy, PreprocessConfig
-    from chestxr.data import load_labeled_set
-    from chestxr.dataset import build_dataset, collate
+    from chestxr.core.config import LabelPolicy, PreprocessConfig
+    from chestxr.data.labels import load_labeled_set
+    from chestxr.imaging.dataset import build_dataset, collate
 
     manifest = make_big_manifest(tmp, rows=rows, n_images=n_images)
     rows_out: list[dict[str, Any]] = []
@@ -85,14 +90,29 @@ def bench_manifest_stream(tmp: Path, *, rows: int, n_images: int, items: int) ->
     t0 = time.perf_counter()
     ls = load_labeled_set(manifest, findings=FINDINGS, policy=LabelPolicy())
     secs = time.perf_counter() - t0
-    rows_out.append({"task": f"LabeledSet for {len(ls):,} rows (read, validate, label policy)", "items": len(ls),
-                     "seconds": secs, "rss_growth_mb": C.rss_mb() - base, "peak_growth_mb": C.peak_rss_mb() - base,
-                     "kib_per_item": 1024 * (C.rss_mb() - base) / len(ls)})
+    rows_out.append(
+        {
+            "task": f"LabeledSet for {len(ls):,} rows (read, validate, label policy)",
+            "items": len(ls),
+            "seconds": secs,
+            "rss_growth_mb": C.rss_mb() - base,
+            "peak_growth_mb": C.peak_rss_mb() - base,
+            "kib_per_item": 1024 * (C.rss_mb() - base) / len(ls),
+        }
+    )
 
     pre = PreprocessConfig(size=64, cache_size=64)
     paths = ls.paths
-    ds = build_dataset(paths=paths, targets=ls.targets, mask=ls.mask, preprocessing=pre, augmentation=None,
-                       train=True, cache_dir=None, seed=0)
+    ds = build_dataset(
+        paths=paths,
+        targets=ls.targets,
+        mask=ls.mask,
+        preprocessing=pre,
+        augmentation=None,
+        train=True,
+        cache_dir=None,
+        seed=0,
+    )
     sub = Subset(ds, range(items))
     loader = DataLoader(sub, batch_size=32, num_workers=0, collate_fn=collate)
     n_batches = len(loader)
@@ -108,10 +128,17 @@ def bench_manifest_stream(tmp: Path, *, rows: int, n_images: int, items: int) ->
     secs = time.perf_counter() - t0
     rss_end = C.rss_mb()
     per_item = 1024 * (rss_end - rss_first) / max(seen - seen_first, 1)
-    rows_out.append({"task": f"chestxr Dataset + DataLoader, {items:,} of {len(ls):,} rows streamed", "items": items,
-                     "seconds": secs, "rss_growth_mb": rss_end - rss_first,
-                     "peak_growth_mb": C.peak_rss_mb() - rss_first, "kib_per_item": per_item,
-                     "images_per_s": items / secs})
+    rows_out.append(
+        {
+            "task": f"chestxr Dataset + DataLoader, {items:,} of {len(ls):,} rows streamed",
+            "items": items,
+            "seconds": secs,
+            "rss_growth_mb": rss_end - rss_first,
+            "peak_growth_mb": C.peak_rss_mb() - rss_first,
+            "kib_per_item": per_item,
+            "images_per_s": items / secs,
+        }
+    )
     del loader, sub
 
     base = C.rss_mb()
@@ -123,10 +150,18 @@ def bench_manifest_stream(tmp: Path, *, rows: int, n_images: int, items: int) ->
     secs = time.perf_counter() - t0
     growth = C.rss_mb() - base
     per = 1024 * growth / items
-    rows_out.append({"task": f"baseline: preload {items:,} decoded tensors (64 px) first", "items": items,
-                     "seconds": secs, "rss_growth_mb": growth, "peak_growth_mb": C.peak_rss_mb() - base,
-                     "kib_per_item": per, "extrapolated_100k_gb": per * 100_000 / 2**20,
-                     "extrapolated_100k_224_gb": 3 * 224 * 224 * 4 * 100_000 / 2**30})
+    rows_out.append(
+        {
+            "task": f"baseline: preload {items:,} decoded tensors (64 px) first",
+            "items": items,
+            "seconds": secs,
+            "rss_growth_mb": growth,
+            "peak_growth_mb": C.peak_rss_mb() - base,
+            "kib_per_item": per,
+            "extrapolated_100k_gb": per * 100_000 / 2**20,
+            "extrapolated_100k_224_gb": 3 * 224 * 224 * 4 * 100_000 / 2**30,
+        }
+    )
     del stacked
     return rows_out
 
@@ -149,32 +184,84 @@ def bench_cli(tmp: Path, shared: Path, *, quick: bool) -> list[dict[str, Any]]:
     floor = C.run_cli_peak(["--version"])
     import subprocess
 
-    code = ("import chestxr.train, chestxr.inference\n"
-            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
+    code = (
+        "import chestxr.modeling.training, chestxr.runs.inference\n"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+    )
     t0 = time.perf_counter()
     kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(C.REPO)).stdout.strip()
-    rows.append({"command": "python -c 'import chestxr.train, chestxr.inference' (torch, torchvision)",
-                 "images": 0, "seconds": time.perf_counter() - t0, "peak_mb": float(kb) / 1024 if kb else None,
-                 "workers_peak_mb": None})
-    rows.append({"command": "chestxr --version", "images": 0, "seconds": floor["wall_s"], "peak_mb": floor["peak_mb"],
-                 "workers_peak_mb": None})
+    rows.append(
+        {
+            "command": "python -c 'import chestxr.modeling.training, chestxr.runs.inference' (torch, torchvision)",
+            "images": 0,
+            "seconds": time.perf_counter() - t0,
+            "peak_mb": float(kb) / 1024 if kb else None,
+            "workers_peak_mb": None,
+        }
+    )
+    rows.append(
+        {
+            "command": "chestxr --version",
+            "images": 0,
+            "seconds": floor["wall_s"],
+            "peak_mb": floor["peak_mb"],
+            "workers_peak_mb": None,
+        }
+    )
     run = tmp / "run"
-    argv = ["train", "--manifest", str(manifest), "--out", str(run), "--set", "model.backbone=tiny",
-            "--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "data.num_workers=0"]
+    argv = [
+        "train",
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(run),
+        "--set",
+        "model.backbone=tiny",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "data.num_workers=0",
+    ]
     r = C.run_cli_peak(argv)
     if r.get("code") != 0:
         print("chestxr train failed:", r["stderr"])
-    rows.append({"command": f"chestxr train (tiny, 1 epoch, batch 16, 224 px, {len(frame)} NIH PNGs, 0 workers)",
-                 "images": len(frame), "seconds": r["wall_s"], "peak_mb": r.get("peak_mb"), "workers_peak_mb": None})
+    rows.append(
+        {
+            "command": f"chestxr train (tiny, 1 epoch, batch 16, 224 px, {len(frame)} NIH PNGs, 0 workers)",
+            "images": len(frame),
+            "seconds": r["wall_s"],
+            "peak_mb": r.get("peak_mb"),
+            "workers_peak_mb": None,
+        }
+    )
     for workers in (0, 2):
         out = tmp / f"pred{workers}"
-        r = C.run_cli_peak(["predict", "--checkpoint", str(run), "--manifest", str(manifest), "--out", str(out),
-                            "--workers", str(workers)])
+        r = C.run_cli_peak(
+            [
+                "predict",
+                "--checkpoint",
+                str(run),
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(out),
+                "--workers",
+                str(workers),
+            ]
+        )
         if r.get("code") != 0:
             print("chestxr predict failed:", r["stderr"])
-        rows.append({"command": f"chestxr predict ({len(frame)} NIH PNGs, {workers} workers)", "images": len(frame),
-                     "seconds": r["wall_s"], "peak_mb": r.get("peak_mb"),
-                     "workers_peak_mb": r.get("children_peak_mb") if workers else None})
+        rows.append(
+            {
+                "command": f"chestxr predict ({len(frame)} NIH PNGs, {workers} workers)",
+                "images": len(frame),
+                "seconds": r["wall_s"],
+                "peak_mb": r.get("peak_mb"),
+                "workers_peak_mb": r.get("children_peak_mb") if workers else None,
+            }
+        )
     return rows
 
 
@@ -191,19 +278,28 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         stream = bench_manifest_stream(tmp, rows=args.rows, n_images=100 if args.quick else 300, items=items)
-        C.print_table(f"{args.rows:,}-row manifest: labels and streaming memory",
-                      ["task", "items", "seconds", "RSS growth MiB", "peak growth MiB", "KiB per item"],
-                      [[r["task"], r["items"], r["seconds"], r["rss_growth_mb"], r["peak_growth_mb"],
-                        r["kib_per_item"]] for r in stream])
+        C.print_table(
+            f"{args.rows:,}-row manifest: labels and streaming memory",
+            ["task", "items", "seconds", "RSS growth MiB", "peak growth MiB", "KiB per item"],
+            [
+                [r["task"], r["items"], r["seconds"], r["rss_growth_mb"], r["peak_growth_mb"], r["kib_per_item"]]
+                for r in stream
+            ],
+        )
         base = stream[-1]
-        print(f"preloading all {args.rows:,} rows would take ~{base['kib_per_item'] * args.rows / 2**20:.1f} GiB at "
-              f"64 px and {base['extrapolated_100k_224_gb'] * args.rows / 100_000:.1f} GiB at 3 x 224 x 224 float32; "
-              "the chestxr Dataset holds only paths and the label arrays.\n", flush=True)
+        print(
+            f"preloading all {args.rows:,} rows would take ~{base['kib_per_item'] * args.rows / 2**20:.1f} GiB at "
+            f"64 px and {base['extrapolated_100k_224_gb'] * args.rows / 100_000:.1f} GiB at 3 x 224 x 224 float32; "
+            "the chestxr Dataset holds only paths and the label arrays.\n",
+            flush=True,
+        )
         cli = bench_cli(tmp, Path(args.shared), quick=args.quick)
         if cli:
-            C.print_table("Peak memory of real commands (NIH PNGs from the shared data)",
-                          ["command", "images", "wall s", "peak RSS MiB", "largest worker peak MiB"],
-                          [[r["command"], r["images"], r["seconds"], r["peak_mb"], r["workers_peak_mb"]] for r in cli])
+            C.print_table(
+                "Peak memory of real commands (NIH PNGs from the shared data)",
+                ["command", "images", "wall s", "peak RSS MiB", "largest worker peak MiB"],
+                [[r["command"], r["images"], r["seconds"], r["peak_mb"], r["workers_peak_mb"]] for r in cli],
+            )
     C.write_json(args.json, {"machine": machine, "stream": stream, "cli": cli})
     return 0
 

@@ -22,6 +22,7 @@
 Peak RSS is this process's VmHWM, reset before each row (so it is that row's peak, with torch and
 the earlier rows' retained memory included).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,28 @@ N_FINDINGS = 14
 
 def _settings(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"batch": 8, "rounds": {"resnet18": 1}, "steps": 1, "variant_batch": 8, "variant_rounds": 1,
-                "bf16_batch": 4, "pipeline_batch": 8, "pipeline_steps": 2, "bookkeeping_batches": 20}
-    return {"batch": 32, "rounds": {"resnet18": 2, "densenet121": 1}, "steps": 1, "variant_batch": 16,
-            "variant_rounds": 1, "bf16_batch": 8, "pipeline_batch": 32, "pipeline_steps": 2,
-            "bookkeeping_batches": 20}
+        return {
+            "batch": 8,
+            "rounds": {"resnet18": 1},
+            "steps": 1,
+            "variant_batch": 8,
+            "variant_rounds": 1,
+            "bf16_batch": 4,
+            "pipeline_batch": 8,
+            "pipeline_steps": 2,
+            "bookkeeping_batches": 20,
+        }
+    return {
+        "batch": 32,
+        "rounds": {"resnet18": 2, "densenet121": 1},
+        "steps": 1,
+        "variant_batch": 16,
+        "variant_rounds": 1,
+        "bf16_batch": 8,
+        "pipeline_batch": 32,
+        "pipeline_steps": 2,
+        "bookkeeping_batches": 20,
+    }
 
 
 class _MemoryImages:
@@ -87,13 +105,19 @@ def _chestxr_setup(model, images, targets, mask, *, batch: int, channels_last: b
     import torch
     from torch.utils.data import DataLoader
 
-    from chestxr.config import config_from_dict
-    from chestxr.dataset import ChestXRayDataset, collate
-    from chestxr.distributed import DistInfo, GlobalBatchSampler
-    from chestxr.train import _build_optimizer, _build_scheduler, _make_loss
+    from chestxr.core.config import config_from_dict
+    from chestxr.imaging.dataset import ChestXRayDataset, collate
+    from chestxr.modeling.distributed import DistInfo, GlobalBatchSampler
+    from chestxr.modeling.training import _build_optimizer, _build_scheduler, _make_loss
 
-    ds = ChestXRayDataset(paths=[str(i) for i in range(len(images))], targets=targets, mask=mask,
-                          loader=_MemoryImages(images), transform=_identity, image_shape=tuple(images.shape[1:]))
+    ds = ChestXRayDataset(
+        paths=[str(i) for i in range(len(images))],
+        targets=targets,
+        mask=mask,
+        loader=_MemoryImages(images),
+        transform=_identity,
+        image_shape=tuple(images.shape[1:]),
+    )
     sampler = GlobalBatchSampler(len(ds), global_batch=batch, seed=0, shuffle=True)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=0, collate_fn=collate)
     cfg = config_from_dict({"train": {"epochs": 100, "batch_size": batch, "lr": 1e-4, "channels_last": channels_last}})
@@ -133,7 +157,7 @@ def bench_bookkeeping(*, batch: int, n_batches: int) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from chestxr.engine import train_one_epoch
+    from chestxr.modeling.engine import train_one_epoch
 
     g = torch.Generator().manual_seed(0)
     n = batch * n_batches
@@ -145,19 +169,32 @@ def bench_bookkeeping(*, batch: int, n_batches: int) -> dict[str, Any]:
     bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=1e-4)
     # channels_last off here: with a 3-channel input the pooling itself is slower in NHWC, which would be
     # counted as bookkeeping; the real models' channels_last effect is measured in the rows below
-    cx_loader, sampler, cx_opt, sched, loss_fn = _chestxr_setup(cx_model, images, targets.numpy(), mask.numpy(),
-                                                                batch=batch, channels_last=False)
+    cx_loader, sampler, cx_opt, sched, loss_fn = _chestxr_setup(
+        cx_model, images, targets.numpy(), mask.numpy(), batch=batch, channels_last=False
+    )
     best = {"bare": float("inf"), "chestxr": float("inf")}
     for r in range(3):
         _, s = _bare_epoch(bare_model, bare_loader, bare_opt, torch.nn.BCEWithLogitsLoss())
         best["bare"] = min(best["bare"], s)
         sampler.set_epoch(r)
-        st = train_one_epoch(cx_model, cx_loader, cx_opt, loss_fn=loss_fn, device=torch.device("cpu"),
-                             scheduler=sched, grad_clip=1.0, channels_last=False)
+        st = train_one_epoch(
+            cx_model,
+            cx_loader,
+            cx_opt,
+            loss_fn=loss_fn,
+            device=torch.device("cpu"),
+            scheduler=sched,
+            grad_clip=1.0,
+            channels_last=False,
+        )
         best["chestxr"] = min(best["chestxr"], st.seconds)
-    return {"batch": batch, "batches": n_batches, "bare_ms": 1000 * best["bare"] / n_batches,
-            "chestxr_ms": 1000 * best["chestxr"] / n_batches,
-            "extra_ms": 1000 * (best["chestxr"] - best["bare"]) / n_batches}
+    return {
+        "batch": batch,
+        "batches": n_batches,
+        "bare_ms": 1000 * best["bare"] / n_batches,
+        "chestxr_ms": 1000 * best["chestxr"] / n_batches,
+        "extra_ms": 1000 * (best["chestxr"] - best["bare"]) / n_batches,
+    }
 
 
 def _clip_ms(model, repeats: int = 5) -> float:
@@ -175,8 +212,8 @@ def bench_overhead(backbone: str, *, batch: int, rounds: int, steps: int) -> lis
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from chestxr.engine import train_one_epoch
-    from chestxr.models import build_model
+    from chestxr.modeling.engine import train_one_epoch
+    from chestxr.modeling.models import build_model
 
     g = torch.Generator().manual_seed(0)
     n = batch * steps
@@ -191,10 +228,12 @@ def bench_overhead(backbone: str, *, batch: int, rounds: int, steps: int) -> lis
     bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=1e-4)
     crit = torch.nn.BCEWithLogitsLoss()
     dev = torch.device("cpu")
-    setups = {"chestxr": _chestxr_setup(cx_model, images, targets.numpy(), mask.numpy(), batch=batch,
-                                        channels_last=True),
-              "chestxr_nchw": _chestxr_setup(cx2_model, images, targets.numpy(), mask.numpy(), batch=batch,
-                                             channels_last=False)}
+    setups = {
+        "chestxr": _chestxr_setup(cx_model, images, targets.numpy(), mask.numpy(), batch=batch, channels_last=True),
+        "chestxr_nchw": _chestxr_setup(
+            cx2_model, images, targets.numpy(), mask.numpy(), batch=batch, channels_last=False
+        ),
+    }
     models = {"chestxr": cx_model, "chestxr_nchw": cx2_model}
 
     def run(name: str, epoch: int) -> tuple[int, float]:
@@ -202,8 +241,16 @@ def bench_overhead(backbone: str, *, batch: int, rounds: int, steps: int) -> lis
             return _bare_epoch(bare_model, bare_loader, bare_opt, crit)
         loader, sampler, opt, sched, loss_fn = setups[name]
         sampler.set_epoch(epoch)
-        s = train_one_epoch(models[name], loader, opt, loss_fn=loss_fn, device=dev, scheduler=sched,
-                            grad_clip=1.0, channels_last=name == "chestxr")
+        s = train_one_epoch(
+            models[name],
+            loader,
+            opt,
+            loss_fn=loss_fn,
+            device=dev,
+            scheduler=sched,
+            grad_clip=1.0,
+            channels_last=name == "chestxr",
+        )
         return s.images, s.seconds
 
     # warm-up (oneDNN primitives are cached per shape and memory format for the whole process, so the
@@ -213,7 +260,7 @@ def bench_overhead(backbone: str, *, batch: int, rounds: int, steps: int) -> lis
     names = ["bare", "chestxr", "chestxr_nchw"]
     totals = {k: [0, 0.0, 0.0, 0.0] for k in names}  # images, wall s, cpu s, peak
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             C.reset_peak_rss()
             c0 = time.process_time()
             k, s = run(name, r + 1)
@@ -225,15 +272,27 @@ def bench_overhead(backbone: str, *, batch: int, rounds: int, steps: int) -> lis
     rate = {k: v[0] / v[1] for k, v in totals.items()}
     cpu = {k: v[2] / v[0] for k, v in totals.items()}
     rows = []
-    for name, label in (("bare", "bare PyTorch (BCEWithLogitsLoss, AdamW, NCHW)"),
-                        ("chestxr", "chestxr train_one_epoch as `chestxr train` runs it (channels_last)"),
-                        ("chestxr_nchw", "chestxr train_one_epoch, channels_last off")):
-        rows.append({"backbone": backbone, "loop": label, "key": name, "batch": batch, "images": totals[name][0],
-                     "images_per_s": rate[name], "cpu_s_per_image": cpu[name],
-                     "overhead_pct": None if name == "bare" else (rate["bare"] / rate[name] - 1.0) * 100.0,
-                     "cpu_overhead_pct": None if name == "bare" else (cpu[name] / cpu["bare"] - 1.0) * 100.0,
-                     "step_ms": 1000 * totals[name][1] / totals[name][0] * batch,
-                     "clip_ms": clip, "peak_rss_mb": totals[name][3]})
+    for name, label in (
+        ("bare", "bare PyTorch (BCEWithLogitsLoss, AdamW, NCHW)"),
+        ("chestxr", "chestxr train_one_epoch as `chestxr train` runs it (channels_last)"),
+        ("chestxr_nchw", "chestxr train_one_epoch, channels_last off"),
+    ):
+        rows.append(
+            {
+                "backbone": backbone,
+                "loop": label,
+                "key": name,
+                "batch": batch,
+                "images": totals[name][0],
+                "images_per_s": rate[name],
+                "cpu_s_per_image": cpu[name],
+                "overhead_pct": None if name == "bare" else (rate["bare"] / rate[name] - 1.0) * 100.0,
+                "cpu_overhead_pct": None if name == "bare" else (cpu[name] / cpu["bare"] - 1.0) * 100.0,
+                "step_ms": 1000 * totals[name][1] / totals[name][0] * batch,
+                "clip_ms": clip,
+                "peak_rss_mb": totals[name][3],
+            }
+        )
     return rows
 
 
@@ -241,15 +300,17 @@ def bench_variants(*, batch: int, bf16_batch: int, rounds: int) -> list[dict[str
     """resnet18 through train_one_epoch: channels_last on/off (fp32), bf16 autocast on/off."""
     import torch
 
-    from chestxr.engine import train_one_epoch
-    from chestxr.models import build_model
+    from chestxr.modeling.engine import train_one_epoch
+    from chestxr.modeling.models import build_model
 
     rows = []
     dev = torch.device("cpu")
-    for label, b, cl, amp, rnds in (("fp32, channels_last off", batch, False, None, rounds),
-                                    ("fp32, channels_last on", batch, True, None, rounds),
-                                    ("fp32, channels_last on", bf16_batch, True, None, 1),
-                                    ("bf16 autocast, channels_last on", bf16_batch, True, torch.bfloat16, 1)):
+    for label, b, cl, amp, rnds in (
+        ("fp32, channels_last off", batch, False, None, rounds),
+        ("fp32, channels_last on", batch, True, None, rounds),
+        ("fp32, channels_last on", bf16_batch, True, None, 1),
+        ("bf16 autocast, channels_last on", bf16_batch, True, torch.bfloat16, 1),
+    ):
         g = torch.Generator().manual_seed(1)
         images = torch.randn(b, 3, 224, 224, generator=g)
         targets = (torch.rand(b, N_FINDINGS, generator=g) < 0.2).float().numpy()
@@ -257,17 +318,36 @@ def bench_variants(*, batch: int, bf16_batch: int, rounds: int) -> list[dict[str
         torch.manual_seed(0)
         model = build_model("resnet18", N_FINDINGS)
         loader, sampler, opt, sched, loss_fn = _chestxr_setup(model, images, targets, mask, batch=b, channels_last=cl)
-        train_one_epoch(model, loader, opt, loss_fn=loss_fn, device=dev, scheduler=sched, grad_clip=1.0,
-                        channels_last=cl, amp_dtype=amp)  # warm-up
+        train_one_epoch(
+            model,
+            loader,
+            opt,
+            loss_fn=loss_fn,
+            device=dev,
+            scheduler=sched,
+            grad_clip=1.0,
+            channels_last=cl,
+            amp_dtype=amp,
+        )  # warm-up
         C.reset_peak_rss()
         n, secs = 0, 0.0
         for r in range(rnds):
             sampler.set_epoch(r + 1)
-            s = train_one_epoch(model, loader, opt, loss_fn=loss_fn, device=dev, scheduler=sched, grad_clip=1.0,
-                                channels_last=cl, amp_dtype=amp)
+            s = train_one_epoch(
+                model,
+                loader,
+                opt,
+                loss_fn=loss_fn,
+                device=dev,
+                scheduler=sched,
+                grad_clip=1.0,
+                channels_last=cl,
+                amp_dtype=amp,
+            )
             n, secs = n + s.images, secs + s.seconds
-        rows.append({"variant": label, "batch": b, "images": n, "images_per_s": n / secs,
-                     "peak_rss_mb": C.peak_rss_mb()})
+        rows.append(
+            {"variant": label, "batch": b, "images": n, "images_per_s": n / secs, "peak_rss_mb": C.peak_rss_mb()}
+        )
     return rows
 
 
@@ -275,10 +355,10 @@ def _synthetic_cache(tmp: Path, n_images: int, size: int = 320):
     """(paths, LabeledSet-like targets/mask, preprocessing, augmentation, cache_dir) with a filled cache."""
     import numpy as np
 
-    from chestxr.cache import ImageCache
-    from chestxr.config import AugmentConfig, PreprocessConfig
-    from chestxr.images import ReadOptions
-    from chestxr.synthetic import generate_synthetic_dataset
+    from chestxr.core.config import AugmentConfig, PreprocessConfig
+    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.imaging.cache import ImageCache
+    from chestxr.imaging.readers import ReadOptions
 
     manifest = generate_synthetic_dataset(tmp / "data", n_images=n_images, seed=0, size=size, dicom_fraction=0.5)
     import pandas as pd
@@ -293,26 +373,42 @@ def _synthetic_cache(tmp: Path, n_images: int, size: int = 320):
     return paths, targets, np.ones_like(targets, dtype=bool), pre, aug, str(cache_dir)
 
 
-def bench_pipeline(backbone: str, *, batch: int, steps: int, workers: int, device: str = "cpu",
-                   amp: bool = False, data=None) -> dict[str, Any]:
+def bench_pipeline(
+    backbone: str, *, batch: int, steps: int, workers: int, device: str = "cpu", amp: bool = False, data=None
+) -> dict[str, Any]:
     """cache read + augmentation + step through a DataLoader; data wait vs compute seconds."""
     import torch
     from torch.utils.data import DataLoader
 
-    from chestxr.dataset import build_dataset, collate, seed_worker
-    from chestxr.distributed import DistInfo, GlobalBatchSampler
-    from chestxr.engine import train_one_epoch
-    from chestxr.models import build_model
-    from chestxr.train import _make_loss
+    from chestxr.imaging.dataset import build_dataset, collate, seed_worker
+    from chestxr.modeling.distributed import DistInfo, GlobalBatchSampler
+    from chestxr.modeling.engine import train_one_epoch
+    from chestxr.modeling.models import build_model
+    from chestxr.modeling.training import _make_loss
 
     paths, targets, mask, pre, aug, cache_dir = data
     n = min(len(paths), batch * (steps + 1))
-    ds = build_dataset(paths=paths[:n], targets=targets[:n], mask=mask[:n], preprocessing=pre, augmentation=aug,
-                       train=True, cache_dir=cache_dir, seed=0)
+    ds = build_dataset(
+        paths=paths[:n],
+        targets=targets[:n],
+        mask=mask[:n],
+        preprocessing=pre,
+        augmentation=aug,
+        train=True,
+        cache_dir=cache_dir,
+        seed=0,
+    )
     sampler = GlobalBatchSampler(n, global_batch=batch, seed=0, shuffle=True, drop_last=True)
     dev = torch.device(device)
-    loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate, worker_init_fn=seed_worker,
-                        pin_memory=dev.type == "cuda", persistent_workers=workers > 0)
+    loader = DataLoader(
+        ds,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=seed_worker,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=workers > 0,
+    )
     torch.manual_seed(0)
     model = build_model(backbone, N_FINDINGS).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -329,9 +425,17 @@ def bench_pipeline(backbone: str, *, batch: int, steps: int, workers: int, devic
     if dev.type == "cuda":
         torch.cuda.synchronize()
     steps_done = max(len(sampler), 1)
-    return {"backbone": backbone, "device": device, "batch": batch, "workers": workers, "images": s.images,
-            "images_per_s": s.images / s.seconds, "data_wait_ms_per_step": 1000 * timed.wait / steps_done,
-            "compute_ms_per_step": 1000 * (s.seconds - timed.wait) / steps_done, "peak_rss_mb": C.peak_rss_mb()}
+    return {
+        "backbone": backbone,
+        "device": device,
+        "batch": batch,
+        "workers": workers,
+        "images": s.images,
+        "images_per_s": s.images / s.seconds,
+        "data_wait_ms_per_step": 1000 * timed.wait / steps_done,
+        "compute_ms_per_step": 1000 * (s.seconds - timed.wait) / steps_done,
+        "peak_rss_mb": C.peak_rss_mb(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,50 +453,119 @@ def main(argv: list[str] | None = None) -> int:
 
     book = bench_bookkeeping(batch=st["batch"], n_batches=st["bookkeeping_batches"])
     out["bookkeeping"] = book
-    C.print_table("Loop bookkeeping with a near-free model (avg-pool + Linear): data path + loop extras",
-                  ["batch", "batches", "bare ms/batch", "chestxr ms/batch", "chestxr extra ms/batch"],
-                  [[book["batch"], book["batches"], book["bare_ms"], book["chestxr_ms"], book["extra_ms"]]])
+    C.print_table(
+        "Loop bookkeeping with a near-free model (avg-pool + Linear): data path + loop extras",
+        ["batch", "batches", "bare ms/batch", "chestxr ms/batch", "chestxr extra ms/batch"],
+        [[book["batch"], book["batches"], book["bare_ms"], book["chestxr_ms"], book["extra_ms"]]],
+    )
     rows = []
     rounds = st["rounds"]
     for bb in args.backbones or list(rounds):
         rows += bench_overhead(bb, batch=st["batch"], rounds=rounds.get(bb, 1), steps=st["steps"])
     bare_ms = {r["backbone"]: r["step_ms"] for r in rows if r["overhead_pct"] is None}
     for r in rows:
-        r["estimated_overhead_pct"] = (None if r["overhead_pct"] is None else
-                                       100 * (max(book["extra_ms"], 0.0) + r["clip_ms"]) / bare_ms[r["backbone"]])
+        r["estimated_overhead_pct"] = (
+            None
+            if r["overhead_pct"] is None
+            else 100 * (max(book["extra_ms"], 0.0) + r["clip_ms"]) / bare_ms[r["backbone"]]
+        )
     out["overhead"] = rows
-    C.print_table("Training step on in-memory tensors: chestxr's loop vs bare PyTorch (alternating)",
-                  ["backbone", "loop", "batch", "images timed", "images/s", "wall overhead %", "CPU s/image",
-                   "CPU overhead %", "step ms", "grad-clip ms", "est. overhead %", "peak RSS MiB"],
-                  [[r["backbone"], r["loop"], r["batch"], r["images"], r["images_per_s"], r["overhead_pct"],
-                    r["cpu_s_per_image"], r["cpu_overhead_pct"], r["step_ms"], r["clip_ms"],
-                    r["estimated_overhead_pct"], r["peak_rss_mb"]] for r in rows])
+    C.print_table(
+        "Training step on in-memory tensors: chestxr's loop vs bare PyTorch (alternating)",
+        [
+            "backbone",
+            "loop",
+            "batch",
+            "images timed",
+            "images/s",
+            "wall overhead %",
+            "CPU s/image",
+            "CPU overhead %",
+            "step ms",
+            "grad-clip ms",
+            "est. overhead %",
+            "peak RSS MiB",
+        ],
+        [
+            [
+                r["backbone"],
+                r["loop"],
+                r["batch"],
+                r["images"],
+                r["images_per_s"],
+                r["overhead_pct"],
+                r["cpu_s_per_image"],
+                r["cpu_overhead_pct"],
+                r["step_ms"],
+                r["clip_ms"],
+                r["estimated_overhead_pct"],
+                r["peak_rss_mb"],
+            ]
+            for r in rows
+        ],
+    )
 
     var = bench_variants(batch=st["variant_batch"], bf16_batch=st["bf16_batch"], rounds=st["variant_rounds"])
     out["variants"] = var
-    C.print_table("resnet18 through train_one_epoch: channels_last and bf16 autocast on CPU",
-                  ["variant", "batch", "images timed", "images/s", "peak RSS MiB"],
-                  [[r["variant"], r["batch"], r["images"], r["images_per_s"], r["peak_rss_mb"]] for r in var])
+    C.print_table(
+        "resnet18 through train_one_epoch: channels_last and bf16 autocast on CPU",
+        ["variant", "batch", "images timed", "images/s", "peak RSS MiB"],
+        [[r["variant"], r["batch"], r["images"], r["images_per_s"], r["peak_rss_mb"]] for r in var],
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         n_img = st["pipeline_batch"] * (st["pipeline_steps"] + 1)
         if torch.cuda.is_available():
             n_img = max(n_img, 32 * 9)
         data = _synthetic_cache(Path(tmp), n_img)
-        pipe = [bench_pipeline("resnet18", batch=st["pipeline_batch"], steps=st["pipeline_steps"], workers=2, data=data)]
+        pipe = [
+            bench_pipeline("resnet18", batch=st["pipeline_batch"], steps=st["pipeline_steps"], workers=2, data=data)
+        ]
         out["pipeline"] = pipe
-        C.print_table("Full pipeline on CPU: cache read + augmentation (2 DataLoader workers) + training step",
-                      ["backbone", "batch", "workers", "images timed", "images/s", "data wait ms/step",
-                       "compute ms/step", "peak RSS MiB"],
-                      [[r["backbone"], r["batch"], r["workers"], r["images"], r["images_per_s"],
-                        r["data_wait_ms_per_step"], r["compute_ms_per_step"], r["peak_rss_mb"]] for r in pipe])
+        C.print_table(
+            "Full pipeline on CPU: cache read + augmentation (2 DataLoader workers) + training step",
+            [
+                "backbone",
+                "batch",
+                "workers",
+                "images timed",
+                "images/s",
+                "data wait ms/step",
+                "compute ms/step",
+                "peak RSS MiB",
+            ],
+            [
+                [
+                    r["backbone"],
+                    r["batch"],
+                    r["workers"],
+                    r["images"],
+                    r["images_per_s"],
+                    r["data_wait_ms_per_step"],
+                    r["compute_ms_per_step"],
+                    r["peak_rss_mb"],
+                ]
+                for r in pipe
+            ],
+        )
         if torch.cuda.is_available():
             gpu = [bench_pipeline("densenet121", batch=32, steps=8, workers=4, device="cuda", amp=True, data=data)]
             out["gpu"] = gpu
-            C.print_table(f"GPU ({machine['gpu']}): densenet121, bf16 AMP + channels_last",
-                          ["backbone", "batch", "workers", "images/s", "data wait ms/step", "compute ms/step"],
-                          [[r["backbone"], r["batch"], r["workers"], r["images_per_s"], r["data_wait_ms_per_step"],
-                            r["compute_ms_per_step"]] for r in gpu])
+            C.print_table(
+                f"GPU ({machine['gpu']}): densenet121, bf16 AMP + channels_last",
+                ["backbone", "batch", "workers", "images/s", "data wait ms/step", "compute ms/step"],
+                [
+                    [
+                        r["backbone"],
+                        r["batch"],
+                        r["workers"],
+                        r["images_per_s"],
+                        r["data_wait_ms_per_step"],
+                        r["compute_ms_per_step"],
+                    ]
+                    for r in gpu
+                ],
+            )
         else:
             print("\nGPU section: no GPU here (torch.cuda.is_available() is False)\n", flush=True)
     C.write_json(args.json, out)

@@ -8,6 +8,7 @@ Each benchmark runs as its own process (``python benchmarks/NAME.py [--quick]``)
 or threads never disturb the next; a failing benchmark is reported and the others still run.
 The exit code is the number of benchmarks that failed.
 """
+
 from __future__ import annotations
 
 import argparse

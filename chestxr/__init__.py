@@ -10,6 +10,7 @@ The public API below is imported lazily, so ``import chestxr`` stays cheap (no t
     from chestxr import load_config, train, calibrate_run, evaluate_run, predict_run
     run = train(load_config("demo", ["data.manifest=m.csv"]), out_dir="runs/x")
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,33 +19,33 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "load_config": "chestxr.config",
-    "Config": "chestxr.config",
-    "read_image": "chestxr.images",
-    "read_image_with_meta": "chestxr.images",
-    "ReadOptions": "chestxr.images",
-    "build_transform": "chestxr.transforms",
-    "ImageCache": "chestxr.cache",
-    "read_manifest": "chestxr.manifest",
-    "validate_manifest": "chestxr.manifest",
-    "write_manifest": "chestxr.manifest",
-    "split_manifest": "chestxr.splits",
-    "describe_manifest": "chestxr.splits",
-    "apply_label_policy": "chestxr.findings",
-    "convert_table": "chestxr.converters",
-    "build_model": "chestxr.models",
-    "masked_bce_with_logits": "chestxr.losses",
-    "load_model": "chestxr.checkpoint",
-    "train": "chestxr.train",
-    "fit_thresholds": "chestxr.calibration",
-    "evaluate_predictions": "chestxr.metrics",
-    "bootstrap_metrics": "chestxr.metrics",
-    "fit_probability_calibrator": "chestxr.probability",
-    "load_run": "chestxr.inference",
-    "calibrate_run": "chestxr.audit",
-    "evaluate_run": "chestxr.audit",
-    "predict_run": "chestxr.audit",
-    "generate_synthetic_dataset": "chestxr.synthetic",
+    "load_config": "chestxr.core.config",
+    "Config": "chestxr.core.config",
+    "read_image": "chestxr.imaging.readers",
+    "read_image_with_meta": "chestxr.imaging.readers",
+    "ReadOptions": "chestxr.imaging.readers",
+    "build_transform": "chestxr.imaging.transforms",
+    "ImageCache": "chestxr.imaging.cache",
+    "read_manifest": "chestxr.data.manifest",
+    "validate_manifest": "chestxr.data.manifest",
+    "write_manifest": "chestxr.data.manifest",
+    "split_manifest": "chestxr.data.splits",
+    "describe_manifest": "chestxr.data.splits",
+    "apply_label_policy": "chestxr.data.findings",
+    "convert_table": "chestxr.data.converters",
+    "build_model": "chestxr.modeling.models",
+    "masked_bce_with_logits": "chestxr.modeling.losses",
+    "load_model": "chestxr.modeling.checkpoint",
+    "train": "chestxr.modeling.training",
+    "fit_thresholds": "chestxr.evaluation.thresholds",
+    "evaluate_predictions": "chestxr.evaluation.metrics",
+    "bootstrap_metrics": "chestxr.evaluation.metrics",
+    "fit_probability_calibrator": "chestxr.evaluation.probability",
+    "load_run": "chestxr.runs.inference",
+    "calibrate_run": "chestxr.runs.workflows",
+    "evaluate_run": "chestxr.runs.workflows",
+    "predict_run": "chestxr.runs.workflows",
+    "generate_synthetic_dataset": "chestxr.data.synthetic",
 }
 
 __all__ = ["__version__", *_API]

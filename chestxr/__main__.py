@@ -1,6 +1,7 @@
 """``python -m chestxr`` is the same as the ``chestxr`` command."""
+
 import sys
 
-from chestxr.cli import main
+from chestxr.cli.main import main
 
 sys.exit(main())

@@ -16,7 +16,7 @@ findings, and per finding). Test patients are never used for training or for cho
   (chestxr's ``read_image``, short side stored at 256 px, as chestxr's default cache) and
   augments in the main process. It stops after the epoch in which the budget is used (the rule
   chestxr's ``train.max_minutes`` follows) and its FINAL weights are evaluated.
-* chestxr: ``chestxr.train.train(load_config(CONFIG, ["train.max_minutes=B", "seed=S",
+* chestxr: ``chestxr.modeling.training.train(load_config(CONFIG, ["train.max_minutes=B", "seed=S",
   "data.manifest=OUT/split.csv", "data.cache_dir=OUT/cache"]))``; the saved best model (by
   validation mean AUROC) is loaded with ``load_run`` and scored with ``predict_paths``.
 
@@ -29,6 +29,7 @@ RESULTS/nih_recipe.md (the same as tables, with mean +- std over seeds), and pri
 best VALIDATION mean AUROC; the test split is not scored. The real data is found through
 ``--shared`` (default: $CHESTXR_SHARED or ../shared beside the repository).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,8 @@ def make_split(manifest_path: Path, *, shared: Path, out_dir: Path) -> Path:
     """
     import pandas as pd
 
-    from chestxr.manifest import read_manifest, write_manifest
-    from chestxr.splits import split_manifest
+    from chestxr.data.manifest import read_manifest, write_manifest
+    from chestxr.data.splits import split_manifest
 
     manifest = read_manifest(manifest_path, check_paths=False)
     default_root = str((REPO.parent / "shared").resolve())
@@ -73,34 +74,49 @@ def make_split(manifest_path: Path, *, shared: Path, out_dir: Path) -> Path:
         sys.exit(f"{len(missing)} image(s) not found, e.g. {missing[0]}; pass --shared or set CHESTXR_SHARED")
     frame = manifest.frame.copy()
     frame["path"] = pd.Series(paths.tolist(), index=frame.index, dtype=str)
-    manifest = split_manifest(type(manifest)(frame=frame, findings=manifest.findings, source=manifest.source),
-                              val=SPLIT["val"], test=SPLIT["test"], seed=SPLIT["seed"])
+    manifest = split_manifest(
+        type(manifest)(frame=frame, findings=manifest.findings, source=manifest.source),
+        val=SPLIT["val"],
+        test=SPLIT["test"],
+        seed=SPLIT["seed"],
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     return write_manifest(manifest, out_dir / "split.csv")
 
 
 def load_sets(split_csv: Path, config: Any) -> dict[str, Any]:
     """{"train", "val", "test"} LabeledSets of the split, labeled as ``config`` says."""
-    from chestxr.data import load_labeled_set
+    from chestxr.data.labels import load_labeled_set
 
     findings = list(config.data.findings)
-    return {name: load_labeled_set(split_csv, findings=findings, policy=config.labels, split=name)
-            for name in ("train", "val", "test")}
+    return {
+        name: load_labeled_set(split_csv, findings=findings, policy=config.labels, split=name)
+        for name in ("train", "val", "test")
+    }
 
 
 def score(labeled: Any, logits: Any) -> tuple[float, list[float]]:
     """(mean AUROC, per-finding AUROC list) of logits (n, f) against a LabeledSet's eval labels."""
     import numpy as np
 
-    from chestxr.engine import mean_auroc
+    from chestxr.modeling.engine import mean_auroc
 
     scores = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
     return mean_auroc(labeled.eval_true, scores, labeled.eval_mask)
 
 
 # --------------------------------------------------------------------------- the plain baseline
-def run_baseline(sets: dict[str, Any], *, seed: int, budget_min: float, log: Callable[[str], None],
-                 size: int = 224, batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 1e-4) -> dict:
+def run_baseline(
+    sets: dict[str, Any],
+    *,
+    seed: int,
+    budget_min: float,
+    log: Callable[[str], None],
+    size: int = 224,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+) -> dict:
     """Train the plain torchvision resnet18 loop for ``budget_min`` minutes; score its final weights.
 
     Returns {"wall_s", "epochs", "val_logits" (n_val, f), "test_logits" (n_test, f)}.
@@ -109,9 +125,9 @@ def run_baseline(sets: dict[str, Any], *, seed: int, budget_min: float, log: Cal
     import torch
     import torchvision
 
-    from chestxr.config import AugmentConfig, PreprocessConfig
-    from chestxr.images import read_image
-    from chestxr.transforms import build_transform, resize_to
+    from chestxr.core.config import AugmentConfig, PreprocessConfig
+    from chestxr.imaging.readers import read_image
+    from chestxr.imaging.transforms import build_transform, resize_to
 
     random.seed(seed)
     np.random.seed(seed)
@@ -134,7 +150,7 @@ def run_baseline(sets: dict[str, Any], *, seed: int, budget_min: float, log: Cal
         order = torch.randperm(len(images))
         total = 0.0
         for lo in range(0, len(order), batch_size):
-            idx = order[lo:lo + batch_size].tolist()
+            idx = order[lo : lo + batch_size].tolist()
             x = torch.stack([train_tf(images[i]) for i in idx])
             loss = loss_fn(model(x), targets[idx])
             optimizer.zero_grad()
@@ -153,30 +169,52 @@ def run_baseline(sets: dict[str, Any], *, seed: int, budget_min: float, log: Cal
         model.eval()
         out = []
         for lo in range(0, len(paths), 32):
-            x = torch.stack([eval_tf(read_image(p)) for p in paths[lo:lo + 32]])
+            x = torch.stack([eval_tf(read_image(p)) for p in paths[lo : lo + 32]])
             out.append(model(x).numpy())
         return np.concatenate(out)
 
-    return {"wall_s": wall, "epochs": epochs, "best_epoch": epochs,
-            "val_logits": logits_of(sets["val"].paths), "test_logits": logits_of(sets["test"].paths)}
+    return {
+        "wall_s": wall,
+        "epochs": epochs,
+        "best_epoch": epochs,
+        "val_logits": logits_of(sets["val"].paths),
+        "test_logits": logits_of(sets["test"].paths),
+    }
 
 
 # --------------------------------------------------------------------------- the chestxr recipe
-def run_chestxr(sets: dict[str, Any], *, config_path: Path, split_csv: Path, seed: int, budget_min: float,
-                out_dir: Path, overrides: list[str], score_test: bool, log: Callable[[str], None]) -> dict:
-    """Train the chestxr recipe with ``chestxr.train.train``; score its saved best model.
+def run_chestxr(
+    sets: dict[str, Any],
+    *,
+    config_path: Path,
+    split_csv: Path,
+    seed: int,
+    budget_min: float,
+    out_dir: Path,
+    overrides: list[str],
+    score_test: bool,
+    log: Callable[[str], None],
+) -> dict:
+    """Train the chestxr recipe with ``chestxr.modeling.training.train``; score its saved best model.
 
     Returns {"wall_s", "epochs", "best_epoch", "val_auroc" (best epoch's), "test_logits" or None}.
     """
     import json
 
-    from chestxr.config import load_config
-    from chestxr.inference import load_run, predict_paths
-    from chestxr.train import train
+    from chestxr.core.config import load_config
+    from chestxr.modeling.training import train
+    from chestxr.runs.inference import load_run, predict_paths
 
-    config = load_config(config_path, [f"train.max_minutes={budget_min}", f"seed={seed}",
-                                       f"data.manifest={split_csv}",
-                                       f"data.cache_dir={out_dir.parent / 'cache'}"] + overrides)
+    config = load_config(
+        config_path,
+        [
+            f"train.max_minutes={budget_min}",
+            f"seed={seed}",
+            f"data.manifest={split_csv}",
+            f"data.cache_dir={out_dir.parent / 'cache'}",
+        ]
+        + overrides,
+    )
     started = time.perf_counter()
     run_dir = train(config, out_dir=out_dir, overwrite=True, log=log)
     wall = time.perf_counter() - started
@@ -185,8 +223,13 @@ def run_chestxr(sets: dict[str, Any], *, config_path: Path, split_csv: Path, see
     meta = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
     key = next(k for k in history[0] if "auroc" in k.lower() and "val" in k.lower())
     best = max(float(r[key]) for r in history)
-    result = {"wall_s": wall, "epochs": len(history), "best_epoch": meta.get("best_epoch"), "val_auroc": best,
-              "test_logits": None}
+    result = {
+        "wall_s": wall,
+        "epochs": len(history),
+        "best_epoch": meta.get("best_epoch"),
+        "val_auroc": best,
+        "test_logits": None,
+    }
     if score_test:
         run = load_run(run_dir, device="cpu")
         result["test_logits"] = predict_paths(run, sets["test"].paths, num_workers=0).logits
@@ -200,26 +243,41 @@ def _fmt(v: float) -> str:
 
 def summarize(rows: list[dict], findings: list[str]) -> str:
     """Markdown: per-run table, per-finding table, mean +- std per recipe."""
-    out = ["| recipe | seed | budget (min) | wall (s) | epochs | best epoch | val mean AUROC | test mean AUROC |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        "| recipe | seed | budget (min) | wall (s) | epochs | best epoch | val mean AUROC | test mean AUROC |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        out.append(f"| {r['recipe']} | {r['seed']} | {r['budget_min']:g} | {r['wall_s']:.0f} | {r['epochs']} | "
-                   f"{r['best_epoch']} | {_fmt(r['val_mean_auroc'])} | {_fmt(r['test_mean_auroc'])} |")
-    out += ["", "| recipe | n | test mean AUROC, mean +- std | min | max | val mean AUROC | wall (s) | epochs |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        out.append(
+            f"| {r['recipe']} | {r['seed']} | {r['budget_min']:g} | {r['wall_s']:.0f} | {r['epochs']} | "
+            f"{r['best_epoch']} | {_fmt(r['val_mean_auroc'])} | {_fmt(r['test_mean_auroc'])} |"
+        )
+    out += [
+        "",
+        "| recipe | n | test mean AUROC, mean +- std | min | max | val mean AUROC | wall (s) | epochs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
         rs = [r for r in rows if r["recipe"] == recipe]
         t = [r["test_mean_auroc"] for r in rs if r["test_mean_auroc"] is not None]
         v = [r["val_mean_auroc"] for r in rs]
         sd = statistics.stdev(t) if len(t) > 1 else float("nan")
-        out.append(f"| {recipe} | {len(rs)} | {statistics.mean(t):.3f} +- {sd:.3f} | {min(t):.3f} | {max(t):.3f} | "
-                   f"{statistics.mean(v):.3f} | {statistics.mean(r['wall_s'] for r in rs):.0f} | "
-                   f"{statistics.mean(r['epochs'] for r in rs):.1f} |" if t else f"| {recipe} | {len(rs)} | - | | | "
-                   f"{statistics.mean(v):.3f} | {statistics.mean(r['wall_s'] for r in rs):.0f} | |")
+        out.append(
+            f"| {recipe} | {len(rs)} | {statistics.mean(t):.3f} +- {sd:.3f} | {min(t):.3f} | {max(t):.3f} | "
+            f"{statistics.mean(v):.3f} | {statistics.mean(r['wall_s'] for r in rs):.0f} | "
+            f"{statistics.mean(r['epochs'] for r in rs):.1f} |"
+            if t
+            else f"| {recipe} | {len(rs)} | - | | | "
+            f"{statistics.mean(v):.3f} | {statistics.mean(r['wall_s'] for r in rs):.0f} | |"
+        )
     if any(r["test_mean_auroc"] is not None for r in rows):
-        out += ["", "Per-finding test AUROC (recipe/seed):", "",
-                "| finding | " + " | ".join(f"{r['recipe']}/{r['seed']}" for r in rows) + " |",
-                "| --- |" + " --- |" * len(rows)]
+        out += [
+            "",
+            "Per-finding test AUROC (recipe/seed):",
+            "",
+            "| finding | " + " | ".join(f"{r['recipe']}/{r['seed']}" for r in rows) + " |",
+            "| --- |" + " --- |" * len(rows),
+        ]
         for f in findings:
             out.append(f"| {f} | " + " | ".join(_fmt(r.get(f)) for r in rows) + " |")
     return "\n".join(out)
@@ -227,8 +285,11 @@ def summarize(rows: list[dict], findings: list[str]) -> str:
 
 def write_results(rows: list[dict], findings: list[str], results_dir: Path, name: str) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
-    keys = ["recipe", "seed", "budget_min", "wall_s", "epochs", "best_epoch", "val_mean_auroc",
-            "test_mean_auroc"] + findings + ["overrides"]
+    keys = (
+        ["recipe", "seed", "budget_min", "wall_s", "epochs", "best_epoch", "val_mean_auroc", "test_mean_auroc"]
+        + findings
+        + ["overrides"]
+    )
     with open(results_dir / f"{name}.csv", "w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
@@ -253,15 +314,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("CHESTXR_NO_PROGRESS", "1")
     sys.path.insert(0, str(REPO))
-    from chestxr.config import load_config
+    from chestxr.core.config import load_config
 
     out = Path(args.out)
     split_csv = make_split(Path(args.manifest), shared=shared_root(args.shared), out_dir=out)
     config = load_config(args.config, args.override)
     findings = list(config.data.findings)
     sets = load_sets(split_csv, config)
-    print(f"split (patient-level, seed 0): train {len(sets['train'])}, val {len(sets['val'])}, "
-          f"test {len(sets['test'])} images", flush=True)
+    print(
+        f"split (patient-level, seed 0): train {len(sets['train'])}, val {len(sets['val'])}, "
+        f"test {len(sets['test'])} images",
+        flush=True,
+    )
     recipes = ["chestxr"] if args.val_only else args.recipes
     rows: list[dict] = []
 
@@ -269,24 +333,42 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(time.strftime("%H:%M:%S"), msg, flush=True)
 
     for i, seed in enumerate(args.seeds):
-        for recipe in (recipes if i % 2 == 0 else recipes[::-1]):
+        for recipe in recipes if i % 2 == 0 else recipes[::-1]:
             log(f"--- {recipe} seed {seed}, budget {args.budget_min:g} min")
             if recipe == "baseline":
                 res = run_baseline(sets, seed=seed, budget_min=args.budget_min, log=log)
                 val_auc, _ = score(sets["val"], res["val_logits"])
             else:
-                res = run_chestxr(sets, config_path=Path(args.config), split_csv=split_csv, seed=seed,
-                                  budget_min=args.budget_min, out_dir=out / f"{args.name}-chestxr-s{seed}",
-                                  overrides=args.override, score_test=not args.val_only, log=log)
+                res = run_chestxr(
+                    sets,
+                    config_path=Path(args.config),
+                    split_csv=split_csv,
+                    seed=seed,
+                    budget_min=args.budget_min,
+                    out_dir=out / f"{args.name}-chestxr-s{seed}",
+                    overrides=args.override,
+                    score_test=not args.val_only,
+                    log=log,
+                )
                 val_auc = res["val_auroc"]
-            row = {"recipe": recipe, "seed": seed, "budget_min": args.budget_min, "wall_s": res["wall_s"],
-                   "epochs": res["epochs"], "best_epoch": res["best_epoch"], "val_mean_auroc": val_auc,
-                   "test_mean_auroc": None, "overrides": " ".join(args.override) if recipe == "chestxr" else ""}
+            row = {
+                "recipe": recipe,
+                "seed": seed,
+                "budget_min": args.budget_min,
+                "wall_s": res["wall_s"],
+                "epochs": res["epochs"],
+                "best_epoch": res["best_epoch"],
+                "val_mean_auroc": val_auc,
+                "test_mean_auroc": None,
+                "overrides": " ".join(args.override) if recipe == "chestxr" else "",
+            }
             if res.get("test_logits") is not None:
                 row["test_mean_auroc"], per = score(sets["test"], res["test_logits"])
                 row.update(dict(zip(findings, per)))
-            log(f"=== {recipe} seed {seed}: {res['epochs']} epochs, {res['wall_s']:.0f} s, "
-                f"val {_fmt(val_auc)}, test {_fmt(row['test_mean_auroc'])}")
+            log(
+                f"=== {recipe} seed {seed}: {res['epochs']} epochs, {res['wall_s']:.0f} s, "
+                f"val {_fmt(val_auc)}, test {_fmt(row['test_mean_auroc'])}"
+            )
             rows.append(row)
             write_results(rows, findings, Path(args.results), args.name)
     print(summarize(rows, findings))

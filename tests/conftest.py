@@ -1,5 +1,6 @@
 """Shared fixtures. Real data lives in ../shared/data (or $CHESTXR_SHARED/data); tests that need it skip
 cleanly when it is absent. Everything else is generated in tmp_path."""
+
 from __future__ import annotations
 
 import os

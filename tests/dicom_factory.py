@@ -1,4 +1,5 @@
 """Synthetic DICOM/PNG writers for the image, transform and cache tests (tiny images, in tmp_path)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
-IDENTIFIERS = {"PatientName": "Doe^Jane", "PatientID": "PID-12345", "PatientBirthDate": "19700101",
-               "AccessionNumber": "ACC-999", "InstitutionName": "Example Hospital"}
+IDENTIFIERS = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "PID-12345",
+    "PatientBirthDate": "19700101",
+    "AccessionNumber": "ACC-999",
+    "InstitutionName": "Example Hospital",
+}
 
 
 def make_dataset(
@@ -50,7 +56,7 @@ def make_dataset(
     if view is not None:
         ds.ViewPosition = view
     rgb = pixels.ndim == 3 and pixels.shape[-1] == 3 and frames == 1
-    ds.Rows, ds.Columns = (pixels.shape[-3:-1] if rgb else pixels.shape[-2:])
+    ds.Rows, ds.Columns = pixels.shape[-3:-1] if rgb else pixels.shape[-2:]
     ds.SamplesPerPixel = 3 if rgb else 1
     if rgb:
         ds.PlanarConfiguration = 0
@@ -107,5 +113,4 @@ def block_image(dtype: Any = np.uint16, *, low: int = 100, high: int = 1000, sha
     return img
 
 
-__all__ = ["make_dataset", "write_dicom", "write_raw_dataset", "block_image", "IDENTIFIERS",
-           "ImplicitVRLittleEndian"]
+__all__ = ["make_dataset", "write_dicom", "write_raw_dataset", "block_image", "IDENTIFIERS", "ImplicitVRLittleEndian"]

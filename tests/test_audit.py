@@ -1,7 +1,7 @@
 """calibrate / evaluate / predict from the CLI on a tiny trained run: files, versions, refusals."""
+
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 
@@ -9,20 +9,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestxr.cli import main
-from chestxr.config import config_from_dict
-from chestxr.train import train
+from chestxr.cli.main import main
+from chestxr.core.config import config_from_dict
+from chestxr.modeling.training import train
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from chestxr.synthetic import generate_synthetic_dataset
+    from chestxr.data.synthetic import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("audit")
     manifest = generate_synthetic_dataset(root / "data", n_images=60, seed=3, size=48)
-    cfg = {"name": "a", "seed": 0, "data": {"num_workers": 0, "manifest": str(manifest)},
-           "preprocessing": {"size": 32, "cache_size": 48}, "model": {"backbone": "tiny"},
-           "train": {"epochs": 2, "batch_size": 16, "lr": 0.003}}
+    cfg = {
+        "name": "a",
+        "seed": 0,
+        "data": {"num_workers": 0, "manifest": str(manifest)},
+        "preprocessing": {"size": 32, "cache_size": 48},
+        "model": {"backbone": "tiny"},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 0.003},
+    }
     run = train(config_from_dict(cfg), out_dir=root / "run")
     return root, run
 
@@ -36,8 +41,23 @@ def fresh_run(trained, tmp_path):
 
 def test_calibrate_writes_new_version_and_thresholds(trained, tmp_path, capsys):
     run = fresh_run(trained, tmp_path)
-    code = main(["calibrate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "val",
-                 "--method", "youden", "--finding-method", "Nodule=sensitivity:0.9", "--bootstrap", "100"])
+    code = main(
+        [
+            "calibrate",
+            "--checkpoint",
+            str(run),
+            "--manifest",
+            str(run / "splits.csv"),
+            "--split",
+            "val",
+            "--method",
+            "youden",
+            "--finding-method",
+            "Nodule=sensitivity:0.9",
+            "--bootstrap",
+            "100",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "Nodule" in out and "sensitivity:0.9" in out
@@ -46,8 +66,20 @@ def test_calibrate_writes_new_version_and_thresholds(trained, tmp_path, capsys):
     assert recs["Nodule"]["method"] == "sensitivity:0.9"
     assert recs["Opacity"]["method"] == "youden"
     for r in recs.values():
-        assert {"threshold", "sensitivity", "specificity", "ppv", "npv", "prevalence", "n_pos", "n_neg",
-                "sensitivity_ci", "specificity_ci", "ppv_ci", "npv_ci"} <= set(r)
+        assert {
+            "threshold",
+            "sensitivity",
+            "specificity",
+            "ppv",
+            "npv",
+            "prevalence",
+            "n_pos",
+            "n_neg",
+            "sensitivity_ci",
+            "specificity_ci",
+            "ppv_ci",
+            "npv_ci",
+        } <= set(r)
     if np.isfinite(recs["Nodule"]["threshold"] or np.nan):
         assert recs["Nodule"]["sensitivity"] >= 0.9
     assert len(data["manifest_hash"]) == 64
@@ -59,8 +91,17 @@ def test_calibrate_writes_new_version_and_thresholds(trained, tmp_path, capsys):
 
 def test_calibrate_refuses_training_patients(trained, tmp_path, capsys):
     run = fresh_run(trained, tmp_path)
-    args = ["calibrate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "train",
-            "--bootstrap", "50"]
+    args = [
+        "calibrate",
+        "--checkpoint",
+        str(run),
+        "--manifest",
+        str(run / "splits.csv"),
+        "--split",
+        "train",
+        "--bootstrap",
+        "50",
+    ]
     assert main(args) == 2
     assert "training data" in capsys.readouterr().err
     assert not (run / "thresholds.json").exists()
@@ -70,11 +111,41 @@ def test_calibrate_refuses_training_patients(trained, tmp_path, capsys):
 
 def test_evaluate_reports_promise_and_files(trained, tmp_path):
     run = fresh_run(trained, tmp_path)
-    assert main(["calibrate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "val",
-                 "--bootstrap", "50"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--checkpoint",
+                str(run),
+                "--manifest",
+                str(run / "splits.csv"),
+                "--split",
+                "val",
+                "--bootstrap",
+                "50",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval"
-    assert main(["evaluate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "test",
-                 "--out", str(out), "--bootstrap", "50"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run),
+                "--manifest",
+                str(run / "splits.csv"),
+                "--split",
+                "test",
+                "--out",
+                str(out),
+                "--bootstrap",
+                "50",
+            ]
+        )
+        == 0
+    )
     assert {"report.html", "metrics.csv", "metrics.json", "predictions.csv"} <= {p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
     splits = pd.read_csv(run / "splits.csv")
@@ -82,8 +153,24 @@ def test_evaluate_reports_promise_and_files(trained, tmp_path):
     f = metrics["findings"]["Cardiomegaly"]
     assert "promise" in f and "auroc_ci" in f
     # refuses to overwrite without --overwrite
-    assert main(["evaluate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "test",
-                 "--out", str(out), "--bootstrap", "10"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run),
+                "--manifest",
+                str(run / "splits.csv"),
+                "--split",
+                "test",
+                "--out",
+                str(out),
+                "--bootstrap",
+                "10",
+            ]
+        )
+        == 2
+    )
 
 
 def test_predict_folder_of_dicoms_without_manifest(trained, tmp_path):
@@ -108,8 +195,24 @@ def test_probability_calibration_changes_predicted_scores(trained, tmp_path):
     run = fresh_run(trained, tmp_path)
     manifest = str(run / "splits.csv")
     assert main(["predict", "--checkpoint", str(run), "--manifest", manifest, "--out", str(tmp_path / "p0")]) == 0
-    assert main(["calibrate", "--checkpoint", str(run), "--manifest", manifest, "--split", "val",
-                 "--probability", "platt", "--bootstrap", "20"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--checkpoint",
+                str(run),
+                "--manifest",
+                manifest,
+                "--split",
+                "val",
+                "--probability",
+                "platt",
+                "--bootstrap",
+                "20",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((run / "model.json").read_text())
     assert meta["probability_calibration"]["method"] == "platt"
     assert main(["predict", "--checkpoint", str(run), "--manifest", manifest, "--out", str(tmp_path / "p1")]) == 0

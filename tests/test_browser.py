@@ -3,6 +3,7 @@
 Needs the ``playwright`` Python package and a Chromium binary (``scripts/install_browser.sh``
 installs one with apt); skips only when no Chromium can be found.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,15 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 FINDINGS = ["Effusion", "Nodule", "<script>alert(1)</script>"]
 
 
@@ -65,8 +73,8 @@ def _check_images_and_screenshot(page, shot: Path) -> int:
 
 
 def test_evaluation_report_renders(browser, tmp_path):
-    from chestxr.metrics import evaluate_predictions
-    from chestxr.report import write_evaluation_report
+    from chestxr.evaluation.metrics import evaluate_predictions
+    from chestxr.reporting.report import write_evaluation_report
 
     rng = np.random.default_rng(0)
     n = 80
@@ -75,15 +83,39 @@ def test_evaluation_report_renders(browser, tmp_path):
     mask = rng.random((n, 3)) < 0.9
     thr = np.array([0.5, 0.5, 0.5])
     pid = np.array([f"P{i // 2}" for i in range(n)], dtype=object)
-    frame = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "patient_id": pid,
-                          "view": np.where(np.arange(n) % 2, "PA", "AP"), "age": np.arange(n) + 10})
-    ev = evaluate_predictions(y, s, mask, thr, FINDINGS, groups=pid, n_boot=30,
-                              promised={"Effusion": {"sensitivity": 0.999, "specificity": 0.999}})
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"i{i}" for i in range(n)],
+            "patient_id": pid,
+            "view": np.where(np.arange(n) % 2, "PA", "AP"),
+            "age": np.arange(n) + 10,
+        }
+    )
+    ev = evaluate_predictions(
+        y,
+        s,
+        mask,
+        thr,
+        FINDINGS,
+        groups=pid,
+        n_boot=30,
+        promised={"Effusion": {"sensitivity": 0.999, "specificity": 0.999}},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        html = write_evaluation_report(tmp_path / "eval", findings=FINDINGS, predictions=frame, y_true=y, mask=mask,
-                                       y_score=s, thresholds=thr, groups=pid, evaluation=ev,
-                                       model_info={"backbone": "tiny"}, title="browser test")["html"]
+        html = write_evaluation_report(
+            tmp_path / "eval",
+            findings=FINDINGS,
+            predictions=frame,
+            y_true=y,
+            mask=mask,
+            y_score=s,
+            thresholds=thr,
+            groups=pid,
+            evaluation=ev,
+            model_info={"backbone": "tiny"},
+            title="browser test",
+        )["html"]
     page, external = _open(browser, html)
     assert external == []
     assert page.locator("#summary tbody tr").count() == 3 + 2  # findings + macro + micro
@@ -95,18 +127,30 @@ def test_evaluation_report_renders(browser, tmp_path):
 
 
 def test_review_report_renders(browser, tmp_path):
-    from chestxr.review import write_review_report
+    from chestxr.reporting.review import write_review_report
 
     rng = np.random.default_rng(1)
     n = 10
-    frame = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "path": [f"{i}.png" for i in range(n)],
-                          "patient_id": [f"P{i // 2}" for i in range(n)], "study_id": [f"S{i // 2}" for i in range(n)]})
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"i{i}" for i in range(n)],
+            "path": [f"{i}.png" for i in range(n)],
+            "patient_id": [f"P{i // 2}" for i in range(n)],
+            "study_id": [f"S{i // 2}" for i in range(n)],
+        }
+    )
     for f in FINDINGS:
         frame[f"prob_{f}"] = rng.random(n)
     thumbs = {f"i{i}": rng.random((48, 40)) for i in range(n)}
     heat = {(f"i{i}", f): rng.random((7, 7)) for i in range(n) for f in FINDINGS}
-    html = write_review_report(tmp_path / "review", findings=FINDINGS, predictions=frame, thresholds=[0.5, 0.5, 0.5],
-                               thumbnails=thumbs, heatmaps=heat)["html"]
+    html = write_review_report(
+        tmp_path / "review",
+        findings=FINDINGS,
+        predictions=frame,
+        thresholds=[0.5, 0.5, 0.5],
+        thumbnails=thumbs,
+        heatmaps=heat,
+    )["html"]
     page, external = _open(browser, html)
     assert external == []
     assert page.locator("section.card").count() == 5

@@ -1,4 +1,5 @@
-"""chestxr.cache: hits, keys, file names, atomic writes, parallel build, the `cache build` CLI."""
+"""chestxr.imaging.cache: hits, keys, file names, atomic writes, parallel build, the `cache build` CLI."""
+
 from __future__ import annotations
 
 import os
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_factory import IDENTIFIERS, block_image, write_dicom
 from PIL import Image
 
-from chestxr.cache import ImageCache, build_image_loader
-from chestxr.cli import main
-from chestxr.config import PreprocessConfig
-from chestxr.errors import ConfigError, ImageReadError
-from chestxr.images import ReadOptions, read_image
-from chestxr.transforms import resize_to
-from dicom_factory import IDENTIFIERS, block_image, write_dicom
+from chestxr.cli.main import main
+from chestxr.core.config import PreprocessConfig
+from chestxr.core.errors import ConfigError, ImageReadError
+from chestxr.imaging.cache import ImageCache, build_image_loader
+from chestxr.imaging.readers import ReadOptions, read_image
+from chestxr.imaging.transforms import resize_to
 
 NAME_RE = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{64}\.npy$")
 
@@ -142,8 +143,21 @@ def test_cli_cache_build(tmp_path, images, capsys):
     rel = [os.path.relpath(p, tmp_path) for p in images]
     manifest.write_text("path,patient_id\n" + "".join(f"{r},x{i}\n" for i, r in enumerate(rel)))
     cache_dir = tmp_path / "cache"
-    rc = main(["cache", "build", str(manifest), "--cache-dir", str(cache_dir), "--workers", "1",
-               "--set", "preprocessing.cache_size=24", "--set", "preprocessing.size=16"])
+    rc = main(
+        [
+            "cache",
+            "build",
+            str(manifest),
+            "--cache-dir",
+            str(cache_dir),
+            "--workers",
+            "1",
+            "--set",
+            "preprocessing.cache_size=24",
+            "--set",
+            "preprocessing.size=16",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "3 image(s): 3 built, 0 already cached, 0 failed" in out
     assert len(_files(cache_dir)) == 3
@@ -152,8 +166,21 @@ def test_cli_cache_build(tmp_path, images, capsys):
     for p in images:
         loader(p)
     assert loader.cache.hits == 3 and loader.cache.misses == 0
-    rc = main(["cache", "build", str(manifest), "--cache-dir", str(cache_dir), "--workers", "2",
-               "--set", "preprocessing.cache_size=24", "--set", "preprocessing.size=16"])
+    rc = main(
+        [
+            "cache",
+            "build",
+            str(manifest),
+            "--cache-dir",
+            str(cache_dir),
+            "--workers",
+            "2",
+            "--set",
+            "preprocessing.cache_size=24",
+            "--set",
+            "preprocessing.size=16",
+        ]
+    )
     assert rc == 0 and "0 built, 3 already cached" in capsys.readouterr().out
 
 

@@ -1,5 +1,6 @@
 """Threshold calibration: every method on hand-built ROC points, ties, masking, single-class
 findings, spec parsing, and properties checked against brute force on random data."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_curve
 
-from chestxr.calibration import (
+from chestxr.core.errors import CalibrationError
+from chestxr.evaluation.metrics import UndefinedMetricWarning
+from chestxr.evaluation.thresholds import (
     Method,
     ThresholdFit,
     apply_thresholds,
@@ -17,8 +20,6 @@ from chestxr.calibration import (
     fit_thresholds,
     parse_method,
 )
-from chestxr.errors import CalibrationError
-from chestxr.metrics import UndefinedMetricWarning
 
 # Candidates (descending): 0.8 -> TP1 FP0 (sens .5, spec 1); 0.4 -> TP1 FP1 (.5, .5);
 # 0.35 -> TP2 FP1 (1, .5); 0.1 -> TP2 FP2 (1, 0). Youden J: .5, 0, .5, 0 (tie: highest wins).
@@ -27,20 +28,23 @@ S4 = np.array([0.1, 0.4, 0.35, 0.8])
 Y4 = np.array([0, 0, 1, 1])
 
 
-@pytest.mark.parametrize("spec, thr, sens, spec_", [
-    ("youden", 0.8, 0.5, 1.0),
-    ("sensitivity:0.9", 0.35, 1.0, 0.5),
-    ("sensitivity:0.5", 0.8, 0.5, 1.0),    # highest threshold reaching it
-    ("specificity:0.9", 0.8, 0.5, 1.0),
-    ("specificity:0.5", 0.35, 1.0, 0.5),   # lowest threshold keeping it
-    ("specificity:0", 0.1, 1.0, 0.0),
-    ("f1", 0.35, 1.0, 0.5),
-    ("ppv:0.6", 0.35, 1.0, 0.5),
-    ("ppv:0.9", 0.8, 0.5, 1.0),
-    ("cost:1:5", 0.35, 1.0, 0.5),
-    ("cost:5:1", 0.8, 0.5, 1.0),           # FP cost: none 2, 0.8 -> 1, 0.4 -> 6, 0.35 -> 5, 0.1 -> 10
-    ("fixed:0.5", 0.5, 0.5, 1.0),
-])
+@pytest.mark.parametrize(
+    "spec, thr, sens, spec_",
+    [
+        ("youden", 0.8, 0.5, 1.0),
+        ("sensitivity:0.9", 0.35, 1.0, 0.5),
+        ("sensitivity:0.5", 0.8, 0.5, 1.0),  # highest threshold reaching it
+        ("specificity:0.9", 0.8, 0.5, 1.0),
+        ("specificity:0.5", 0.35, 1.0, 0.5),  # lowest threshold keeping it
+        ("specificity:0", 0.1, 1.0, 0.0),
+        ("f1", 0.35, 1.0, 0.5),
+        ("ppv:0.6", 0.35, 1.0, 0.5),
+        ("ppv:0.9", 0.8, 0.5, 1.0),
+        ("cost:1:5", 0.35, 1.0, 0.5),
+        ("cost:5:1", 0.8, 0.5, 1.0),  # FP cost: none 2, 0.8 -> 1, 0.4 -> 6, 0.35 -> 5, 0.1 -> 10
+        ("fixed:0.5", 0.5, 0.5, 1.0),
+    ],
+)
 def test_methods_on_hand_built_roc(spec, thr, sens, spec_):
     fit = fit_thresholds(Y4[:, None], S4[:, None], None, spec, findings=["Effusion"])[0]
     assert fit.finding == "Effusion" and fit.method == str(parse_method(spec))
@@ -70,8 +74,10 @@ def test_ties_count_as_positive():
     assert fit_threshold(y, s, "sensitivity:0.5").threshold == 0.5  # 0.9 gives only 1/3
 
 
-@pytest.mark.parametrize("spec", ["youden", "sensitivity:0.8", "specificity:0.95", "f1", "ppv:0.5",
-                                  "cost:1:10", "specificity:1", "sensitivity:1"])
+@pytest.mark.parametrize(
+    "spec",
+    ["youden", "sensitivity:0.8", "specificity:0.95", "f1", "ppv:0.5", "cost:1:10", "specificity:1", "sensitivity:1"],
+)
 def test_never_returns_sklearns_infinite_threshold(spec):
     rng = np.random.default_rng(0)
     y = rng.random(300) < 0.3
@@ -136,20 +142,42 @@ def test_single_class_finding_gives_nan_and_warning():
         assert fit_thresholds(y, s, None, "fixed:0.3")[0].threshold == 0.3
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("youden", Method("youden")), (" F1 ", Method("f1")),
-    ("sensitivity:0.9", Method("sensitivity", target=0.9)), ("specificity:0.95", Method("specificity", target=0.95)),
-    ("ppv:0.5", Method("ppv", target=0.5)), ("cost:1:5", Method("cost", cost_fp=1.0, cost_fn=5.0)),
-    ("fixed:0.5", Method("fixed", value=0.5)),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("youden", Method("youden")),
+        (" F1 ", Method("f1")),
+        ("sensitivity:0.9", Method("sensitivity", target=0.9)),
+        ("specificity:0.95", Method("specificity", target=0.95)),
+        ("ppv:0.5", Method("ppv", target=0.5)),
+        ("cost:1:5", Method("cost", cost_fp=1.0, cost_fn=5.0)),
+        ("fixed:0.5", Method("fixed", value=0.5)),
+    ],
+)
 def test_parse_method(spec, expected):
     assert parse_method(spec) == expected
     assert parse_method(str(expected)) == expected
 
 
-@pytest.mark.parametrize("spec", ["", "yuoden", "sensitivity", "sensitivity:1.5", "specificity:-0.1",
-                                  "ppv:x", "cost:1", "cost:0:0", "cost:-1:2", "fixed", "fixed:nan",
-                                  "youden:0.5", 0.5, None])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "yuoden",
+        "sensitivity",
+        "sensitivity:1.5",
+        "specificity:-0.1",
+        "ppv:x",
+        "cost:1",
+        "cost:0:0",
+        "cost:-1:2",
+        "fixed",
+        "fixed:nan",
+        "youden:0.5",
+        0.5,
+        None,
+    ],
+)
 def test_parse_method_rejects_bad_specs_naming_allowed_forms(spec):
     with pytest.raises(CalibrationError, match="allowed"):
         parse_method(spec)
@@ -177,9 +205,23 @@ def test_method_list_and_dict_forms():
 def test_to_dict_is_json_and_round_trips():
     fit = fit_thresholds(Y4[:, None], S4[:, None], None, "sensitivity:0.9", findings=["Mass"])[0]
     d = json.loads(json.dumps(fit.to_dict(), allow_nan=False))
-    assert d == {"finding": "Mass", "method": "sensitivity:0.9", "threshold": 0.35, "sensitivity": 1.0,
-                 "specificity": 0.5, "ppv": pytest.approx(2 / 3), "npv": 1.0, "f1": pytest.approx(0.8),
-                 "tp": 2, "fp": 1, "tn": 1, "fn": 0, "n_pos": 2, "n_neg": 2, "prevalence": 0.5}
+    assert d == {
+        "finding": "Mass",
+        "method": "sensitivity:0.9",
+        "threshold": 0.35,
+        "sensitivity": 1.0,
+        "specificity": 0.5,
+        "ppv": pytest.approx(2 / 3),
+        "npv": 1.0,
+        "f1": pytest.approx(0.8),
+        "tp": 2,
+        "fp": 1,
+        "tn": 1,
+        "fn": 0,
+        "n_pos": 2,
+        "n_neg": 2,
+        "prevalence": 0.5,
+    }
     assert ThresholdFit.from_dict({**d, "sensitivity_ci": [0.5, 1.0]}) == fit
 
 

@@ -1,4 +1,5 @@
 """Checkpoints: round trips, metadata versions, exact resume, and refusal of pickles (no code runs)."""
+
 from __future__ import annotations
 
 import json
@@ -10,17 +11,28 @@ import numpy as np
 import pytest
 import torch
 
-import chestxr.checkpoint as ckpt
-from chestxr.checkpoint import (capture_rng_state, load_model, load_training_state, read_metadata,
-                                save_model, save_training_state, update_metadata)
-from chestxr.errors import CheckpointError
-from chestxr.models import build_model
+import chestxr.modeling.checkpoint as ckpt
+from chestxr.core.errors import CheckpointError
+from chestxr.modeling.checkpoint import (
+    capture_rng_state,
+    load_model,
+    load_training_state,
+    read_metadata,
+    save_model,
+    save_training_state,
+    update_metadata,
+)
+from chestxr.modeling.models import build_model
 
 FINDINGS = ["Atelectasis", "Effusion", "Pneumonia"]
-META = {"findings": FINDINGS, "task": "multilabel",
-        "preprocessing": {"size": 32, "channels": 3, "normalization": "imagenet"},
-        "label_policy": {"uncertain": "masked", "blank": "masked"}, "config": {"seed": 0},
-        "training_patients_sha": ["ab12", "cd34"]}
+META = {
+    "findings": FINDINGS,
+    "task": "multilabel",
+    "preprocessing": {"size": 32, "channels": 3, "normalization": "imagenet"},
+    "label_policy": {"uncertain": "masked", "blank": "masked"},
+    "config": {"seed": 0},
+    "training_patients_sha": ["ab12", "cd34"],
+}
 
 
 def _trained_like(model):
@@ -68,8 +80,9 @@ def test_update_metadata_keeps_every_version(tmp_path):
     assert meta2["version"] == 2 and meta2["thresholds"] == [0.1, 0.2, None]
     assert (tmp_path / "model.v1.json").read_text() == v1
     v2 = (tmp_path / "model.json").read_text()
-    meta3 = update_metadata(tmp_path, {"thresholds": [0.3, 0.3, 0.3], "calibration": {"method": "platt"}},
-                            reason="recalibrate on site B")
+    meta3 = update_metadata(
+        tmp_path, {"thresholds": [0.3, 0.3, 0.3], "calibration": {"method": "platt"}}, reason="recalibrate on site B"
+    )
     assert meta3["version"] == 3 and read_metadata(tmp_path) == meta3
     assert (tmp_path / "model.v2.json").read_text() == v2
     assert json.loads((tmp_path / "model.v1.json").read_text())["thresholds"] is None
@@ -139,8 +152,9 @@ def test_pickles_are_refused_and_never_run(tmp_path, kind):
     if kind != "pickle-proto0":
         assert "pickle" in str(err.value) and "arbitrary code" in str(err.value)
     # the training state file gets the same treatment
-    save_training_state(tmp_path / "last", model=build_model("tiny", 3), optimizer=None, scheduler=None,
-                        epoch=0, rng={}, extra={})
+    save_training_state(
+        tmp_path / "last", model=build_model("tiny", 3), optimizer=None, scheduler=None, epoch=0, rng={}, extra={}
+    )
     os.replace(target, tmp_path / "last" / "state.safetensors")
     with pytest.raises(CheckpointError, match="safetensors"):
         load_training_state(tmp_path / "last", model=build_model("tiny", 3), optimizer=None, scheduler=None)
@@ -175,8 +189,9 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     random.seed(5), np.random.seed(5)
     _steps(model, opt, sched, 3)
     extra = {"best_auroc": float("-inf"), "history": [{"epoch": 1, "loss": 0.5}], "ema": torch.arange(3.0)}
-    save_training_state(tmp_path / "last", model=model, optimizer=opt, scheduler=sched, epoch=3,
-                        rng=capture_rng_state(), extra=extra)
+    save_training_state(
+        tmp_path / "last", model=model, optimizer=opt, scheduler=sched, epoch=3, rng=capture_rng_state(), extra=extra
+    )
     saved_betas = opt.param_groups[0]["betas"]
     saved_exp_avg = opt.state_dict()["state"][0]["exp_avg"].clone()
     _steps(model, opt, sched, 3)
@@ -213,8 +228,7 @@ def test_training_state_replaced_only_when_complete(tmp_path, monkeypatch):
     save_training_state(dest, model=model, optimizer=opt, scheduler=sched, epoch=2, rng={}, extra={})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
     with pytest.raises(CheckpointError, match="cannot store .* at .extra/fn. without pickle"):
-        save_training_state(dest, model=model, optimizer=opt, scheduler=sched, epoch=3, rng={},
-                            extra={"fn": print})
+        save_training_state(dest, model=model, optimizer=opt, scheduler=sched, epoch=3, rng={}, extra={"fn": print})
 
     def crash(*a, **k):
         raise OSError("disk full")
@@ -229,8 +243,7 @@ def test_training_state_replaced_only_when_complete(tmp_path, monkeypatch):
 
 def test_resume_into_another_model_is_refused(tmp_path):
     model, opt, sched = _setup(0)
-    save_training_state(tmp_path / "last", model=model, optimizer=opt, scheduler=sched, epoch=1, rng={},
-                        extra={})
+    save_training_state(tmp_path / "last", model=model, optimizer=opt, scheduler=sched, epoch=1, rng={}, extra={})
     with pytest.raises(CheckpointError, match="does not fit"):
         load_training_state(tmp_path / "last", model=build_model("tiny", 5), optimizer=None, scheduler=None)
     with pytest.raises(CheckpointError, match="nothing to resume"):
@@ -250,17 +263,31 @@ class _Warmup:
 def test_lambda_schedule_param_groups_and_foreign_rng_values(tmp_path):
     torch.manual_seed(0)
     model = build_model("tiny", 2).to(memory_format=torch.channels_last)
-    groups = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": 0.1},
-              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": 0.1},
+        {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0},
+    ]
     opt = torch.optim.AdamW(groups, lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=_Warmup(10))
     _steps(model, opt, sched, 2)
     rng = {"python": repr(random.getstate())[:40], "note": "epochs reseed"}
-    save_training_state(tmp_path / "last", model=model, optimizer=opt, scheduler=sched, epoch=4, rng=rng,
-                        extra={"best": {"score": -float("inf"), "epoch": -1, "per_member": None}})
+    save_training_state(
+        tmp_path / "last",
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        epoch=4,
+        rng=rng,
+        extra={"best": {"score": -float("inf"), "epoch": -1, "per_member": None}},
+    )
     model2 = build_model("tiny", 2)
-    opt2 = torch.optim.AdamW([{"params": [p for p in model2.parameters() if p.ndim > 1]},
-                              {"params": [p for p in model2.parameters() if p.ndim <= 1]}], lr=1e-3)
+    opt2 = torch.optim.AdamW(
+        [
+            {"params": [p for p in model2.parameters() if p.ndim > 1]},
+            {"params": [p for p in model2.parameters() if p.ndim <= 1]},
+        ],
+        lr=1e-3,
+    )
     sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lr_lambda=_Warmup(3))
     state = load_training_state(tmp_path / "last", model=model2, optimizer=opt2, scheduler=sched2)
     assert state["rng"] == rng and state["extra"]["best"]["score"] == -float("inf")

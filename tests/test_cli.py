@@ -1,4 +1,5 @@
 """The command line: every subcommand has --help; errors are one readable line and exit 2."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-from chestxr.cli import build_parser, main
+from chestxr.cli.main import build_parser, main
 
 SUBCOMMANDS = ["demo", "train", "calibrate", "evaluate", "predict", "manifest", "cache", "export"]
 
@@ -32,8 +33,9 @@ def test_console_script_runs():
 
 
 def test_user_error_is_one_line_exit_2(tmp_path, capsys):
-    code = main(["train", "--manifest", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "r"),
-                 "--set", "train.epochs=1"])
+    code = main(
+        ["train", "--manifest", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "r"), "--set", "train.epochs=1"]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "missing.csv" in err and "Traceback" not in err
@@ -45,7 +47,9 @@ def test_bad_override_exit_2(capsys):
 
 
 def test_public_api_is_lazy_and_complete():
-    code = ("import sys, chestxr; assert 'torch' not in sys.modules; "
-            "[getattr(chestxr, n) for n in chestxr.__all__]; print('ok')")
+    code = (
+        "import sys, chestxr; assert 'torch' not in sys.modules; "
+        "[getattr(chestxr, n) for n in chestxr.__all__]; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -1,11 +1,12 @@
 """Config loading: defaults, presets, overrides, strict validation, round trip."""
+
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from chestxr.config import Config, config_from_dict, config_to_dict, load_config, parse_overrides
-from chestxr.errors import ConfigError
+from chestxr.core.config import Config, config_from_dict, config_to_dict, load_config, parse_overrides
+from chestxr.core.errors import ConfigError
 
 
 def test_defaults_are_valid_and_round_trip():
@@ -16,8 +17,16 @@ def test_defaults_are_valid_and_round_trip():
 
 
 def test_overrides_parse_yaml_values():
-    cfg = load_config(None, ["train.epochs=3", "data.findings=[A, B]", "train.pos_weight=auto",
-                             "preprocessing.window=[40, 400]", "train.grad_clip=null"])
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=3",
+            "data.findings=[A, B]",
+            "train.pos_weight=auto",
+            "preprocessing.window=[40, 400]",
+            "train.grad_clip=null",
+        ],
+    )
     assert cfg.train.epochs == 3
     assert cfg.data.findings == ["A", "B"]
     assert cfg.train.pos_weight == "auto"
@@ -25,14 +34,17 @@ def test_overrides_parse_yaml_values():
     assert cfg.train.grad_clip is None
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("train.epochz=3", "unknown key"),
-    ("train.epochs=three", "expected an integer"),
-    ("model.mode=softmax", "not one of"),
-    ("augmentation.enabled=1", "true/false"),
-    ("nosection.x=1", "unknown key"),
-    ("train.epochs", "section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("train.epochz=3", "unknown key"),
+        ("train.epochs=three", "expected an integer"),
+        ("model.mode=softmax", "not one of"),
+        ("augmentation.enabled=1", "true/false"),
+        ("nosection.x=1", "unknown key"),
+        ("train.epochs", "section.key=value"),
+    ],
+)
 def test_bad_values_are_specific_errors(override, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(None, [override])
@@ -52,7 +64,7 @@ def test_unknown_key_in_file_names_the_file(tmp_path):
 
 
 def test_demo_yaml_matches_demo_command():
-    from chestxr.commands.demo import DEMO_CONFIG
+    from chestxr.cli.demo import DEMO_CONFIG
 
     assert load_config("demo") == config_from_dict(DEMO_CONFIG)
 

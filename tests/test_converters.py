@@ -1,4 +1,5 @@
 """Converters: hand-made tables in the published layouts, plus the real NIH and CheXpert tables."""
+
 from __future__ import annotations
 
 import gzip
@@ -9,53 +10,69 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestxr.cli import main
-from chestxr.converters import convert_chexpert, convert_mimic, convert_nih, convert_table
-from chestxr.errors import ManifestError
-from chestxr.findings import NIH14
-from chestxr.manifest import read_manifest, validate_manifest, write_manifest
+from chestxr.cli.main import main
+from chestxr.core.errors import ManifestError
+from chestxr.data.converters import convert_chexpert, convert_mimic, convert_nih, convert_table
+from chestxr.data.findings import NIH14
+from chestxr.data.manifest import read_manifest, validate_manifest, write_manifest
 
-NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
-NIH_ROWS = ("00000001_000.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.143,0.143\n"
-            "00000001_001.png,Cardiomegaly|Emphysema,1,1,058Y,M,PA,2894,2729,0.143,0.143\n"
-            "00000003_000.png,No Finding,0,3,81,F,AP,2048,2500,0.168,0.168\n"
-            "00000004_000.png,Mass|Nodule|Pleural_Thickening,0,4,82,M,AP,2500,2048,0.168,0.168\n")
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
+)
+NIH_ROWS = (
+    "00000001_000.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.143,0.143\n"
+    "00000001_001.png,Cardiomegaly|Emphysema,1,1,058Y,M,PA,2894,2729,0.143,0.143\n"
+    "00000003_000.png,No Finding,0,3,81,F,AP,2048,2500,0.168,0.168\n"
+    "00000004_000.png,Mass|Nodule|Pleural_Thickening,0,4,82,M,AP,2500,2048,0.168,0.168\n"
+)
 
-CHEX_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
-               "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,"
-               "Pleural Other,Fracture,Support Devices\n")
-CHEX_ROWS = ("CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP,1.0,,,,,,,,,0.0,,,,1.0\n"
-             "CheXpert-v1.0-small/train/patient00002/study2/view1_frontal.jpg,Female,87,Frontal,PA,,,-1.0,1.0,,-1.0,-1.0,,-1.0,,-1.0,,1.0,\n"
-             "CheXpert-v1.0-small/train/patient00002/study1/view2_lateral.jpg,Female,83,Lateral,,,,,1.0,,,-1.0,,,,,,1.0,\n")
+CHEX_HEADER = (
+    "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
+    "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,"
+    "Pleural Other,Fracture,Support Devices\n"
+)
+CHEX_ROWS = (
+    "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg,Female,68,Frontal,AP,1.0,,,,,,,,,0.0,,,,1.0\n"
+    "CheXpert-v1.0-small/train/patient00002/study2/view1_frontal.jpg,Female,87,Frontal,PA,,,-1.0,1.0,,-1.0,-1.0,,-1.0,,-1.0,,1.0,\n"
+    "CheXpert-v1.0-small/train/patient00002/study1/view2_lateral.jpg,Female,83,Lateral,,,,,1.0,,,-1.0,,,,,,1.0,\n"
+)
 
-MIMIC_LABELS = ("subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,"
-                "Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,"
-                "Pneumothorax,Support Devices\n"
-                "10000032,50414267,,,,,,,,,1.0,,,,,\n"
-                "10000032,53189527,,,,,,,,,1.0,,,,,\n"
-                "10000764,57375967,,,1.0,,,,,,,,,-1.0,,\n"
-                "10000898,50771383,,,,,,,,,,,,,,\n")
-MIMIC_META = ("dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,"
-              "StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,"
-              "PatientOrientationCodeSequence_CodeMeaning\n"
-              "02aa804e-bde0afdd-112c0b34-7bc16630-4e384014,10000032,50414267,CHEST (PA AND LAT),PA,3056,2544,"
-              "21800506,213014.531,CHEST (PA AND LAT),postero-anterior,Erect\n"
-              "174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962,10000032,50414267,CHEST (PA AND LAT),LATERAL,3056,2544,"
-              "21800506,213014.531,CHEST (PA AND LAT),lateral,Erect\n"
-              "2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab,10000032,53189527,CHEST (PORTABLE AP),AP,3056,2544,"
-              "21800626,165500.312,CHEST (PORTABLE AP),antero-posterior,Erect\n"
-              "096052b7-d256dc40-453a102b-fa7d01c6-1b22c6b4,10000764,57375967,CHEST (PA AND LAT),AP AXIAL,2705,"
-              "2539,21321015,161627.328,CHEST (PA AND LAT),antero-posterior,Erect\n"
-              "ffffffff-0000-0000-0000-000000000000,10009999,59999999,CHEST,PA,10,10,1,1,CHEST,postero-anterior,Erect\n")
+MIMIC_LABELS = (
+    "subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,"
+    "Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,"
+    "Pneumothorax,Support Devices\n"
+    "10000032,50414267,,,,,,,,,1.0,,,,,\n"
+    "10000032,53189527,,,,,,,,,1.0,,,,,\n"
+    "10000764,57375967,,,1.0,,,,,,,,,-1.0,,\n"
+    "10000898,50771383,,,,,,,,,,,,,,\n"
+)
+MIMIC_META = (
+    "dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns,StudyDate,"
+    "StudyTime,ProcedureCodeSequence_CodeMeaning,ViewCodeSequence_CodeMeaning,"
+    "PatientOrientationCodeSequence_CodeMeaning\n"
+    "02aa804e-bde0afdd-112c0b34-7bc16630-4e384014,10000032,50414267,CHEST (PA AND LAT),PA,3056,2544,"
+    "21800506,213014.531,CHEST (PA AND LAT),postero-anterior,Erect\n"
+    "174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962,10000032,50414267,CHEST (PA AND LAT),LATERAL,3056,2544,"
+    "21800506,213014.531,CHEST (PA AND LAT),lateral,Erect\n"
+    "2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab,10000032,53189527,CHEST (PORTABLE AP),AP,3056,2544,"
+    "21800626,165500.312,CHEST (PORTABLE AP),antero-posterior,Erect\n"
+    "096052b7-d256dc40-453a102b-fa7d01c6-1b22c6b4,10000764,57375967,CHEST (PA AND LAT),AP AXIAL,2705,"
+    "2539,21321015,161627.328,CHEST (PA AND LAT),antero-posterior,Erect\n"
+    "ffffffff-0000-0000-0000-000000000000,10009999,59999999,CHEST,PA,10,10,1,1,CHEST,postero-anterior,Erect\n"
+)
 
 
 def test_nih_hand_table(tmp_path):
     src = tmp_path / "Data_Entry.csv.gz"
     src.write_bytes(gzip.compress((NIH_HEADER + NIH_ROWS).encode()))
     f = convert_nih(src)
-    assert list(f["path"]) == ["images/00000001_000.png", "images/00000001_001.png",
-                               "images/00000003_000.png", "images/00000004_000.png"]
+    assert list(f["path"]) == [
+        "images/00000001_000.png",
+        "images/00000001_001.png",
+        "images/00000003_000.png",
+        "images/00000004_000.png",
+    ]
     assert list(f["patient_id"]) == ["00000001", "00000001", "00000003", "00000004"]
     assert list(f["study_id"]) == ["00000001_000", "00000001_001", "00000003_000", "00000004_000"]
     assert list(f["view"]) == ["PA", "PA", "AP", "AP"] and list(f["sex"]) == ["M", "M", "F", "M"]
@@ -143,8 +160,9 @@ def test_cli_convert_nih_with_image_root(tmp_path, capsys):
     assert main(args) == 2  # refuses to overwrite
     assert "--overwrite" in capsys.readouterr().err
     # default image root: images/ beside the manifest, which does not exist here
-    assert main(["manifest", "convert", "--from", "nih", str(src), "--out", str(out), "--overwrite",
-                 "--check-paths"]) == 1
+    assert (
+        main(["manifest", "convert", "--from", "nih", str(src), "--out", str(out), "--overwrite", "--check-paths"]) == 1
+    )
     assert "file not found" in capsys.readouterr().out
     assert main(["manifest", "convert", "--from", "mimic", str(src), "--out", str(tmp_path / "m.csv")]) == 2
 
@@ -180,7 +198,7 @@ def test_real_nih14_shared_manifest_in_repo(shared_data):
     from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "data_manifests" / "nih14_shared.csv"
-    if (shared_data.parent.resolve() != (path.parent / ".." / ".." / "shared").resolve()):
+    if shared_data.parent.resolve() != (path.parent / ".." / ".." / "shared").resolve():
         pytest.skip("shared data is not at ../shared beside the repository")
     m = read_manifest(path)
     assert len(m) == 421

@@ -1,6 +1,7 @@
 """Crash safety: a training process killed with SIGKILL mid-epoch continues with --resume from its last
 complete checkpoint and ends exactly where an uninterrupted run ends (same metrics, identical weights);
 existing output folders are never overwritten without --overwrite."""
+
 from __future__ import annotations
 
 import os
@@ -15,20 +16,34 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from chestxr.cli import main
+from chestxr.cli.main import main
 
-ARGS = ["--set", "model.backbone=tiny", "--set", "preprocessing.size=32", "--set", "preprocessing.cache_size=48",
-        "--set", "data.num_workers=0", "--set", "train.batch_size=16", "--set", "train.epochs=6",
-        "--set", "train.lr=0.003"]
+ARGS = [
+    "--set",
+    "model.backbone=tiny",
+    "--set",
+    "preprocessing.size=32",
+    "--set",
+    "preprocessing.cache_size=48",
+    "--set",
+    "data.num_workers=0",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "train.epochs=6",
+    "--set",
+    "train.lr=0.003",
+]
 COMPARED = ["epoch", "train_loss", "val_loss", "val_mean_auroc", "lr"]
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from chestxr.synthetic import generate_synthetic_dataset
+    from chestxr.data.synthetic import generate_synthetic_dataset
 
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("crash") / "data", n_images=40, seed=3, size=48,
-                                      with_split=True)
+    return generate_synthetic_dataset(
+        tmp_path_factory.mktemp("crash") / "data", n_images=40, seed=3, size=48, with_split=True
+    )
 
 
 @pytest.mark.slow
@@ -100,10 +115,32 @@ def test_existing_output_needs_overwrite(command, synth, run_dir, tmp_path, caps
     out = occupied(tmp_path)
     argv = {
         "train": ["train", "--manifest", str(synth), "--out", str(out), *ARGS, "--set", "train.epochs=1"],
-        "evaluate": ["evaluate", "--checkpoint", str(run_dir), "--manifest", str(synth), "--split", "test",
-                     "--out", str(out), "--workers", "0", "--bootstrap", "10"],
-        "predict": ["predict", "--checkpoint", str(run_dir), "--manifest", str(synth), "--out", str(out),
-                    "--workers", "0"],
+        "evaluate": [
+            "evaluate",
+            "--checkpoint",
+            str(run_dir),
+            "--manifest",
+            str(synth),
+            "--split",
+            "test",
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--bootstrap",
+            "10",
+        ],
+        "predict": [
+            "predict",
+            "--checkpoint",
+            str(run_dir),
+            "--manifest",
+            str(synth),
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+        ],
         "demo": ["demo", "--out", str(out), "--images", "24", "--epochs", "1", "--bootstrap", "10"],
     }[command]
     before, run_before = snapshot(out), snapshot(run_dir)
@@ -120,7 +157,19 @@ def test_existing_output_needs_overwrite(command, synth, run_dir, tmp_path, caps
 def test_out_is_a_file_is_refused(synth, run_dir, tmp_path, capsys):
     target = tmp_path / "file.txt"
     target.write_text("keep me\n")
-    code = main(["predict", "--checkpoint", str(run_dir), "--manifest", str(synth), "--out", str(target),
-                 "--workers", "0", "--overwrite"])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(run_dir),
+            "--manifest",
+            str(synth),
+            "--out",
+            str(target),
+            "--workers",
+            "0",
+            "--overwrite",
+        ]
+    )
     assert code == 2 and "is not a folder" in capsys.readouterr().err
     assert target.read_text() == "keep me\n"

@@ -1,12 +1,13 @@
 """The proof of the pipeline (issue: foundation): the full demo - 400 synthetic images, patient-level
 split, the demo recipe trained on the CPU - reaches mean AUROC > 0.9 on the held-out test patients."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from chestxr.cli import main
+from chestxr.cli.main import main
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,6 @@
 """Determinism on CPU: the same config and seed give the same metrics and identical weights; the demo
 run twice gives the same numbers; a different seed gives different weights (the check has teeth)."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,28 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from chestxr.cli import main
+from chestxr.cli.main import main
 
-ARGS = ["--set", "model.backbone=tiny", "--set", "preprocessing.size=32", "--set", "preprocessing.cache_size=48",
-        "--set", "data.num_workers=0", "--set", "train.batch_size=16", "--set", "train.epochs=2"]
+ARGS = [
+    "--set",
+    "model.backbone=tiny",
+    "--set",
+    "preprocessing.size=32",
+    "--set",
+    "preprocessing.cache_size=48",
+    "--set",
+    "data.num_workers=0",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "train.epochs=2",
+]
 TIMING = ["seconds", "train_images_per_s"]
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from chestxr.synthetic import generate_synthetic_dataset
+    from chestxr.data.synthetic import generate_synthetic_dataset
 
     return generate_synthetic_dataset(tmp_path_factory.mktemp("det") / "data", n_images=40, seed=5, size=48)
 
@@ -49,8 +62,22 @@ def test_same_seed_same_predictions(synth, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--manifest", str(synth), "--out", str(run), *ARGS, "--set", "train.epochs=1"]) == 0
     for name in ("p1", "p2"):
-        assert main(["predict", "--checkpoint", str(run), "--manifest", str(synth), "--out", str(tmp_path / name),
-                     "--workers", "0"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--checkpoint",
+                    str(run),
+                    "--manifest",
+                    str(synth),
+                    "--out",
+                    str(tmp_path / name),
+                    "--workers",
+                    "0",
+                ]
+            )
+            == 0
+        )
     for table in ("predictions.csv", "study_predictions.csv"):
         assert (tmp_path / "p1" / table).read_bytes() == (tmp_path / "p2" / table).read_bytes()
 

@@ -1,7 +1,8 @@
 """The global-batch sampler: N ranks together see exactly the batches of one process."""
+
 from __future__ import annotations
 
-from chestxr.distributed import GlobalBatchSampler
+from chestxr.modeling.distributed import GlobalBatchSampler
 
 
 def test_ranks_partition_each_global_batch():

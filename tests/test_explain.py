@@ -1,4 +1,5 @@
 """Grad-CAM: peaks where the discriminative region is (constructed weights and a briefly trained CNN)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from chestxr.explain import find_last_conv, grad_cam
+from chestxr.reporting.gradcam import find_last_conv, grad_cam
 
 
 @pytest.fixture(autouse=True)
@@ -92,8 +93,15 @@ def test_trained_cnn_looks_at_the_square():
     """Train a tiny CNN a few steps: positive = bright square in the top-left corner on noise."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1))
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 1),
+    )
     opt = torch.optim.Adam(model.parameters(), lr=0.03)
     n = 32
     for _ in range(30):
@@ -132,7 +140,7 @@ class _Single(nn.Module):
         self.conv, self.relu, self.idx = inner.conv, inner.relu, 0 if bright else 1
 
     def forward(self, x):
-        return self.relu(self.conv(x)).mean(dim=(2, 3))[:, self.idx: self.idx + 1]
+        return self.relu(self.conv(x)).mean(dim=(2, 3))[:, self.idx : self.idx + 1]
 
 
 def test_one_vs_rest_uses_the_members_conv():
@@ -144,11 +152,13 @@ def test_one_vs_rest_uses_the_members_conv():
 
 
 def test_chestxr_models_work():
-    from chestxr.models import OneVsRest, TinyCNN
+    from chestxr.modeling.models import OneVsRest, TinyCNN
 
     torch.manual_seed(0)
-    for model in (TinyCNN(num_classes=3, in_channels=1),
-                  OneVsRest([TinyCNN(num_classes=1, in_channels=1) for _ in range(3)])):
+    for model in (
+        TinyCNN(num_classes=3, in_channels=1),
+        OneVsRest([TinyCNN(num_classes=1, in_channels=1) for _ in range(3)]),
+    ):
         cam = grad_cam(model, torch.rand(1, 1, 32, 32), 2)
         assert cam.shape == (32, 32) and 0 <= cam.min() and cam.max() <= 1
 

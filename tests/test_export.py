@@ -1,4 +1,5 @@
 """Export: TorchScript/ONNX files reproduce the eager model, carry their metadata, and refuse bad input."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from chestxr.cli import main
-from chestxr.config import config_from_dict
-from chestxr.errors import ChestXRError, CheckpointError, OutputExistsError
-from chestxr.export import export_model, sidecar_path
+from chestxr.cli.main import main
+from chestxr.core.config import config_from_dict
+from chestxr.core.errors import CheckpointError, ChestXRError, OutputExistsError
+from chestxr.runs.export import export_model, sidecar_path
 
 # torch >= 2.10 marks torch.jit as deprecated; TorchScript files are still what many deployments load
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
@@ -19,23 +20,28 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::Deprec
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny multi-label model trained for one epoch on 32 px synthetic X-rays."""
-    from chestxr.synthetic import generate_synthetic_dataset
-    from chestxr.train import train
+    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.modeling.training import train
 
     root = tmp_path_factory.mktemp("export")
     manifest = generate_synthetic_dataset(root / "data", n_images=24, seed=3, size=48)
-    cfg = config_from_dict({
-        "name": "x", "seed": 0, "data": {"manifest": str(manifest), "num_workers": 0},
-        "preprocessing": {"size": 32, "cache_size": 48}, "model": {"backbone": "tiny"},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 0.003},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "x",
+            "seed": 0,
+            "data": {"manifest": str(manifest), "num_workers": 0},
+            "preprocessing": {"size": 32, "cache_size": 48},
+            "model": {"backbone": "tiny"},
+            "train": {"epochs": 1, "batch_size": 8, "lr": 0.003},
+        }
+    )
     with pytest.MonkeyPatch.context() as mp:  # module-scoped: the autouse env fixture is not active yet
         mp.setenv("CHESTXR_NO_PROGRESS", "1")
         return train(cfg, out_dir=root / "run", log=lambda s: None)
 
 
 def _eager(run_dir, x):
-    from chestxr.checkpoint import load_model
+    from chestxr.modeling.checkpoint import load_model
 
     model, _ = load_model(run_dir)
     with torch.no_grad():

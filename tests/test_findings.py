@@ -1,4 +1,5 @@
 """Finding vocabulary, relabel and label policies (every branch, hand-checked arrays)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,23 +8,44 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestxr.config import LabelPolicy, load_config
-from chestxr.errors import ConfigError
-from chestxr.findings import (CANONICAL_FINDINGS, CHEXPERT14, NIH14, apply_label_policy, canonical_name,
-                              relabel, select_findings, validate_label_policy)
-from chestxr.manifest import Manifest
+from chestxr.core.config import LabelPolicy, load_config
+from chestxr.core.errors import ConfigError
+from chestxr.data.findings import (
+    CANONICAL_FINDINGS,
+    CHEXPERT14,
+    NIH14,
+    apply_label_policy,
+    canonical_name,
+    relabel,
+    select_findings,
+    validate_label_policy,
+)
+from chestxr.data.manifest import Manifest
 
 NAN = np.nan
 
 
-@pytest.mark.parametrize("name,canon", [
-    ("Pleural Effusion", "Effusion"), ("pleural_effusion", "Effusion"), ("EFFUSION", "Effusion"),
-    ("Pleural Thickening", "Pleural_Thickening"), ("pleural-thickening", "Pleural_Thickening"),
-    ("enlarged_cardiomediastinum", "Enlarged Cardiomediastinum"), ("Lung opacity", "Lung Opacity"),
-    ("Airspace Opacity", "Lung Opacity"), ("lung lesion", "Lung Lesion"), ("fracture", "Fracture"),
-    ("Support Devices", "Support Devices"), ("no_finding", "No Finding"), ("Infiltrate", "Infiltration"),
-    ("  Mass ", "Mass"), ("Tuberculosis", "Tuberculosis"), (" Foo bar ", "Foo bar"),
-])
+@pytest.mark.parametrize(
+    "name,canon",
+    [
+        ("Pleural Effusion", "Effusion"),
+        ("pleural_effusion", "Effusion"),
+        ("EFFUSION", "Effusion"),
+        ("Pleural Thickening", "Pleural_Thickening"),
+        ("pleural-thickening", "Pleural_Thickening"),
+        ("enlarged_cardiomediastinum", "Enlarged Cardiomediastinum"),
+        ("Lung opacity", "Lung Opacity"),
+        ("Airspace Opacity", "Lung Opacity"),
+        ("lung lesion", "Lung Lesion"),
+        ("fracture", "Fracture"),
+        ("Support Devices", "Support Devices"),
+        ("no_finding", "No Finding"),
+        ("Infiltrate", "Infiltration"),
+        ("  Mass ", "Mass"),
+        ("Tuberculosis", "Tuberculosis"),
+        (" Foo bar ", "Foo bar"),
+    ],
+)
 def test_canonical_name(name, canon):
     assert canonical_name(name) == canon
 
@@ -35,8 +57,16 @@ def test_vocabulary_sizes():
 
 
 def _manifest(cols: dict) -> Manifest:
-    frame = pd.DataFrame({"path": ["/a", "/b"], "patient_id": ["1", "2"], "study_id": ["1", "2"],
-                          "view": ["PA", "PA"], "split": ["", ""], **cols})
+    frame = pd.DataFrame(
+        {
+            "path": ["/a", "/b"],
+            "patient_id": ["1", "2"],
+            "study_id": ["1", "2"],
+            "view": ["PA", "PA"],
+            "split": ["", ""],
+            **cols,
+        }
+    )
     return Manifest(frame, list(cols), Path("/tmp/m.csv"))
 
 
@@ -53,26 +83,19 @@ def test_relabel_maps_aliases_and_masks_absent():
         relabel(m, ["Effusion", "Pleural_Effusion"])
 
 
-LABELS = np.array([[1, 0, -1, NAN],
-                   [0, 0.3, NAN, -1],
-                   [-1, 1, 1, 0]], dtype=np.float64)
+LABELS = np.array([[1, 0, -1, NAN], [0, 0.3, NAN, -1], [-1, 1, 1, 0]], dtype=np.float64)
 F = ["A", "B", "C", "D"]
 
 
-@pytest.mark.parametrize("uncertain,blank,targets,mask", [
-    ("masked", "masked",
-     [[1, 0, 0, 0], [0, .3, 0, 0], [0, 1, 1, 0]],
-     [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 1, 1]]),
-    ("ones", "zeros",
-     [[1, 0, 1, 0], [0, .3, 0, 1], [1, 1, 1, 0]],
-     [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]),
-    ("zeros", "masked",
-     [[1, 0, 0, 0], [0, .3, 0, 0], [0, 1, 1, 0]],
-     [[1, 1, 1, 0], [1, 1, 0, 1], [1, 1, 1, 1]]),
-    (0.7, "zeros",
-     [[1, 0, .7, 0], [0, .3, 0, .7], [.7, 1, 1, 0]],
-     [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]),
-])
+@pytest.mark.parametrize(
+    "uncertain,blank,targets,mask",
+    [
+        ("masked", "masked", [[1, 0, 0, 0], [0, 0.3, 0, 0], [0, 1, 1, 0]], [[1, 1, 0, 0], [1, 1, 0, 0], [0, 1, 1, 1]]),
+        ("ones", "zeros", [[1, 0, 1, 0], [0, 0.3, 0, 1], [1, 1, 1, 0]], [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]),
+        ("zeros", "masked", [[1, 0, 0, 0], [0, 0.3, 0, 0], [0, 1, 1, 0]], [[1, 1, 1, 0], [1, 1, 0, 1], [1, 1, 1, 1]]),
+        (0.7, "zeros", [[1, 0, 0.7, 0], [0, 0.3, 0, 0.7], [0.7, 1, 1, 0]], [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]),
+    ],
+)
 def test_policy_branches(uncertain, blank, targets, mask):
     t, m = apply_label_policy(LABELS, F, LabelPolicy(uncertain=uncertain, blank=blank))
     assert t.dtype == np.float32 and m.dtype == bool and t.shape == (3, 4)
@@ -96,11 +119,17 @@ def test_soft_policy_deterministic_in_range():
 
 
 def test_per_finding_overrides_with_aliases():
-    pol = LabelPolicy(uncertain="masked", blank="masked",
-                      per_finding={"A": {"uncertain": "ones"}, "c": {"uncertain": "zeros", "blank": "zeros"},
-                                   "D": {"uncertain": "soft", "soft_range": [0.6, 0.6]}})
+    pol = LabelPolicy(
+        uncertain="masked",
+        blank="masked",
+        per_finding={
+            "A": {"uncertain": "ones"},
+            "c": {"uncertain": "zeros", "blank": "zeros"},
+            "D": {"uncertain": "soft", "soft_range": [0.6, 0.6]},
+        },
+    )
     t, m = apply_label_policy(LABELS, F, pol)
-    np.testing.assert_allclose(t, [[1, 0, 0, 0], [0, .3, 0, .6], [1, 1, 1, 0]], atol=1e-7)
+    np.testing.assert_allclose(t, [[1, 0, 0, 0], [0, 0.3, 0, 0.6], [1, 1, 1, 0]], atol=1e-7)
     np.testing.assert_array_equal(m, [[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1]])
     # U-Ones for Atelectasis, U-Zeros for Cardiomegaly (CheXpert paper), matched through aliases
     pol2 = LabelPolicy(per_finding={"Atelectasis": {"uncertain": "ones"}, "Cardiomegaly": {"uncertain": "zeros"}})
@@ -114,19 +143,22 @@ def test_per_finding_unused_warns():
         apply_label_policy(LABELS, F, LabelPolicy(per_finding={"Hernia": {"uncertain": "ones"}}))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"uncertain": "one"}, "labels.uncertain"),
-    ({"uncertain": 1.5}, "labels.uncertain"),
-    ({"uncertain": True}, "labels.uncertain"),
-    ({"blank": "ones"}, "labels.blank"),
-    ({"blank": 0.0}, "labels.blank"),
-    ({"soft_range": (0.9, 0.5)}, "soft_range"),
-    ({"soft_range": (0.5,)}, "soft_range"),
-    ({"no_finding": "remove"}, "no_finding"),
-    ({"per_finding": {"A": {"uncertian": "ones"}}}, "unknown key"),
-    ({"per_finding": {"A": {"uncertain": "maybe"}}}, "per_finding.A.uncertain"),
-    ({"per_finding": {"A": "ones"}}, "per_finding.A"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"uncertain": "one"}, "labels.uncertain"),
+        ({"uncertain": 1.5}, "labels.uncertain"),
+        ({"uncertain": True}, "labels.uncertain"),
+        ({"blank": "ones"}, "labels.blank"),
+        ({"blank": 0.0}, "labels.blank"),
+        ({"soft_range": (0.9, 0.5)}, "soft_range"),
+        ({"soft_range": (0.5,)}, "soft_range"),
+        ({"no_finding": "remove"}, "no_finding"),
+        ({"per_finding": {"A": {"uncertian": "ones"}}}, "unknown key"),
+        ({"per_finding": {"A": {"uncertain": "maybe"}}}, "per_finding.A.uncertain"),
+        ({"per_finding": {"A": "ones"}}, "per_finding.A"),
+    ],
+)
 def test_policy_validation(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         validate_label_policy(LabelPolicy(**kwargs))
@@ -136,8 +168,9 @@ def test_policy_validation(kwargs, match):
 
 def test_policy_from_yaml_config(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("labels:\n  uncertain: soft\n  soft_range: [0.55, 0.85]\n"
-                 "  per_finding:\n    Atelectasis: {uncertain: ones}\n")
+    p.write_text(
+        "labels:\n  uncertain: soft\n  soft_range: [0.55, 0.85]\n  per_finding:\n    Atelectasis: {uncertain: ones}\n"
+    )
     cfg = load_config(p)
     t, m = apply_label_policy(np.array([[-1.0, -1.0]]), ["Atelectasis", "Edema"], cfg.labels)
     assert t[0, 0] == 1.0 and 0.55 <= t[0, 1] <= 0.85 and m.all()
@@ -156,7 +189,10 @@ def test_select_findings():
     assert select_findings(["no_finding", "A"], LabelPolicy(no_finding="drop")) == ["A"]
     assert select_findings(have, LabelPolicy(no_finding="keep")) == have
     # an explicit request is used as given, including No Finding
-    assert select_findings(have, LabelPolicy(no_finding="drop"), ["Effusion", "No Finding"]) == ["Effusion", "No Finding"]
+    assert select_findings(have, LabelPolicy(no_finding="drop"), ["Effusion", "No Finding"]) == [
+        "Effusion",
+        "No Finding",
+    ]
     with pytest.raises(ConfigError):
         select_findings(have, LabelPolicy(), [])
     with pytest.raises(ConfigError):

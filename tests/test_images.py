@@ -1,4 +1,5 @@
-"""chestxr.images: DICOM/PNG decoding, LUT pipeline, errors. Synthetic files in tmp_path + real files."""
+"""chestxr.imaging.readers: DICOM/PNG decoding, LUT pipeline, errors. Synthetic files in tmp_path + real files."""
+
 from __future__ import annotations
 
 import shutil
@@ -7,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_factory import IDENTIFIERS, block_image, make_dataset, write_dicom, write_raw_dataset
 from PIL import Image
 
-from chestxr.config import PreprocessConfig
-from chestxr.errors import ConfigError, HeaderCheckError, ImageReadError
-from chestxr.images import META_KEYS, ReadOptions, read_image, read_image_with_meta, sniff_format
-from dicom_factory import IDENTIFIERS, block_image, make_dataset, write_dicom, write_raw_dataset
+from chestxr.core.config import PreprocessConfig
+from chestxr.core.errors import ConfigError, HeaderCheckError, ImageReadError
+from chestxr.imaging.readers import META_KEYS, ReadOptions, read_image, read_image_with_meta, sniff_format
 
 # ----------------------------------------------------------------------------- ReadOptions
 
@@ -84,8 +85,7 @@ def test_rescale_slope_intercept_applied(tmp_path):
 
 def _lut_file(tmp_path, name="lut.dcm"):
     img = np.array([[8, 10, 11], [12, 13, 20]], dtype=np.uint16)
-    return write_dicom(tmp_path / name, img, window=(12, 4),
-                       voi_lut=([4, 10, 16], [0, 1000, 3000, 4000]))
+    return write_dicom(tmp_path / name, img, window=(12, 4), voi_lut=([4, 10, 16], [0, 1000, 3000, 4000]))
 
 
 def test_voi_lut_sequence_preferred_and_scaled_by_lut_range(tmp_path):
@@ -108,14 +108,20 @@ def test_window_tags_ignore_and_explicit(tmp_path):
     # explicit window overrides a VOI LUT too
     lut = read_image(_lut_file(tmp_path), ReadOptions(voi="window", window=(12.5, 3.0)))
     np.testing.assert_allclose(lut, [[0, 0, 0], [0.5, 1, 1]], atol=1e-6)
-    np.testing.assert_allclose(read_image(_lut_file(tmp_path, "l2.dcm"), ReadOptions(voi="ignore")),
-                               (np.array([[8, 10, 11], [12, 13, 20]]) - 8) / 12, atol=1e-6)
+    np.testing.assert_allclose(
+        read_image(_lut_file(tmp_path, "l2.dcm"), ReadOptions(voi="ignore")),
+        (np.array([[8, 10, 11], [12, 13, 20]]) - 8) / 12,
+        atol=1e-6,
+    )
 
 
-@pytest.mark.parametrize("function, expected", [
-    ("LINEAR_EXACT", [0.0, 0.25, 0.5, 1.0]),
-    ("SIGMOID", [1 / (1 + np.exp(2.0)), 1 / (1 + np.exp(1.0)), 0.5, 1 / (1 + np.exp(-2.0))]),
-])
+@pytest.mark.parametrize(
+    "function, expected",
+    [
+        ("LINEAR_EXACT", [0.0, 0.25, 0.5, 1.0]),
+        ("SIGMOID", [1 / (1 + np.exp(2.0)), 1 / (1 + np.exp(1.0)), 0.5, 1 / (1 + np.exp(-2.0))]),
+    ],
+)
 def test_voi_lut_functions(tmp_path, function, expected):
     img = np.array([[0, 50, 100, 200]], dtype=np.uint16)
     out = read_image(write_dicom(tmp_path / "f.dcm", img, window=(100, 200), voi_function=function))
@@ -125,7 +131,7 @@ def test_voi_lut_functions(tmp_path, function, expected):
 @pytest.mark.parametrize("bits", [8, 12, 15, 16])
 def test_bits_stored(tmp_path, bits):
     dtype = np.uint8 if bits == 8 else np.uint16
-    top = 2 ** bits - 1
+    top = 2**bits - 1
     img = np.array([[3, top // 3], [top // 2, top]], dtype=dtype)
     out, meta = read_image_with_meta(write_dicom(tmp_path / f"b{bits}.dcm", img, bits_stored=bits))
     assert meta["bits_stored"] == bits
@@ -188,7 +194,9 @@ def test_rgb_refused_unless_allow_color(tmp_path):
 
 def test_header_checks(tmp_path):
     path = write_dicom(tmp_path / "h.dcm", block_image(), modality="CR", body_part="CHEST", view="AP")
-    assert read_image(path, ReadOptions(modalities=("cr", "dx"), body_parts=("CHEST",), view_positions=("AP", "PA"))).shape == (32, 48)
+    assert read_image(
+        path, ReadOptions(modalities=("cr", "dx"), body_parts=("CHEST",), view_positions=("AP", "PA"))
+    ).shape == (32, 48)
     with pytest.raises(HeaderCheckError, match=r"Modality.*'CR'.*\['DX'\]"):
         read_image(path, ReadOptions(modalities=("DX",)))
     with pytest.raises(HeaderCheckError, match="BodyPartExamined"):
@@ -310,12 +318,15 @@ def test_png_16_bit(tmp_path):
     np.testing.assert_allclose(out, img / 65535.0, atol=1e-7)
 
 
-@pytest.mark.parametrize("mode, pixel, expected", [
-    ("L", 128, 128 / 255),
-    ("RGB", (255, 0, 0), 76 / 255),          # luma 0.299 * 255 = 76.2 -> 76
-    ("RGBA", (0, 255, 0, 10), 150 / 255),    # 0.587 * 255 = 149.7 -> 150; alpha dropped
-    ("LA", (200, 0), 200 / 255),
-])
+@pytest.mark.parametrize(
+    "mode, pixel, expected",
+    [
+        ("L", 128, 128 / 255),
+        ("RGB", (255, 0, 0), 76 / 255),  # luma 0.299 * 255 = 76.2 -> 76
+        ("RGBA", (0, 255, 0, 10), 150 / 255),  # 0.587 * 255 = 149.7 -> 150; alpha dropped
+        ("LA", (200, 0), 200 / 255),
+    ],
+)
 def test_png_modes_to_gray(tmp_path, mode, pixel, expected):
     path = tmp_path / f"{mode}.png"
     Image.new(mode, (5, 3), pixel).save(path)
@@ -371,8 +382,9 @@ def test_real_rg1_monochrome1_window_values(shared_data):
     assert not np.array_equal(lossy, out)  # it IS lossy
 
 
-@pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "RG1_J2KI.dcm", "gdcm-CR-MONO1-10-chest.dcm",
-                                  "nccid_nih_*.dcm", "siim_*.dcm"])
+@pytest.mark.parametrize(
+    "name", ["RG1_UNCR.dcm", "RG1_J2KI.dcm", "gdcm-CR-MONO1-10-chest.dcm", "nccid_nih_*.dcm", "siim_*.dcm"]
+)
 def test_real_chest_dicoms_have_bright_mediastinum(shared_data, name):
     """Anatomy check of the whole pipeline (incl. MONOCHROME1 inversion): on a frontal chest
     film the spine/mediastinum (centre) is brighter than both lungs."""
@@ -380,9 +392,9 @@ def test_real_chest_dicoms_have_bright_mediastinum(shared_data, name):
     img = read_image(path)
     assert img.dtype == np.float32 and 0.0 <= img.min() and img.max() <= 1.0
     h, w = img.shape
-    band = img[h // 3: 2 * h // 3]
-    centre = band[:, int(w * 0.45): int(w * 0.55)].mean()
-    left, right = band[:, int(w * 0.2): int(w * 0.3)].mean(), band[:, int(w * 0.7): int(w * 0.8)].mean()
+    band = img[h // 3 : 2 * h // 3]
+    centre = band[:, int(w * 0.45) : int(w * 0.55)].mean()
+    left, right = band[:, int(w * 0.2) : int(w * 0.3)].mean(), band[:, int(w * 0.7) : int(w * 0.8)].mean()
     assert centre > max(left, right) + 0.05
 
 
@@ -421,7 +433,7 @@ def test_invalid_window_tags_fall_back_to_minmax(tmp_path):
 
 
 def test_unexpected_library_errors_are_wrapped(tmp_path, monkeypatch):
-    import chestxr.images as images
+    import chestxr.imaging.readers as images
 
     path = write_dicom(tmp_path / "ok.dcm", block_image())
 
@@ -434,8 +446,16 @@ def test_unexpected_library_errors_are_wrapped(tmp_path, monkeypatch):
     assert info.value.__suppress_context__
 
 
-@pytest.mark.parametrize("twin", ["MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
-                                  "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"])
+@pytest.mark.parametrize(
+    "twin",
+    [
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+    ],
+)
 def test_pydicom_bundled_lossless_twins_are_identical(twin):
     """pydicom ships one small signed MR in several encodings: JPEG-LS lossless decoding (no JPEG-LS
     encoder is installed to make our own), JPEG 2000, RLE, big endian, implicit VR -> same pixels."""

@@ -1,4 +1,5 @@
 """Atomic writes, JSON conversion, output-folder protection."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from chestxr.errors import OutputExistsError
-from chestxr.io import hash_strings, prepare_output_dir, write_json_atomic, write_with_atomic
+from chestxr.core.errors import OutputExistsError
+from chestxr.core.fileio import hash_strings, prepare_output_dir, write_json_atomic, write_with_atomic
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):

@@ -4,6 +4,7 @@ BCE on a logit x with target t is softplus(x) - t*x; with pos_weight w it is
 -(w t log s(x) + (1 - t) log(1 - s(x))). Reference values:
 softplus(0) = log 2 = 0.6931472, softplus(2) = 2.1269280, softplus(-2) = 0.1269280.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,9 +12,13 @@ import math
 import pytest
 import torch
 
-from chestxr.errors import ConfigError
-from chestxr.losses import (MaskedBCEWithLogitsLoss, compute_pos_weight, masked_bce_with_logits,
-                            resolve_pos_weight)
+from chestxr.core.errors import ConfigError
+from chestxr.modeling.losses import (
+    MaskedBCEWithLogitsLoss,
+    compute_pos_weight,
+    masked_bce_with_logits,
+    resolve_pos_weight,
+)
 
 LOG2 = math.log(2.0)
 SP2 = 2.1269280110429727  # softplus(2) = log(1 + e^2)
@@ -69,7 +74,8 @@ def test_pos_weight_scales_positive_term_only():
     got = masked_bce_with_logits(logits, targets, mask, pos_weight=pw)
     assert got.item() == pytest.approx(expected, abs=1e-6)
     assert MaskedBCEWithLogitsLoss(pos_weight=[3.0, 2.0])(logits, targets, mask).item() == pytest.approx(
-        expected, abs=1e-6)
+        expected, abs=1e-6
+    )
 
 
 def test_low_precision_logits_computed_in_float32():
@@ -83,8 +89,9 @@ def test_shape_errors():
     with pytest.raises(ValueError, match="same shape"):
         masked_bce_with_logits(torch.zeros(2, 3), torch.zeros(2, 2), torch.ones(2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="pos_weight"):
-        masked_bce_with_logits(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool),
-                               pos_weight=torch.ones(2))
+        masked_bce_with_logits(
+            torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool), pos_weight=torch.ones(2)
+        )
 
 
 def test_module_buffer_moves_and_is_in_state_dict():
@@ -112,8 +119,9 @@ def test_compute_pos_weight_clip_high():
     assert compute_pos_weight(targets, torch.ones(1000, 1, dtype=torch.bool), clip=1000).item() == 999.0
 
 
-@pytest.mark.parametrize("setting, expected", [(None, None), (2.0, [2.0, 2.0]), ([1.0, 3.0], [1.0, 3.0]),
-                                               ("auto", [1.0, 3.0])])
+@pytest.mark.parametrize(
+    "setting, expected", [(None, None), (2.0, [2.0, 2.0]), ([1.0, 3.0], [1.0, 3.0]), ("auto", [1.0, 3.0])]
+)
 def test_resolve_pos_weight(setting, expected):
     targets = _t([[1, 1], [0, 0], [1, 0], [0, 0]])
     mask = torch.ones(4, 2, dtype=torch.bool)

@@ -1,23 +1,31 @@
 """Manifest reading and validation: every rule on hand-built tables with known answers."""
+
 from __future__ import annotations
 
 import gzip
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from chestxr.cli import main
-from chestxr.errors import ManifestError
-from chestxr.manifest import (MAX_LISTED, Manifest, filter_views, manifest_hash, read_manifest,
-                              relative_paths, validate_manifest, write_manifest)
+from chestxr.cli.main import main
+from chestxr.core.errors import ManifestError
+from chestxr.data.manifest import (
+    MAX_LISTED,
+    Manifest,
+    filter_views,
+    manifest_hash,
+    read_manifest,
+    relative_paths,
+    validate_manifest,
+    write_manifest,
+)
 
 
-def make(tmp_path: Path, text: str, images=("a.png", "b.png", "c.png", "d.png"), name="m.csv",
-         data: bytes | None = None) -> Path:
+def make(
+    tmp_path: Path, text: str, images=("a.png", "b.png", "c.png", "d.png"), name="m.csv", data: bytes | None = None
+) -> Path:
     """Write a manifest (text or raw bytes) and empty image files under tmp_path/images."""
     (tmp_path / "images").mkdir(exist_ok=True)
     for im in images:
@@ -27,11 +35,13 @@ def make(tmp_path: Path, text: str, images=("a.png", "b.png", "c.png", "d.png"),
     return path
 
 
-GOOD = ("path,patient_id,study_id,view,split,sex,age,site,meta_scanner,Cardiomegaly,Effusion\n"
-        "images/a.png,p1,s1,PA,train,F,61,H1,X,1,0\n"
-        "images/b.png,p2,s2,ap,val,M,70,H1,Y,0,-1\n"
-        "images/c.png,p3,s3,Lateral,test,M,,H2,X,,1\n"
-        "images/d.png,p1,s4,PA,train,F,62,H1,X,0.3,0\n")
+GOOD = (
+    "path,patient_id,study_id,view,split,sex,age,site,meta_scanner,Cardiomegaly,Effusion\n"
+    "images/a.png,p1,s1,PA,train,F,61,H1,X,1,0\n"
+    "images/b.png,p2,s2,ap,val,M,70,H1,Y,0,-1\n"
+    "images/c.png,p3,s3,Lateral,test,M,,H2,X,,1\n"
+    "images/d.png,p1,s4,PA,train,F,62,H1,X,0.3,0\n"
+)
 
 
 def kinds(problems):
@@ -72,25 +82,29 @@ def test_missing_patient_id_is_a_warning(tmp_path):
 
 
 def test_all_problems_reported_at_once(tmp_path):
-    text = ("path,patient_id,split,A,B\n"
-            "images/a.png,p1,train,1,0\n"
-            "images/zz.png,p2,val,yes,0\n"       # row 3: missing file, bad label
-            "images/a.png,p3,tune,2,1\n"          # row 4: duplicate path, unknown split, bad label
-            "images/b.png,p1,test,-0.5,nan\n"     # row 5: patient p1 in train and test, 2 bad labels
-            "images/c.png,,train,0,1\n")          # row 6: blank patient id
+    text = (
+        "path,patient_id,split,A,B\n"
+        "images/a.png,p1,train,1,0\n"
+        "images/zz.png,p2,val,yes,0\n"  # row 3: missing file, bad label
+        "images/a.png,p3,tune,2,1\n"  # row 4: duplicate path, unknown split, bad label
+        "images/b.png,p1,test,-0.5,nan\n"  # row 5: patient p1 in train and test, 2 bad labels
+        "images/c.png,,train,0,1\n"
+    )  # row 6: blank patient id
     r = validate_manifest(make(tmp_path, text))
     got = sorted((p.kind, p.row, p.column, p.value) for p in r.errors)
-    assert got == sorted([
-        ("missing_file", 3, "path", "images/zz.png"),
-        ("duplicate_path", 4, "path", "images/a.png"),
-        ("unknown_split", 4, "split", "tune"),
-        ("patient_in_two_splits", 5, "split", "test"),
-        ("blank_patient_id", 6, "patient_id", ""),
-        ("invalid_label", 3, "A", "yes"),
-        ("invalid_label", 4, "A", "2"),
-        ("invalid_label", 5, "A", "-0.5"),
-        ("invalid_label", 5, "B", "nan"),
-    ])
+    assert got == sorted(
+        [
+            ("missing_file", 3, "path", "images/zz.png"),
+            ("duplicate_path", 4, "path", "images/a.png"),
+            ("unknown_split", 4, "split", "tune"),
+            ("patient_in_two_splits", 5, "split", "test"),
+            ("blank_patient_id", 6, "patient_id", ""),
+            ("invalid_label", 3, "A", "yes"),
+            ("invalid_label", 4, "A", "2"),
+            ("invalid_label", 5, "A", "-0.5"),
+            ("invalid_label", 5, "B", "nan"),
+        ]
+    )
     dup = [p for p in r.errors if p.kind == "duplicate_path"][0]
     assert "row 2" in dup.message and dup.fix
     with pytest.raises(ManifestError) as exc:
@@ -208,7 +222,9 @@ def test_absolute_paths_and_dotdot(tmp_path):
     sub = tmp_path / "lists"
     sub.mkdir()
     make(tmp_path, "x", name="dummy.csv")
-    text = f"path,patient_id,A\n{tmp_path}/images/a.png,p1,1\n../images/b.png,p2,0\nimages\\..\\..\\images\\c.png,p3,1\n"
+    text = (
+        f"path,patient_id,A\n{tmp_path}/images/a.png,p1,1\n../images/b.png,p2,0\nimages\\..\\..\\images\\c.png,p3,1\n"
+    )
     (sub / "m.csv").write_text(text)
     m = read_manifest(sub / "m.csv")
     assert list(m.frame["path"]) == [str(tmp_path / "images" / n) for n in ("a.png", "b.png", "c.png")]
@@ -241,8 +257,11 @@ def test_blank_study_id_falls_back_to_path(tmp_path):
 
 
 def test_explicit_findings_and_aliases(tmp_path):
-    p = make(tmp_path, "path,patient_id,Pleural Effusion,Cardiomegaly,notes\n"
-                       "images/a.png,p1,1,0,free text\nimages/b.png,p2,0,1,more\n")
+    p = make(
+        tmp_path,
+        "path,patient_id,Pleural Effusion,Cardiomegaly,notes\n"
+        "images/a.png,p1,1,0,free text\nimages/b.png,p2,0,1,more\n",
+    )
     m = read_manifest(p, findings=["Effusion", "Cardiomegaly"])
     assert m.findings == ["Effusion", "Cardiomegaly"]
     assert m.frame["Effusion"].tolist() == [1.0, 0.0] and m.frame["notes"].tolist() == ["free text", "more"]
@@ -258,8 +277,10 @@ def test_no_finding_columns_warns(tmp_path):
 
 
 def test_views_filter(tmp_path):
-    text = ("path,patient_id,view,A\nimages/a.png,p1,PA,1\nimages/b.png,p2,AP Supine,0\n"
-            "images/c.png,p3,LL,1\nimages/d.png,p4,lateral,0\n")
+    text = (
+        "path,patient_id,view,A\nimages/a.png,p1,PA,1\nimages/b.png,p2,AP Supine,0\n"
+        "images/c.png,p3,LL,1\nimages/d.png,p4,lateral,0\n"
+    )
     p = make(tmp_path, text)
     assert list(read_manifest(p, views=["frontal"]).frame["view"]) == ["PA", "AP_SUPINE"]
     assert list(read_manifest(p, views=["PA"]).frame["view"]) == ["PA"]
@@ -294,8 +315,9 @@ def test_write_roundtrip_relative_paths_and_hash(tmp_path):
 
 
 def test_write_quotes_and_drops_empty_columns(tmp_path):
-    frame = pd.DataFrame({"path": ["a,b.png", 'c"d.png'], "patient_id": ["1", "2"], "split": ["", ""],
-                          "A": [1.0, np.nan]})
+    frame = pd.DataFrame(
+        {"path": ["a,b.png", 'c"d.png'], "patient_id": ["1", "2"], "split": ["", ""], "A": [1.0, np.nan]}
+    )
     out = tmp_path / "w.csv"
     write_manifest(frame, out)
     assert out.read_text() == 'path,patient_id,A\n"a,b.png",1,1\n"c""d.png",2,\n'

@@ -1,5 +1,6 @@
 """Metrics: hand-checked point values, DeLong against a brute-force variance, the vectorised
 bootstrap against scikit-learn on the same resamples, patient-level resampling, coverage."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from chestxr.errors import ChestXRError
-from chestxr.io import to_jsonable
-from chestxr.metrics import (
+from chestxr.core.errors import ChestXRError
+from chestxr.core.fileio import to_jsonable
+from chestxr.evaluation.metrics import (
     MetricInputError,
     UndefinedMetricWarning,
     auroc,
@@ -36,12 +37,15 @@ S4 = np.array([0.1, 0.4, 0.35, 0.8])
 Y4 = np.array([0, 0, 1, 1])
 
 
-@pytest.mark.parametrize("thr, tp, fp, tn, fn, sens, spec, ppv, npv, f1", [
-    (0.35, 2, 1, 1, 0, 1.0, 0.5, 2 / 3, 1.0, 0.8),   # 0.35 itself counts as positive
-    (0.8, 1, 0, 2, 1, 0.5, 1.0, 1.0, 2 / 3, 2 / 3),
-    (0.05, 2, 2, 0, 0, 1.0, 0.0, 0.5, math.nan, 2 / 3),  # nothing called negative: NPV undefined
-    (0.9, 0, 0, 2, 2, 0.0, 1.0, math.nan, 0.5, 0.0),  # nothing called positive: PPV undefined
-])
+@pytest.mark.parametrize(
+    "thr, tp, fp, tn, fn, sens, spec, ppv, npv, f1",
+    [
+        (0.35, 2, 1, 1, 0, 1.0, 0.5, 2 / 3, 1.0, 0.8),  # 0.35 itself counts as positive
+        (0.8, 1, 0, 2, 1, 0.5, 1.0, 1.0, 2 / 3, 2 / 3),
+        (0.05, 2, 2, 0, 0, 1.0, 0.0, 0.5, math.nan, 2 / 3),  # nothing called negative: NPV undefined
+        (0.9, 0, 0, 2, 2, 0.0, 1.0, math.nan, 0.5, 0.0),  # nothing called positive: PPV undefined
+    ],
+)
 def test_binary_metrics_at_hand_values(thr, tp, fp, tn, fn, sens, spec, ppv, npv, f1):
     r = binary_metrics_at(Y4, S4, thr)
     assert (r["tp"], r["fp"], r["tn"], r["fn"]) == (tp, fp, tn, fn)
@@ -66,8 +70,15 @@ def test_auroc_and_ap_hand_values_with_ties():
     assert average_precision(Y4, S4) == pytest.approx((1 + 2 / 3) / 2)
 
 
-@pytest.mark.parametrize("fn", [auroc, average_precision, lambda y, s: delong_ci(y, s)[0],
-                                lambda y, s: binary_metrics_at(y, s, 0.5)["specificity"]])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        auroc,
+        average_precision,
+        lambda y, s: delong_ci(y, s)[0],
+        lambda y, s: binary_metrics_at(y, s, 0.5)["specificity"],
+    ],
+)
 def test_single_class_gives_nan_and_warning(fn):
     with pytest.warns(UndefinedMetricWarning):
         assert math.isnan(fn([1, 1, 1], [0.2, 0.5, 0.9]))
@@ -275,15 +286,31 @@ def test_evaluate_single_class_finding_warns_once_and_gives_nan():
     assert r["macro"]["auroc"] == pytest.approx(np.mean([r["findings"][k]["auroc"] for k in "ab"]))
 
 
-@pytest.mark.parametrize("achieved, promised, holds, word", [
-    ({"sensitivity": 0.92, "sensitivity_ci": [0.88, 0.95]}, {"sensitivity": 0.90}, True, "met"),
-    ({"sensitivity": 0.87, "sensitivity_ci": [0.82, 0.91]}, {"sensitivity": 0.90}, True, "this split's interval"),
-    ({"sensitivity": 0.85, "sensitivity_ci": [0.83, 0.87]},
-     {"sensitivity": 0.90, "sensitivity_ci": [0.80, 0.97]}, True, "promised interval"),
-    ({"sensitivity": 0.80, "sensitivity_ci": [0.77, 0.83]},
-     {"sensitivity": 0.90, "sensitivity_ci": [0.85, 0.95]}, False, "NOT HELD"),
-    ({"sensitivity": math.nan, "sensitivity_ci": [math.nan, math.nan]}, {"sensitivity": 0.9}, False, "not measurable"),
-])
+@pytest.mark.parametrize(
+    "achieved, promised, holds, word",
+    [
+        ({"sensitivity": 0.92, "sensitivity_ci": [0.88, 0.95]}, {"sensitivity": 0.90}, True, "met"),
+        ({"sensitivity": 0.87, "sensitivity_ci": [0.82, 0.91]}, {"sensitivity": 0.90}, True, "this split's interval"),
+        (
+            {"sensitivity": 0.85, "sensitivity_ci": [0.83, 0.87]},
+            {"sensitivity": 0.90, "sensitivity_ci": [0.80, 0.97]},
+            True,
+            "promised interval",
+        ),
+        (
+            {"sensitivity": 0.80, "sensitivity_ci": [0.77, 0.83]},
+            {"sensitivity": 0.90, "sensitivity_ci": [0.85, 0.95]},
+            False,
+            "NOT HELD",
+        ),
+        (
+            {"sensitivity": math.nan, "sensitivity_ci": [math.nan, math.nan]},
+            {"sensitivity": 0.9},
+            False,
+            "not measurable",
+        ),
+    ],
+)
 def test_check_promise_rules(achieved, promised, holds, word):
     r = check_promise(achieved, promised)
     assert r["holds"] is holds and word in r["detail"] and r["sensitivity"] == promised["sensitivity"]
@@ -297,10 +324,13 @@ def test_check_promise_needs_both_metrics_and_none_without_promise():
 
 def test_evaluate_flags_broken_promise():
     y, s, mask, _ = _dataset()
-    promised = {"Effusion": {"sensitivity": 0.999, "specificity": 0.2, "sensitivity_ci": [0.99, 1.0]},
-                "Nodule": {"sensitivity": 0.05, "specificity": 0.05}}
-    r = evaluate_predictions(y, s, mask, [0.3, 0.5, 0.4], ["Atelectasis", "Effusion", "Nodule"],
-                             n_boot=100, promised=promised)
+    promised = {
+        "Effusion": {"sensitivity": 0.999, "specificity": 0.2, "sensitivity_ci": [0.99, 1.0]},
+        "Nodule": {"sensitivity": 0.05, "specificity": 0.05},
+    }
+    r = evaluate_predictions(
+        y, s, mask, [0.3, 0.5, 0.4], ["Atelectasis", "Effusion", "Nodule"], n_boot=100, promised=promised
+    )
     assert r["findings"]["Atelectasis"]["promise"] is None
     assert r["findings"]["Effusion"]["promise"]["holds"] is False
     assert r["findings"]["Nodule"]["promise"]["holds"] is True

@@ -1,4 +1,5 @@
 """Backbones, heads, OvR, weight loading (never downloading) and head transfer for fine-tuning."""
+
 from __future__ import annotations
 
 import socket
@@ -10,8 +11,19 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from chestxr.models import (BACKBONES, HeadLinear, OneVsRest, WeightsError, build_model, describe_model,
-                            get_head, hub_cache_file, match_findings, reset_head, transfer_findings)
+from chestxr.modeling.models import (
+    BACKBONES,
+    HeadLinear,
+    OneVsRest,
+    WeightsError,
+    build_model,
+    describe_model,
+    get_head,
+    hub_cache_file,
+    match_findings,
+    reset_head,
+    transfer_findings,
+)
 
 X64 = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
@@ -211,8 +223,11 @@ def test_enum_weights_loaded_from_cache_with_old_densenet_names(no_network):
     torch.manual_seed(7)
     ref = torchvision.models.densenet121(weights=None).state_dict()
     # the published file uses the pre-2018 names "denselayer1.norm.1.weight" (as CheXNet code does)
-    old = {k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2.") if "denselayer" in k else k: v
-           for k, v in ref.items() if not k.endswith("num_batches_tracked")}
+    old = {
+        k.replace("norm1.", "norm.1.").replace("conv2.", "conv.2.") if "denselayer" in k else k: v
+        for k, v in ref.items()
+        if not k.endswith("num_batches_tracked")
+    }
     assert any(".norm.1." in k for k in old)
     target = hub_cache_file("densenet121", "IMAGENET1K_V1")
     assert target == no_network / "densenet121-a639ec97.pth"

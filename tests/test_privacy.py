@@ -5,18 +5,30 @@ InstitutionName (and other identifying tags); the whole workflow runs on them (t
 evaluate -> predict with a manifest -> predict a bare DICOM folder -> cache build), then every output
 file's name and bytes, and everything printed, is searched for the markers.
 """
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pydicom
-import pytest
 
-from chestxr.cli import main
+from chestxr.cli.main import main
 
-TINY = ["--set", "model.backbone=tiny", "--set", "preprocessing.size=32", "--set", "preprocessing.cache_size=48",
-        "--set", "data.num_workers=0", "--set", "train.batch_size=16", "--set", "train.epochs=1"]
+TINY = [
+    "--set",
+    "model.backbone=tiny",
+    "--set",
+    "preprocessing.size=32",
+    "--set",
+    "preprocessing.cache_size=48",
+    "--set",
+    "data.num_workers=0",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "train.epochs=1",
+]
 MARKERS = {
     "PatientName": "ZZPRIVATEZZ^NAME",
     "PatientBirthDate": "19000101",
@@ -27,8 +39,7 @@ MARKERS = {
     "OtherPatientIDs": "ZZOTHERZZ",
     "StudyID": "ZZSTUDYIDZZ",
 }
-NEEDLES = [b"ZZPRIVATEZZ", b"19000101", b"ZZPIDZZ", b"ZZACCZZ", b"ZZINSTZZ", b"ZZDOCZZ", b"ZZOTHERZZ",
-           b"ZZSTUDYIDZZ"]
+NEEDLES = [b"ZZPRIVATEZZ", b"19000101", b"ZZPIDZZ", b"ZZACCZZ", b"ZZINSTZZ", b"ZZDOCZZ", b"ZZOTHERZZ", b"ZZSTUDYIDZZ"]
 
 
 def mark_dicoms(folder: Path) -> int:
@@ -58,7 +69,7 @@ def leaks(root: Path) -> list[str]:
 
 
 def test_no_identifier_reaches_any_output(tmp_path, capsys):
-    from chestxr.synthetic import generate_synthetic_dataset
+    from chestxr.data.synthetic import generate_synthetic_dataset
 
     manifest = generate_synthetic_dataset(tmp_path / "data", n_images=40, seed=4, size=48, with_split=True)
     images = manifest.parent / "images"
@@ -75,24 +86,77 @@ def test_no_identifier_reaches_any_output(tmp_path, capsys):
         assert code == 0, cap.err
 
     cli("train", "--manifest", str(manifest), "--out", str(run), *TINY)
-    cli("calibrate", "--checkpoint", str(run), "--manifest", str(manifest), "--split", "val", "--bootstrap", "20",
-        "--workers", "0")
-    cli("evaluate", "--checkpoint", str(run), "--manifest", str(manifest), "--split", "test",
-        "--out", str(outputs / "eval"), "--bootstrap", "20", "--workers", "0")
-    cli("predict", "--checkpoint", str(run), "--manifest", str(manifest), "--out", str(outputs / "pred"),
-        "--workers", "0")
+    cli(
+        "calibrate",
+        "--checkpoint",
+        str(run),
+        "--manifest",
+        str(manifest),
+        "--split",
+        "val",
+        "--bootstrap",
+        "20",
+        "--workers",
+        "0",
+    )
+    cli(
+        "evaluate",
+        "--checkpoint",
+        str(run),
+        "--manifest",
+        str(manifest),
+        "--split",
+        "test",
+        "--out",
+        str(outputs / "eval"),
+        "--bootstrap",
+        "20",
+        "--workers",
+        "0",
+    )
+    cli(
+        "predict",
+        "--checkpoint",
+        str(run),
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(outputs / "pred"),
+        "--workers",
+        "0",
+    )
     dicom_only = tmp_path / "pacs_export"
     dicom_only.mkdir()
     for p in sorted(images.glob("*.dcm"))[:6]:
         (dicom_only / p.name).write_bytes(p.read_bytes())
     cli("predict", "--checkpoint", str(run), str(dicom_only), "--out", str(outputs / "pred_folder"), "--workers", "0")
-    cli("cache", "build", str(manifest), "--cache-dir", str(outputs / "cache"), "--workers", "1", "--no-progress",
-        "--set", "preprocessing.cache_size=48", "--set", "preprocessing.size=32")
+    cli(
+        "cache",
+        "build",
+        str(manifest),
+        "--cache-dir",
+        str(outputs / "cache"),
+        "--workers",
+        "1",
+        "--no-progress",
+        "--set",
+        "preprocessing.cache_size=48",
+        "--set",
+        "preprocessing.size=32",
+    )
 
     files = [p for p in outputs.rglob("*") if p.is_file()]
     names = {p.name for p in files}
-    assert {"model.json", "config.yaml", "metrics.csv", "thresholds.json", "report.html", "review.html",
-            "predictions.csv", "metrics.json"} <= names
+    assert {
+        "model.json",
+        "config.yaml",
+        "metrics.csv",
+        "thresholds.json",
+        "report.html",
+        "review.html",
+        "predictions.csv",
+        "metrics.json",
+    } <= names
     assert len([p for p in files if p.suffix == ".npy"]) == 40
     assert leaks(outputs) == []
     text = "".join(printed)

@@ -1,5 +1,6 @@
 """Probability calibration: each method repairs a deliberately over-confident model, recovers the
 known distortion, round-trips through JSON, and handles small or one-class findings."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import pytest
 from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 
-from chestxr.errors import CalibrationError
-from chestxr.metrics import UndefinedMetricWarning, expected_calibration_error
-from chestxr.probability import (
+from chestxr.core.errors import CalibrationError
+from chestxr.evaluation.metrics import UndefinedMetricWarning, expected_calibration_error
+from chestxr.evaluation.probability import (
     ProbabilityCalibrator,
     SmallSampleWarning,
     compare_ece,
@@ -54,8 +55,8 @@ def test_platt_recovers_the_known_map():
     cal = fit_probability_calibrator(logits, y, None, "platt")
     a0, b0 = cal.params[0]["a"], cal.params[0]["b"]
     a1, b1 = cal.params[1]["a"], cal.params[1]["b"]
-    assert (a0, b0) == pytest.approx((1 / 3, 0.0), abs=0.05)   # z = logit / 3
-    assert (a1, b1) == pytest.approx((2.0, 2.0), abs=0.15)     # z = 2 (logit + 1)
+    assert (a0, b0) == pytest.approx((1 / 3, 0.0), abs=0.05)  # z = logit / 3
+    assert (a1, b1) == pytest.approx((2.0, 2.0), abs=0.15)  # z = 2 (logit + 1)
 
 
 def test_temperature_and_platt_keep_ranking():
@@ -119,8 +120,13 @@ def test_errors():
     with pytest.raises(CalibrationError, match="2 findings"):
         cal.apply(np.zeros((4, 3)))
     d = cal.to_dict()
-    for bad in ({**d, "format": "pickle"}, {**d, "method": "beta"}, {**d, "params": [{"temperature": -1.0}] * 2},
-                {**d, "params": [{}] * 2}, {**d, "findings": ["only-one"]}):
+    for bad in (
+        {**d, "format": "pickle"},
+        {**d, "method": "beta"},
+        {**d, "params": [{"temperature": -1.0}] * 2},
+        {**d, "params": [{}] * 2},
+        {**d, "findings": ["only-one"]},
+    ):
         with pytest.raises(CalibrationError):
             ProbabilityCalibrator.from_dict(bad)
     iso = fit_probability_calibrator(*_miscalibrated(9, n=1000), None, "isotonic").to_dict()

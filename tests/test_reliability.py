@@ -5,6 +5,7 @@ evaluate, lists them with their reasons and never counts them as negatives.
 
 Everything is generated in tmp_path: a tiny synthetic set (48 px) and a corpus of broken files.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,14 +20,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from dicom_factory import block_image, make_dataset, write_dicom
 from PIL import Image
 
-from chestxr.cli import main
-from dicom_factory import block_image, make_dataset, write_dicom
+from chestxr.cli.main import main
 
 FINDINGS = ["Opacity", "Cardiomegaly", "Effusion", "Nodule"]
-TINY = ["--set", "model.backbone=tiny", "--set", "preprocessing.size=32", "--set", "preprocessing.cache_size=48",
-        "--set", "data.num_workers=0", "--set", "train.batch_size=16", "--set", "train.epochs=1"]
+TINY = [
+    "--set",
+    "model.backbone=tiny",
+    "--set",
+    "preprocessing.size=32",
+    "--set",
+    "preprocessing.cache_size=48",
+    "--set",
+    "data.num_workers=0",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "train.epochs=1",
+]
 CR_DX = ["--set", "preprocessing.modalities=[CR,DX]"]
 
 #: file name -> a phrase its error must contain (None: the file is fine and must be read).
@@ -58,12 +71,16 @@ def write_corpus(folder: Path, good_png: bytes, good_dcm: bytes) -> dict[str, Pa
     Image.fromarray((np.random.default_rng(0).random((48, 48)) * 255).astype(np.uint8)).save(buf, "JPEG")
     good_jpg = buf.getvalue()
     raw = {
-        "zero.png": b"", "zero.jpg": b"", "zero.dcm": b"",
-        "trunc.png": good_png[: len(good_png) // 2], "trunc.jpg": good_jpg[: len(good_jpg) // 2],
+        "zero.png": b"",
+        "zero.jpg": b"",
+        "zero.dcm": b"",
+        "trunc.png": good_png[: len(good_png) // 2],
+        "trunc.jpg": good_jpg[: len(good_jpg) // 2],
         "trunc.dcm": good_dcm[: len(good_dcm) // 2],  # header complete, pixel data cut
         "trunc_header.dcm": good_dcm[:200],  # cut inside the header
         "text.dcm": b"Radiology note: see attached image.\n",
-        "png_named.dcm": good_png, "dicom_named.png": good_dcm,
+        "png_named.dcm": good_png,
+        "dicom_named.png": good_dcm,
     }
     for name, data in raw.items():
         (folder / name).write_bytes(data)
@@ -80,23 +97,31 @@ def write_corpus(folder: Path, good_png: bytes, good_dcm: bytes) -> dict[str, Pa
 
 def write_big_png(path: Path, width: int, height: int) -> None:
     """A valid 8-bit grayscale PNG of zeros (12000 x 12000 -> ~0.6 MB, written in about half a second)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     comp = zlib.compressobj(1)
     block = bytes(width + 1) * 1000  # filter byte 0 + a row of zeros, 1000 rows
-    idat = b"".join([comp.compress(block) for _ in range(height // 1000)]
-                    + [comp.compress(bytes(width + 1) * (height % 1000)), comp.flush()])
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    idat = b"".join(
+        [comp.compress(block) for _ in range(height // 1000)]
+        + [comp.compress(bytes(width + 1) * (height % 1000)), comp.flush()]
+    )
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from chestxr.synthetic import generate_synthetic_dataset
+    from chestxr.data.synthetic import generate_synthetic_dataset
 
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("rel") / "data", n_images=40, seed=1, size=48,
-                                      with_split=True)
+    return generate_synthetic_dataset(
+        tmp_path_factory.mktemp("rel") / "data", n_images=40, seed=1, size=48, with_split=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +168,17 @@ def with_row_replaced(synth: Path, out: Path, image: Path, *, split: str = "trai
 
 @pytest.mark.parametrize("name", BAD)
 def test_predict_bad_image_is_one_readable_error(name, corpus, run_dir, tmp_path, capsys):
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(run_dir), str(corpus[name]),
-                         "--out", str(tmp_path / "p"), "--workers", "0")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(run_dir),
+        str(corpus[name]),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+    )
     assert code == 2
     assert_clean_error(err, f"chestxr predict: error: {corpus[name]}: ", CORPUS[name])
     assert len(err.strip().splitlines()) == 1, err
@@ -152,8 +186,17 @@ def test_predict_bad_image_is_one_readable_error(name, corpus, run_dir, tmp_path
 
 @pytest.mark.parametrize("name", ["png_named.dcm", "dicom_named.png", "multiframe.dcm"])
 def test_predict_reads_by_content_not_extension(name, corpus, run_dir, tmp_path, capsys, recwarn):
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(run_dir), str(corpus[name]),
-                         "--out", str(tmp_path / "p"), "--workers", "0")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(run_dir),
+        str(corpus[name]),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+    )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "p" / "predictions.csv")
     assert len(table) == 1 and table["path"].iloc[0] == name
@@ -166,8 +209,19 @@ def test_predict_reads_by_content_not_extension(name, corpus, run_dir, tmp_path,
 
 def test_predict_folder_skip_lists_every_bad_file(corpus, run_dir, tmp_path, capsys):
     folder = next(iter(corpus.values())).parent
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(run_dir), str(folder), "--out", str(tmp_path / "p"),
-                         "--workers", "0", "--on-bad-image", "skip")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(run_dir),
+        str(folder),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+        "--on-bad-image",
+        "skip",
+    )
     assert code == 0, err
     skipped = pd.read_csv(tmp_path / "p" / "skipped.csv")
     assert sorted(skipped["path"]) == BAD
@@ -179,22 +233,50 @@ def test_predict_folder_skip_lists_every_bad_file(corpus, run_dir, tmp_path, cap
 
 
 def test_predict_subprocess_stderr_is_one_line(corpus, run_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "chestxr", "predict", "--checkpoint", str(run_dir),
-                           str(corpus["trunc.png"]), "--out", str(tmp_path / "p"), "--workers", "0"],
-                          capture_output=True, text=True, env={**os.environ, "CHESTXR_NO_PROGRESS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chestxr",
+            "predict",
+            "--checkpoint",
+            str(run_dir),
+            str(corpus["trunc.png"]),
+            "--out",
+            str(tmp_path / "p"),
+            "--workers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CHESTXR_NO_PROGRESS": "1"},
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(
         f"chestxr predict: error: {corpus['trunc.png']}: cannot decode the PNG data (OSError: image file is "
-        "truncated); the file may be truncated or corrupt: export it again")
+        "truncated); the file may be truncated or corrupt: export it again"
+    )
     assert "--on-bad-image skip" in lines[0]
 
 
 def test_predict_bad_image_with_workers_is_readable(corpus, run_dir, synth, tmp_path, capsys):
     manifest = with_row_replaced(synth, tmp_path / "m.csv", corpus["zero.png"], split="test")
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(run_dir), "--manifest", str(manifest),
-                         "--out", str(tmp_path / "p"), "--workers", "2", "--batch-size", "4")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(run_dir),
+        "--manifest",
+        str(manifest),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "2",
+        "--batch-size",
+        "4",
+    )
     assert code == 2
     assert_clean_error(err, str(corpus["zero.png"]), "empty (0 bytes)")
 
@@ -202,8 +284,9 @@ def test_predict_bad_image_with_workers_is_readable(corpus, run_dir, synth, tmp_
 # ----------------------------------------------------------------------------- images: train
 
 
-@pytest.mark.parametrize("name", ["zero.dcm", "trunc.png", "trunc.dcm", "text.dcm", "nopixels.dcm", "rgb.dcm",
-                                  "ct.dcm", "huge.png"])
+@pytest.mark.parametrize(
+    "name", ["zero.dcm", "trunc.png", "trunc.dcm", "text.dcm", "nopixels.dcm", "rgb.dcm", "ct.dcm", "huge.png"]
+)
 def test_train_bad_image_is_one_readable_error(name, corpus, synth, tmp_path, capsys):
     manifest = with_row_replaced(synth, tmp_path / "m.csv", corpus[name])
     code, out, err = cli(capsys, "train", "--manifest", str(manifest), "--out", str(tmp_path / "r"), *TINY, *CR_DX)
@@ -213,8 +296,9 @@ def test_train_bad_image_is_one_readable_error(name, corpus, synth, tmp_path, ca
 
 def test_train_bad_image_with_workers_is_readable(corpus, synth, tmp_path, capsys):
     manifest = with_row_replaced(synth, tmp_path / "m.csv", corpus["zero.png"])
-    code, out, err = cli(capsys, "train", "--manifest", str(manifest), "--out", str(tmp_path / "r"), *TINY,
-                         "--set", "data.num_workers=2")
+    code, out, err = cli(
+        capsys, "train", "--manifest", str(manifest), "--out", str(tmp_path / "r"), *TINY, "--set", "data.num_workers=2"
+    )
     assert code == 2
     assert_clean_error(err, str(corpus["zero.png"]), "empty (0 bytes)")
 
@@ -284,8 +368,18 @@ def test_bom_and_crlf_manifests_work(synth, run_dir, tmp_path, capsys):
     m.write_bytes(("\ufeff" + HEAD + "".join(rows)).replace("\n", "\r\n").encode("utf-8"))
     code, out, err = cli(capsys, "manifest", "validate", str(m))
     assert code == 0 and f"{m}: valid: 0 error(s)" in out
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(run_dir), "--manifest", str(m),
-                         "--out", str(tmp_path / "p"), "--workers", "0")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(run_dir),
+        "--manifest",
+        str(m),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+    )
     assert code == 0, err
     table = pd.read_csv(tmp_path / "p" / "predictions.csv", dtype=str)
     assert list(table["patient_id"]) == ["p0", "p1", "p2"]
@@ -322,8 +416,17 @@ def broken(synth, corpus) -> dict:
 
 
 def test_train_skip_finishes_and_lists_skipped(broken, corpus, tmp_path, capsys):
-    code, out, err = cli(capsys, "train", "--manifest", str(broken["manifest"]), "--out", str(tmp_path / "r"), *TINY,
-                         "--set", "data.on_bad_image=skip")
+    code, out, err = cli(
+        capsys,
+        "train",
+        "--manifest",
+        str(broken["manifest"]),
+        "--out",
+        str(tmp_path / "r"),
+        *TINY,
+        "--set",
+        "data.on_bad_image=skip",
+    )
     assert code == 0, err
     assert "Traceback" not in err
     skipped = pd.read_csv(tmp_path / "r" / "skipped.csv")
@@ -335,18 +438,41 @@ def test_train_skip_finishes_and_lists_skipped(broken, corpus, tmp_path, capsys)
 
 
 def test_train_skip_lists_validation_images_too(broken, corpus, tmp_path, capsys):
-    code, out, err = cli(capsys, "train", "--manifest", str(broken["manifest"]), "--out", str(tmp_path / "r"), *TINY,
-                         "--set", "data.on_bad_image=skip")
+    code, out, err = cli(
+        capsys,
+        "train",
+        "--manifest",
+        str(broken["manifest"]),
+        "--out",
+        str(tmp_path / "r"),
+        *TINY,
+        "--set",
+        "data.on_bad_image=skip",
+    )
     assert code == 0, err
     skipped = pd.read_csv(tmp_path / "r" / "skipped.csv")
-    assert sorted(zip(skipped["split"], skipped["path"])) == [("train", str(corpus["zero.dcm"])),
-                                                             ("val", str(corpus["text.dcm"]))]
+    assert sorted(zip(skipped["split"], skipped["path"])) == [
+        ("train", str(corpus["zero.dcm"])),
+        ("val", str(corpus["text.dcm"])),
+    ]
     assert "2 image(s) skipped as unreadable" in out
 
 
 def test_predict_skip_excludes_skipped(broken, run_dir, corpus, tmp_path, capsys):
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(run_dir), "--manifest", str(broken["manifest"]),
-                         "--out", str(tmp_path / "p"), "--workers", "0", "--on-bad-image", "skip")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(run_dir),
+        "--manifest",
+        str(broken["manifest"]),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+        "--on-bad-image",
+        "skip",
+    )
     assert code == 0, err
     skipped = pd.read_csv(tmp_path / "p" / "skipped.csv")
     expected = {str(corpus[n]) for n in ("zero.dcm", "text.dcm", "trunc.png", "nopixels.dcm")}
@@ -359,9 +485,24 @@ def test_predict_skip_excludes_skipped(broken, run_dir, corpus, tmp_path, capsys
 
 
 def test_evaluate_skip_never_counts_skipped_as_negative(broken, run_dir, corpus, tmp_path, capsys):
-    code, out, err = cli(capsys, "evaluate", "--checkpoint", str(run_dir), "--manifest", str(broken["manifest"]),
-                         "--split", "test", "--out", str(tmp_path / "e"), "--workers", "0", "--bootstrap", "20",
-                         "--on-bad-image", "skip")
+    code, out, err = cli(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        str(run_dir),
+        "--manifest",
+        str(broken["manifest"]),
+        "--split",
+        "test",
+        "--out",
+        str(tmp_path / "e"),
+        "--workers",
+        "0",
+        "--bootstrap",
+        "20",
+        "--on-bad-image",
+        "skip",
+    )
     assert code == 0, err
     frame = broken["frame"]
     test = frame[frame["split"] == "test"].drop(index=broken["replaced"]["test"])
@@ -373,7 +514,21 @@ def test_evaluate_skip_never_counts_skipped_as_negative(broken, run_dir, corpus,
     predictions = pd.read_csv(tmp_path / "e" / "predictions.csv")
     assert len(predictions) == len(test)
     # without skip the same manifest is refused with the first unreadable file named
-    code, out, err = cli(capsys, "evaluate", "--checkpoint", str(run_dir), "--manifest", str(broken["manifest"]),
-                         "--split", "test", "--out", str(tmp_path / "e2"), "--workers", "0", "--bootstrap", "20")
+    code, out, err = cli(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        str(run_dir),
+        "--manifest",
+        str(broken["manifest"]),
+        "--split",
+        "test",
+        "--out",
+        str(tmp_path / "e2"),
+        "--workers",
+        "0",
+        "--bootstrap",
+        "20",
+    )
     assert code == 2
     assert_clean_error(err, "chestxr evaluate: error: ", "export it again")

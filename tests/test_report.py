@@ -1,4 +1,5 @@
 """Evaluation report: numbers equal scikit-learn's on the written CSVs, subgroups, escaping, self-containment."""
+
 from __future__ import annotations
 
 import base64
@@ -12,8 +13,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, recall_score, roc_auc_score
 
-from chestxr.metrics import UndefinedMetricWarning, evaluate_predictions, multiclass_metrics
-from chestxr.report import age_band, build_metrics_table, compute_subgroup_metrics, write_evaluation_report
+from chestxr.evaluation.metrics import UndefinedMetricWarning, evaluate_predictions, multiclass_metrics
+from chestxr.reporting.report import age_band, build_metrics_table, compute_subgroup_metrics, write_evaluation_report
 
 XSS = "<script>alert(1)</script>"
 
@@ -26,29 +27,53 @@ def _make_case(n: int = 120, findings=("Effusion", "Nodule", "Mass"), seed: int 
     mask = rng.random((n, f)) < 0.85
     thr = np.linspace(0.4, 0.6, f)
     pid = np.array([f"P{i // 2:03d}" for i in range(n)], dtype=object)
-    frame = pd.DataFrame({
-        "image_id": [f"img{i:03d}" for i in range(n)], "path": [f"images/{i:03d}.png" for i in range(n)],
-        "patient_id": pid, "study_id": [f"S{i // 2:03d}" for i in range(n)],
-        "view": np.where(np.arange(n) % 3 == 0, "AP", "PA"), "sex": np.where(np.arange(n) % 2, "F", "M"),
-        "age": (np.arange(n) * 7) % 90 + 5,
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": [f"img{i:03d}" for i in range(n)],
+            "path": [f"images/{i:03d}.png" for i in range(n)],
+            "patient_id": pid,
+            "study_id": [f"S{i // 2:03d}" for i in range(n)],
+            "view": np.where(np.arange(n) % 3 == 0, "AP", "PA"),
+            "sex": np.where(np.arange(n) % 2, "F", "M"),
+            "age": (np.arange(n) * 7) % 90 + 5,
+        }
+    )
     return list(findings), frame, y, mask, s, thr, pid
 
 
 def _write(tmp_path, *, findings, frame, y, mask, s, thr, pid, promised=None, **kw):
     ev = evaluate_predictions(y, s, mask, thr, findings, groups=pid, n_boot=40, seed=0, promised=promised)
-    paths = write_evaluation_report(tmp_path / "eval", findings=findings, predictions=frame, y_true=y, mask=mask,
-                                    y_score=s, thresholds=thr, groups=pid, evaluation=ev,
-                                    model_info={"backbone": "tiny"}, title=kw.pop("title", "test report"), **kw)
+    paths = write_evaluation_report(
+        tmp_path / "eval",
+        findings=findings,
+        predictions=frame,
+        y_true=y,
+        mask=mask,
+        y_score=s,
+        thresholds=thr,
+        groups=pid,
+        evaluation=ev,
+        model_info={"backbone": "tiny"},
+        title=kw.pop("title", "test report"),
+        **kw,
+    )
     return ev, paths
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     findings, frame, y, mask, s, thr, pid = _make_case()
-    ev, paths = _write(tmp_path_factory.mktemp("rep"), findings=findings, frame=frame, y=y, mask=mask, s=s,
-                       thr=thr, pid=pid, promised={"Effusion": {"sensitivity": 0.999, "specificity": 0.999},
-                                                   "Nodule": {"sensitivity": 0.05}})
+    ev, paths = _write(
+        tmp_path_factory.mktemp("rep"),
+        findings=findings,
+        frame=frame,
+        y=y,
+        mask=mask,
+        s=s,
+        thr=thr,
+        pid=pid,
+        promised={"Effusion": {"sensitivity": 0.999, "specificity": 0.999}, "Nodule": {"sensitivity": 0.05}},
+    )
     return dict(findings=findings, frame=frame, y=y, mask=mask, s=s, thr=thr, ev=ev, paths=paths)
 
 
@@ -77,7 +102,9 @@ def test_numbers_equal_sklearn_on_predictions_csv(written):
         assert metrics.loc[f, "n_pos"] + metrics.loc[f, "n_neg"] == rows.sum()
         assert metrics.loc[f, "auroc_lo"] <= metrics.loc[f, "auroc"] <= metrics.loc[f, "auroc_hi"]
     assert {"macro", "micro"} <= set(metrics.index)
-    assert metrics.loc["macro", "auroc"] == pytest.approx(np.mean([metrics.loc[f, "auroc"] for f in written["findings"]]))
+    assert metrics.loc["macro", "auroc"] == pytest.approx(
+        np.mean([metrics.loc[f, "auroc"] for f in written["findings"]])
+    )
 
 
 def test_predictions_csv_ids_and_order(written):
@@ -146,8 +173,9 @@ def test_one_class_finding_and_multiclass(tmp_path):
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         onehot = np.eye(3)[np.arange(60) % 3]
         mc = multiclass_metrics(onehot, s)
-        _, paths = _write(tmp_path, findings=findings, frame=frame, y=y, mask=mask, s=s, thr=thr, pid=pid,
-                          multiclass=mc)
+        _, paths = _write(
+            tmp_path, findings=findings, frame=frame, y=y, mask=mask, s=s, thr=thr, pid=pid, multiclass=mc
+        )
     metrics = pd.read_csv(paths["metrics_csv"]).set_index("finding")
     assert math.isnan(metrics.loc["Nodule", "auroc"])
     html = paths["html"].read_text()
@@ -158,9 +186,23 @@ def test_one_class_finding_and_multiclass(tmp_path):
     assert json.loads(paths["metrics_json"].read_text())["multiclass"]["accuracy"] == pytest.approx(mc["accuracy"])
 
 
-@pytest.mark.parametrize("age,band", [(0, "0-17"), (17.9, "0-17"), (18, "18-39"), (39, "18-39"), (40, "40-59"),
-                                      (79, "60-79"), (80, "80+"), (101, "80+"), (None, "unknown"), ("", "unknown"),
-                                      ("45", "40-59"), (-3, "unknown")])
+@pytest.mark.parametrize(
+    "age,band",
+    [
+        (0, "0-17"),
+        (17.9, "0-17"),
+        (18, "18-39"),
+        (39, "18-39"),
+        (40, "40-59"),
+        (79, "60-79"),
+        (80, "80+"),
+        (101, "80+"),
+        (None, "unknown"),
+        ("", "unknown"),
+        ("45", "40-59"),
+        (-3, "unknown"),
+    ],
+)
 def test_age_band(age, band):
     assert age_band([age])[0] == band
 
@@ -169,15 +211,25 @@ def test_subgroups_skip_absent_columns_and_handle_missing_values():
     findings, frame, y, mask, s, thr, _ = _make_case(n=40)
     frame = frame.drop(columns=["view", "age"])
     frame["site"] = ["A"] * 20 + [None] * 20
-    out = compute_subgroup_metrics(findings=findings, predictions=frame, y_true=y, mask=mask, y_score=s,
-                                   thresholds=thr, subgroup_columns=("view", "sex", "age", "site"))
+    out = compute_subgroup_metrics(
+        findings=findings,
+        predictions=frame,
+        y_true=y,
+        mask=mask,
+        y_score=s,
+        thresholds=thr,
+        subgroup_columns=("view", "sex", "age", "site"),
+    )
     assert set(out) == {"sex", "site"}
     assert list(out["site"]) == ["A", "unknown"] and out["site"]["unknown"]["n_images"] == 20
 
 
 def test_metrics_table_splits_intervals():
-    ev = {"findings": {"A": {"n": 3, "auroc": 0.5, "auroc_ci": [0.1, 0.9], "promise": None}},
-          "macro": {"auroc": 0.5}, "micro": {"auroc": 0.4}}
+    ev = {
+        "findings": {"A": {"n": 3, "auroc": 0.5, "auroc_ci": [0.1, 0.9], "promise": None}},
+        "macro": {"auroc": 0.5},
+        "micro": {"auroc": 0.4},
+    }
     t = build_metrics_table(["A"], ev)
     assert t["finding"].tolist() == ["A", "macro", "micro"]
     assert t.loc[0, "auroc_lo"] == 0.1 and t.loc[0, "auroc_hi"] == 0.9
@@ -188,11 +240,29 @@ def test_shape_errors(tmp_path):
     findings, frame, y, mask, s, thr, pid = _make_case(n=20)
     ev = {"findings": {f: {} for f in findings}}
     with pytest.raises(ValueError, match="must all be"):
-        write_evaluation_report(tmp_path, findings=findings, predictions=frame, y_true=y[:, :2], mask=mask,
-                                y_score=s, thresholds=thr, groups=pid, evaluation=ev)
+        write_evaluation_report(
+            tmp_path,
+            findings=findings,
+            predictions=frame,
+            y_true=y[:, :2],
+            mask=mask,
+            y_score=s,
+            thresholds=thr,
+            groups=pid,
+            evaluation=ev,
+        )
     with pytest.raises(ValueError, match="no metrics"):
-        write_evaluation_report(tmp_path, findings=findings, predictions=frame, y_true=y, mask=mask, y_score=s,
-                                thresholds=thr, groups=pid, evaluation={"findings": {}})
+        write_evaluation_report(
+            tmp_path,
+            findings=findings,
+            predictions=frame,
+            y_true=y,
+            mask=mask,
+            y_score=s,
+            thresholds=thr,
+            groups=pid,
+            evaluation={"findings": {}},
+        )
 
 
 def test_fourteen_findings_stay_small(tmp_path):
@@ -210,8 +280,15 @@ def test_real_nih_labels_subgroups(shared_data, tmp_path):
     rng = np.random.default_rng(1)
     s = np.clip(0.3 * y + 0.7 * rng.random(y.shape), 0, 1)
     mask = np.ones_like(y, dtype=bool)
-    frame = pd.DataFrame({"image_id": table["Image Index"], "patient_id": table["Patient ID"].astype(str),
-                          "view": table["View Position"], "sex": table["Patient Gender"], "age": table["Patient Age"]})
+    frame = pd.DataFrame(
+        {
+            "image_id": table["Image Index"],
+            "patient_id": table["Patient ID"].astype(str),
+            "view": table["View Position"],
+            "sex": table["Patient Gender"],
+            "age": table["Patient Age"],
+        }
+    )
     pid = frame["patient_id"].to_numpy()
     _, paths = _write(tmp_path, findings=findings, frame=frame, y=y, mask=mask, s=s, thr=np.full(3, 0.5), pid=pid)
     doc = json.loads(paths["metrics_json"].read_text())

@@ -1,4 +1,5 @@
 """Review worklist: study reduction, calls and margins (hand-checked), ordering, thumbnails/overlays, escaping."""
+
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestxr.review import build_study_table, classify_calls, logit_margin, write_review_report
+from chestxr.reporting.review import build_study_table, classify_calls, logit_margin, write_review_report
 
 XSS = "<script>alert(1)</script>"
 FINDINGS = ["Effusion", "Nodule"]
@@ -18,14 +19,16 @@ THR = np.array([0.5, 0.2])
 def _frame():
     """4 studies. S1: Effusion positive (0.8 on its 2nd image). S2: Nodule borderline (0.18 vs 0.2).
     S3: all clearly negative. S4: Nodule positive (0.3) but weaker than S1's Effusion."""
-    return pd.DataFrame({
-        "image_id": ["a", "b", "c", "d", "e", "f"],
-        "path": ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"],
-        "patient_id": ["P1", "P1", "P2", "P3", "P3", "P4"],
-        "study_id": ["S3", "S1", "S1", "S2", "S3", "S4"],
-        "prob_Effusion": [0.10, 0.30, 0.80, 0.20, 0.05, 0.40],
-        "prob_Nodule": [0.01, 0.05, 0.02, 0.18, 0.03, 0.30],
-    })
+    return pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d", "e", "f"],
+            "path": ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"],
+            "patient_id": ["P1", "P1", "P2", "P3", "P3", "P4"],
+            "study_id": ["S3", "S1", "S1", "S2", "S3", "S4"],
+            "prob_Effusion": [0.10, 0.30, 0.80, 0.20, 0.05, 0.40],
+            "prob_Nodule": [0.01, 0.05, 0.02, 0.18, 0.03, 0.30],
+        }
+    )
 
 
 def test_logit_margin_hand_checked():
@@ -36,15 +39,18 @@ def test_logit_margin_hand_checked():
     assert np.isfinite(logit_margin(np.array([0.0, 1.0]), np.array([0.5, 0.5]))).all()
 
 
-@pytest.mark.parametrize("prob,thr,state", [
-    (0.50, 0.50, "positive"),    # at the threshold: positive (score >= threshold)
-    (0.49, 0.50, "borderline"),  # logit margin -0.04
-    (0.38, 0.50, "borderline"),  # -0.49
-    (0.37, 0.50, "negative"),    # -0.53
-    (0.04, 0.05, "borderline"),  # -0.23: near on the logit scale though 0.01 apart
-    (0.01, 0.05, "negative"),    # -1.65
-    (0.99, 0.05, "positive"),
-])
+@pytest.mark.parametrize(
+    "prob,thr,state",
+    [
+        (0.50, 0.50, "positive"),  # at the threshold: positive (score >= threshold)
+        (0.49, 0.50, "borderline"),  # logit margin -0.04
+        (0.38, 0.50, "borderline"),  # -0.49
+        (0.37, 0.50, "negative"),  # -0.53
+        (0.04, 0.05, "borderline"),  # -0.23: near on the logit scale though 0.01 apart
+        (0.01, 0.05, "negative"),  # -1.65
+        (0.99, 0.05, "positive"),
+    ],
+)
 def test_classify_calls(prob, thr, state):
     assert classify_calls(np.array([[prob]]), np.array([thr]), borderline_logit=0.5)[0, 0] == state
 
@@ -94,8 +100,9 @@ def test_html_cards_thumbnails_and_overlays(tmp_path):
     frame = _frame()
     thumbs = {i: np.full((40, 30), k / 6) for k, i in enumerate("abcdef")}
     heat = {(i, f): np.eye(8) for i in "abcdef" for f in FINDINGS}
-    paths = write_review_report(tmp_path, findings=FINDINGS, predictions=frame, thresholds=THR,
-                                thumbnails=thumbs, heatmaps=heat)
+    paths = write_review_report(
+        tmp_path, findings=FINDINGS, predictions=frame, thresholds=THR, thumbnails=thumbs, heatmaps=heat
+    )
     html = paths["html"].read_text()
     cards = re.findall(r'<section class="card (\w+)" id="study-(\d+)">', html)
     assert cards == [("positive", "1"), ("positive", "2"), ("borderline", "3"), ("negative", "4")]
@@ -111,8 +118,9 @@ def test_thumbnail_keys_may_be_str_of_ids(tmp_path):
     frame = _frame()
     frame["image_id"] = [10, 11, 12, 13, 14, 15]
     thumbs = {str(i): np.zeros((8, 8)) for i in range(10, 16)}
-    html = write_review_report(tmp_path, findings=FINDINGS, predictions=frame, thresholds=THR,
-                               thumbnails=thumbs)["html"].read_text()
+    html = write_review_report(tmp_path, findings=FINDINGS, predictions=frame, thresholds=THR, thumbnails=thumbs)[
+        "html"
+    ].read_text()
     assert len(re.findall(r"<img ", html)) == 6
 
 
@@ -120,8 +128,9 @@ def test_escaping(tmp_path):
     frame = _frame().rename(columns={"prob_Nodule": f"prob_{XSS}"})
     frame["patient_id"] = XSS
     frame["study_id"] = [XSS] * 3 + ["S9"] * 3
-    html = write_review_report(tmp_path, findings=["Effusion", XSS], predictions=frame, thresholds=THR,
-                               title=XSS, model_info={"note": XSS})["html"].read_text()
+    html = write_review_report(
+        tmp_path, findings=["Effusion", XSS], predictions=frame, thresholds=THR, title=XSS, model_info={"note": XSS}
+    )["html"].read_text()
     assert XSS not in html and "<script" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
@@ -145,12 +154,19 @@ def test_real_radiographs_as_thumbnails(shared_data, tmp_path):
     for name in table["Image Index"]:
         with Image.open(shared_data / "nih14" / "images" / name) as im:
             thumbs[name] = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    frame = pd.DataFrame({"image_id": table["Image Index"], "patient_id": table["Patient ID"].astype(str),
-                          "study_id": table["Patient ID"].astype(str), "prob_Effusion": [0.9, 0.1, 0.45, 0.2],
-                          "prob_Nodule": [0.05, 0.5, 0.1, 0.1]})
+    frame = pd.DataFrame(
+        {
+            "image_id": table["Image Index"],
+            "patient_id": table["Patient ID"].astype(str),
+            "study_id": table["Patient ID"].astype(str),
+            "prob_Effusion": [0.9, 0.1, 0.45, 0.2],
+            "prob_Nodule": [0.05, 0.5, 0.1, 0.1],
+        }
+    )
     heat = {(i, "Effusion"): np.outer(np.hanning(14), np.hanning(14)) for i in frame["image_id"]}
-    html = write_review_report(tmp_path, findings=FINDINGS, predictions=frame, thresholds=THR,
-                               thumbnails=thumbs, heatmaps=heat)["html"].read_text()
+    html = write_review_report(
+        tmp_path, findings=FINDINGS, predictions=frame, thresholds=THR, thumbnails=thumbs, heatmaps=heat
+    )["html"].read_text()
     srcs = re.findall(r'<img[^>]*src="data:image/png;base64,([^"]+)"', html)
     assert len(srcs) == 4 + 1  # one positive Effusion study gets an overlay
     for src in srcs:

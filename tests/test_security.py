@@ -1,6 +1,7 @@
 """Untrusted files end to end: crafted pickles posing as checkpoints are refused before anything is
 unpickled, broken model.json files give clear errors, hostile manifest strings cannot make the tool
 write outside --out, and every string from manifests, file names and DICOM headers is HTML-escaped."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from chestxr.cli import main
 from dicom_factory import block_image, make_dataset
 
-TINY = ["--set", "model.backbone=tiny", "--set", "preprocessing.size=32", "--set", "preprocessing.cache_size=48",
-        "--set", "data.num_workers=0", "--set", "train.batch_size=16", "--set", "train.epochs=1"]
+from chestxr.cli.main import main
+
+TINY = [
+    "--set",
+    "model.backbone=tiny",
+    "--set",
+    "preprocessing.size=32",
+    "--set",
+    "preprocessing.cache_size=48",
+    "--set",
+    "data.num_workers=0",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "train.epochs=1",
+]
 XSS = "<script>alert(1)</script>"
 XSS_IMG = "<img src=x onerror=alert(2)>"
 HEADER_XSS = "<script>alert(99)</script>"
@@ -36,7 +49,7 @@ class MarkerPayload:
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
-    from chestxr.synthetic import generate_synthetic_dataset
+    from chestxr.data.synthetic import generate_synthetic_dataset
 
     return generate_synthetic_dataset(tmp_path_factory.mktemp("sec") / "data", n_images=32, seed=2, size=48)
 
@@ -78,8 +91,17 @@ def test_pickled_checkpoint_is_refused(kind, run_dir, synth, tmp_path, capsys):
         torch.save(payload, crafted / "model.safetensors")
     else:
         (crafted / "model.safetensors").write_bytes(pickle.dumps(payload, protocol=2 if kind.endswith("2") else 0))
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(crafted), one_image(synth),
-                         "--out", str(tmp_path / "p"), "--workers", "0")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(crafted),
+        one_image(synth),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+    )
     assert code == 2
     assert f"{crafted / 'model.safetensors'}: " in err and "Traceback" not in err
     expected = "not a safetensors file" if kind.endswith("0") else "refuses to load it because unpickling can run"
@@ -90,20 +112,32 @@ def test_pickled_checkpoint_is_refused(kind, run_dir, synth, tmp_path, capsys):
     assert code == 2 and f"{crafted / 'last' / 'state.safetensors'}: " in err
     # and as --weights for a new run: torch.load(weights_only=True) refuses the global
     if kind == "torch.save":
-        code, out, err = cli(capsys, "train", "--manifest", str(synth), "--out", str(tmp_path / "w"), *TINY,
-                             "--weights", str(crafted / "model.safetensors"))
+        code, out, err = cli(
+            capsys,
+            "train",
+            "--manifest",
+            str(synth),
+            "--out",
+            str(tmp_path / "w"),
+            *TINY,
+            "--weights",
+            str(crafted / "model.safetensors"),
+        )
         assert code == 2 and "refused it" in err and "it references io.open" in err
         assert "\x1b[" not in err
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("text, phrase", [
-    ("{not json", "cannot read JSON"),
-    ("[1, 2]", "expected a JSON object at the top level"),
-    ('{"findings": 5, "backbone": "tiny", "mode": "multilabel"}', "'findings' must be a non-empty list"),
-    (None, "'in_channels' must be an integer"),
-    ('{"findings": ["A"], "backbone": "__import__(\'os\')", "mode": "multilabel"}', "unknown backbone"),
-])
+@pytest.mark.parametrize(
+    "text, phrase",
+    [
+        ("{not json", "cannot read JSON"),
+        ("[1, 2]", "expected a JSON object at the top level"),
+        ('{"findings": 5, "backbone": "tiny", "mode": "multilabel"}', "'findings' must be a non-empty list"),
+        (None, "'in_channels' must be an integer"),
+        ('{"findings": ["A"], "backbone": "__import__(\'os\')", "mode": "multilabel"}', "unknown backbone"),
+    ],
+)
 def test_broken_model_json_is_a_clear_error(text, phrase, run_dir, synth, tmp_path, capsys):
     crafted = tmp_path / "crafted"
     shutil.copytree(run_dir, crafted)
@@ -111,8 +145,17 @@ def test_broken_model_json_is_a_clear_error(text, phrase, run_dir, synth, tmp_pa
         meta = json.loads((run_dir / "model.json").read_text())
         text = json.dumps({**meta, "in_channels": None})
     (crafted / "model.json").write_text(text)
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(crafted), one_image(synth),
-                         "--out", str(tmp_path / "p"), "--workers", "0")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(crafted),
+        one_image(synth),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+    )
     assert code == 2
     assert f"chestxr predict: error: {crafted / 'model.json'}: " in err and phrase in err
     assert "Traceback" not in err
@@ -122,8 +165,17 @@ def test_model_json_binary_garbage(run_dir, synth, tmp_path, capsys):
     crafted = tmp_path / "crafted"
     shutil.copytree(run_dir, crafted)
     (crafted / "model.json").write_bytes(b"\xff\xfe\x00\x80garbage")
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(crafted), one_image(synth),
-                         "--out", str(tmp_path / "p"), "--workers", "0")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(crafted),
+        one_image(synth),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+    )
     assert code == 2 and "model.json: cannot read JSON" in err
 
 
@@ -150,8 +202,10 @@ def hostile(synth) -> Path:
     frame = pd.read_csv(synth, dtype=str, keep_default_na=False)
     outside = root / "elsewhere"
     outside.mkdir(exist_ok=True)
-    shutil.copy(synth.parent / frame.loc[0, "path"], outside / "x.png" if frame.loc[0, "path"].endswith(".png")
-                else outside / "x.dcm")
+    shutil.copy(
+        synth.parent / frame.loc[0, "path"],
+        outside / "x.png" if frame.loc[0, "path"].endswith(".png") else outside / "x.dcm",
+    )
     frame.loc[0, "path"] = "../elsewhere/" + next(outside.iterdir()).name
     frame.loc[1, "path"] = "images/../images/" + Path(frame.loc[1, "path"]).name
     ids = ["../../../OWNED", "/tmp/OWNED_ABS", XSS, XSS_IMG, "a/b\\c/../../OWNED", "..", "."]
@@ -176,22 +230,64 @@ def test_hostile_manifest_writes_only_inside_out(hostile, run_dir, tmp_path, mon
     monkeypatch.chdir(cwd)
     outs = (tmp_path / "pred", tmp_path / "eval", tmp_path / "cache")
     before_root, before_tmp = snapshot(root), snapshot(tmp_path)
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(run_dir), "--manifest", str(hostile),
-                         "--out", str(outs[0]), "--workers", "0", "--explain")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(run_dir),
+        "--manifest",
+        str(hostile),
+        "--out",
+        str(outs[0]),
+        "--workers",
+        "0",
+        "--explain",
+    )
     assert code == 0, err
-    code, out, err = cli(capsys, "evaluate", "--checkpoint", str(run_dir), "--manifest", str(hostile),
-                         "--out", str(outs[1]), "--workers", "0", "--bootstrap", "10")
+    code, out, err = cli(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        str(run_dir),
+        "--manifest",
+        str(hostile),
+        "--out",
+        str(outs[1]),
+        "--workers",
+        "0",
+        "--bootstrap",
+        "10",
+    )
     assert code == 0, err
-    code, out, err = cli(capsys, "cache", "build", str(hostile), "--cache-dir", str(outs[2]), "--workers", "1",
-                         "--set", "preprocessing.cache_size=48", "--set", "preprocessing.size=32")
+    code, out, err = cli(
+        capsys,
+        "cache",
+        "build",
+        str(hostile),
+        "--cache-dir",
+        str(outs[2]),
+        "--workers",
+        "1",
+        "--set",
+        "preprocessing.cache_size=48",
+        "--set",
+        "preprocessing.size=32",
+    )
     assert code == 0, err
     assert snapshot(root) == before_root  # the data, the run and the manifest's folders are untouched
     assert snapshot(tmp_path, skip=outs) == before_tmp
     assert list(cwd.iterdir()) == []
     assert not Path("/tmp/OWNED_ABS").exists()
     written = sorted(str(p.relative_to(tmp_path)) for d in outs[:2] for p in d.rglob("*"))
-    assert written == ["eval/metrics.csv", "eval/metrics.json", "eval/predictions.csv", "eval/report.html",
-                       "pred/predictions.csv", "pred/review.html", "pred/study_predictions.csv"]
+    assert written == [
+        "eval/metrics.csv",
+        "eval/metrics.json",
+        "eval/predictions.csv",
+        "eval/report.html",
+        "pred/predictions.csv",
+        "pred/review.html",
+        "pred/study_predictions.csv",
+    ]
     # cache entries are named by a hash only
     names = [str(p.relative_to(outs[2])) for p in outs[2].rglob("*") if p.is_file()]
     assert names and all(re.fullmatch(r"[0-9a-f]{2}/[0-9a-f]{64}\.npy", n) for n in names), names
@@ -210,13 +306,35 @@ def assert_escaped(html: str, *raw: str) -> None:
 
 
 def test_reports_escape_manifest_strings(hostile, run_dir, tmp_path, capsys):
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(run_dir), "--manifest", str(hostile),
-                         "--out", str(tmp_path / "p"), "--workers", "0")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        "--checkpoint",
+        str(run_dir),
+        "--manifest",
+        str(hostile),
+        "--out",
+        str(tmp_path / "p"),
+        "--workers",
+        "0",
+    )
     assert code == 0, err
     review = (tmp_path / "p" / "review.html").read_text()
     assert_escaped(review, XSS, XSS_IMG)
-    code, out, err = cli(capsys, "evaluate", "--checkpoint", str(run_dir), "--manifest", str(hostile),
-                         "--out", str(tmp_path / "e"), "--workers", "0", "--bootstrap", "10")
+    code, out, err = cli(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        str(run_dir),
+        "--manifest",
+        str(hostile),
+        "--out",
+        str(tmp_path / "e"),
+        "--workers",
+        "0",
+        "--bootstrap",
+        "10",
+    )
     assert code == 0, err
     report = (tmp_path / "e" / "report.html").read_text()
     # views are normalised to upper case; sex and site are shown as given (subgroup tables)
@@ -232,8 +350,9 @@ def test_review_escapes_dicom_headers_and_file_names(tmp_path, run_dir, capsys):
         for keyword in ("SeriesDescription", "StudyDescription", "InstitutionName", "PatientName"):
             setattr(ds, keyword, HEADER_XSS)
         ds.save_as(folder / f"<svg onload=alert({i})>.dcm", enforce_file_format=True)
-    code, out, err = cli(capsys, "predict", "--checkpoint", str(run_dir), str(folder), "--out", str(tmp_path / "p"),
-                         "--workers", "0")
+    code, out, err = cli(
+        capsys, "predict", "--checkpoint", str(run_dir), str(folder), "--out", str(tmp_path / "p"), "--workers", "0"
+    )
     assert code == 0, err
     review = (tmp_path / "p" / "review.html").read_text()
     assert_escaped(review, XSS_IMG, "<svg onload=alert(0)>.dcm")

@@ -1,4 +1,5 @@
 """Patient-level stratified splits, summaries and the split/describe CLI."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chestxr.cli import main
-from chestxr.errors import ConfigError, ManifestError
-from chestxr.manifest import Manifest, read_manifest, write_manifest
-from chestxr.splits import describe_manifest, format_description, split_manifest, split_summary
+from chestxr.cli.main import main
+from chestxr.core.errors import ConfigError, ManifestError
+from chestxr.data.manifest import Manifest, read_manifest, write_manifest
+from chestxr.data.splits import describe_manifest, format_description, split_manifest, split_summary
 
 
 def synthetic(n_patients=300, seed=0, findings=("Common", "Mid", "Rare", "Tiny")) -> Manifest:
@@ -19,10 +20,19 @@ def synthetic(n_patients=300, seed=0, findings=("Common", "Mid", "Rare", "Tiny")
     rows = []
     for p in range(n_patients):
         for k in range(rng.integers(1, 5)):
-            rows.append({"path": f"/img/p{p}_{k}.png", "patient_id": f"p{p}", "study_id": f"p{p}_{k}",
-                         "view": "PA", "split": "",
-                         "Common": float(rng.random() < 0.3), "Mid": float(rng.random() < 0.1),
-                         "Rare": float(p < 8 and k == 0), "Tiny": float(p in (100, 200, 250))})
+            rows.append(
+                {
+                    "path": f"/img/p{p}_{k}.png",
+                    "patient_id": f"p{p}",
+                    "study_id": f"p{p}_{k}",
+                    "view": "PA",
+                    "split": "",
+                    "Common": float(rng.random() < 0.3),
+                    "Mid": float(rng.random() < 0.1),
+                    "Rare": float(p < 8 and k == 0),
+                    "Tiny": float(p in (100, 200, 250)),
+                }
+            )
     frame = pd.DataFrame(rows)
     frame.loc[frame.index % 17 == 0, "Mid"] = np.nan  # some blanks
     frame.loc[frame.index % 23 == 0, "Common"] = -1.0  # some uncertain
@@ -84,11 +94,17 @@ def test_split_needs_patient_ids():
 
 
 def test_split_summary_and_describe():
-    frame = pd.DataFrame({
-        "path": ["/a", "/b", "/c", "/d", "/e"], "patient_id": ["1", "1", "2", "3", "4"],
-        "study_id": ["s1", "s1", "s2", "s3", "s4"], "view": ["PA", "LATERAL", "AP", "PA", ""],
-        "split": ["train", "train", "val", "test", "train"],
-        "A": [1.0, -1.0, np.nan, 0.0, 0.4], "B": [0.0, 0.0, 1.0, 1.0, 0.6]})
+    frame = pd.DataFrame(
+        {
+            "path": ["/a", "/b", "/c", "/d", "/e"],
+            "patient_id": ["1", "1", "2", "3", "4"],
+            "study_id": ["s1", "s1", "s2", "s3", "s4"],
+            "view": ["PA", "LATERAL", "AP", "PA", ""],
+            "split": ["train", "train", "val", "test", "train"],
+            "A": [1.0, -1.0, np.nan, 0.0, 0.4],
+            "B": [0.0, 0.0, 1.0, 1.0, 0.6],
+        }
+    )
     m = Manifest(frame, ["A", "B"], Path("/tmp/m.csv"))
     s = split_summary(m)
     assert list(s.columns) == ["train", "val", "test", "all"]
@@ -122,8 +138,7 @@ def test_cli_split_and_describe(tmp_path, capsys):
     assert main(["manifest", "split", str(src)]) == 2  # exists: needs --overwrite
     assert main(["manifest", "split", str(src), "--out", str(src)]) == 2  # never the input
     assert "input manifest" in capsys.readouterr().err
-    assert main(["manifest", "split", str(src), "--val", "0.6", "--test", "0.5", "--out",
-                 str(tmp_path / "x.csv")]) == 2
+    assert main(["manifest", "split", str(src), "--val", "0.6", "--test", "0.5", "--out", str(tmp_path / "x.csv")]) == 2
     capsys.readouterr()
     assert main(["manifest", "describe", str(dest)]) == 0
     out = capsys.readouterr().out
@@ -134,9 +149,11 @@ def test_cli_split_and_describe(tmp_path, capsys):
 
 def test_real_nih_split(shared_data, tmp_path):
     """The 64 px NIH subset (several images per patient) splits cleanly by patient."""
-    from chestxr.converters import convert_nih
+    from chestxr.data.converters import convert_nih
 
-    f = convert_nih(shared_data / "nih14-64px" / "Data_Entry.csv", image_root=str(shared_data / "nih14-64px" / "images"))
+    f = convert_nih(
+        shared_data / "nih14-64px" / "Data_Entry.csv", image_root=str(shared_data / "nih14-64px" / "images")
+    )
     write_manifest(f, tmp_path / "nih.csv")
     m = read_manifest(tmp_path / "nih.csv")
     with pytest.warns(UserWarning, match="Hernia"):  # 2 Hernia patients: cannot fill 3 splits

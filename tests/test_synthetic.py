@@ -1,4 +1,5 @@
-"""Tests of the synthetic chest X-ray generator (chestxr.synthetic): tiny images, seconds in all."""
+"""Tests of the synthetic chest X-ray generator (chestxr.data.synthetic): tiny images, seconds in all."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from chestxr.errors import ConfigError
-from chestxr.synthetic import (
+from chestxr.core.errors import ConfigError
+from chestxr.data.synthetic import (
     FINDINGS,
     encode_dicom_pixels,
     generate_synthetic_dataset,
@@ -84,7 +85,9 @@ def test_same_seed_same_bytes_different_seed_differs(tmp_path: Path, dataset: Pa
     assert other.read_bytes() != dataset.read_bytes()
     first = _rows(dataset)[0]["path"]
     if (other.parent / first).exists():
-        assert not np.array_equal(_read_like_a_reader(other.parent / first), _read_like_a_reader(dataset.parent / first))
+        assert not np.array_equal(
+            _read_like_a_reader(other.parent / first), _read_like_a_reader(dataset.parent / first)
+        )
 
 
 def test_formats_mixed(dataset: Path) -> None:
@@ -182,8 +185,9 @@ def test_soft_labels(tmp_path: Path) -> None:
     values = {s.labels[f] for s in specs for f in FINDINGS}
     soft = {float(v) for v in values if v not in {"1", "0", "-1", ""}}
     assert soft and soft <= {0.3, 0.4, 0.6, 0.7} and "-1" in values
-    rows = _rows(generate_synthetic_dataset(tmp_path, n_images=12, seed=3, size=32, soft_labels=True,
-                                            uncertain_rate=0.3))
+    rows = _rows(
+        generate_synthetic_dataset(tmp_path, n_images=12, seed=3, size=32, soft_labels=True, uncertain_rate=0.3)
+    )
     for r in rows:
         for f in FINDINGS:
             assert r[f] in {"1", "0", "-1", ""} or 0.0 <= float(r[f]) <= 1.0
@@ -202,8 +206,15 @@ def test_png_only_and_dicom_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"findings": ("Opacity", "Pneumothorax")}, {"findings": ()}, {"n_images": 0}, {"images_per_patient": (2, 1)},
-     {"uncertain_rate": 1.5}, {"dicom_fraction": -0.1}, {"uncertain_rate": 0.6, "blank_rate": 0.6}],
+    [
+        {"findings": ("Opacity", "Pneumothorax")},
+        {"findings": ()},
+        {"n_images": 0},
+        {"images_per_patient": (2, 1)},
+        {"uncertain_rate": 1.5},
+        {"dicom_fraction": -0.1},
+        {"uncertain_rate": 0.6, "blank_rate": 0.6},
+    ],
 )
 def test_bad_arguments_raise_config_error(tmp_path: Path, kwargs) -> None:
     with pytest.raises(ConfigError):

@@ -1,5 +1,6 @@
 """Training runs end to end on tiny synthetic data: run folder contract, resume == uninterrupted,
 one-vs-rest, fine-tuning with another finding list, bad images skipped, NaN loss stops cleanly."""
+
 from __future__ import annotations
 
 import copy
@@ -10,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from chestxr.cli import main
-from chestxr.config import config_from_dict
-from chestxr.errors import TrainingError
-from chestxr.train import train
+from chestxr.cli.main import main
+from chestxr.core.config import config_from_dict
+from chestxr.core.errors import TrainingError
+from chestxr.modeling.training import train
 
 BASE = {
     "name": "t",
@@ -27,7 +28,7 @@ BASE = {
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    from chestxr.synthetic import generate_synthetic_dataset
+    from chestxr.data.synthetic import generate_synthetic_dataset
 
     out = tmp_path_factory.mktemp("synth")
     return generate_synthetic_dataset(out / "data", n_images=48, seed=1, size=64)
@@ -53,7 +54,7 @@ def test_run_folder_contract(synth, tmp_path):
     assert meta["thresholds"] is None
     splits = pd.read_csv(run / "splits.csv")
     train_patients = set(splits.loc[splits["split"] == "train", "patient_id"].astype(str))
-    from chestxr.io import hash_strings
+    from chestxr.core.fileio import hash_strings
 
     assert set(meta["training_patients_sha"]) == set(hash_strings(sorted(train_patients)))
     metrics = pd.read_csv(run / "metrics.csv")
@@ -66,8 +67,23 @@ def test_existing_run_folder_needs_overwrite(synth, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     (out / "something").write_text("x")
-    code = main(["train", "--manifest", str(synth), "--out", str(out), "--set", "train.epochs=1",
-                 "--set", "model.backbone=tiny", "--set", "preprocessing.size=32", "--set", "data.num_workers=0"])
+    code = main(
+        [
+            "train",
+            "--manifest",
+            str(synth),
+            "--out",
+            str(out),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "model.backbone=tiny",
+            "--set",
+            "preprocessing.size=32",
+            "--set",
+            "data.num_workers=0",
+        ]
+    )
     assert code == 2 and "--overwrite" in capsys.readouterr().err
 
 
@@ -95,7 +111,7 @@ def test_same_seed_same_metrics(synth, tmp_path):
 
 
 def test_one_vs_rest_run(synth, tmp_path):
-    from chestxr.checkpoint import load_model
+    from chestxr.modeling.checkpoint import load_model
 
     run = train(cfg(synth, model__mode="ovr", train__epochs=2), out_dir=tmp_path / "ovr")
     model, meta = load_model(run)
@@ -111,11 +127,19 @@ def test_binary_single_finding(synth, tmp_path):
 
 
 def test_finetune_with_other_findings(synth, tmp_path):
-    from chestxr.checkpoint import load_model
+    from chestxr.modeling.checkpoint import load_model
 
     first = train(cfg(synth, train__epochs=1), out_dir=tmp_path / "first")
-    second = train(cfg(synth, data__findings=["Nodule", "Cardiomegaly"], model__init_from=str(first),
-                       train__epochs=1, train__lr=0.0), out_dir=tmp_path / "second")
+    second = train(
+        cfg(
+            synth,
+            data__findings=["Nodule", "Cardiomegaly"],
+            model__init_from=str(first),
+            train__epochs=1,
+            train__lr=0.0,
+        ),
+        out_dir=tmp_path / "second",
+    )
     m1, _ = load_model(first)
     m2, meta2 = load_model(second)
     assert meta2["findings"] == ["Nodule", "Cardiomegaly"]
@@ -136,7 +160,7 @@ def test_bad_image_skip_and_error(synth, tmp_path):
     frame.loc[len(frame) - 1, "split"] = "train"
     man = synth.parent / "with_bad.csv"
     frame.to_csv(man, index=False)
-    from chestxr.errors import ImageReadError
+    from chestxr.core.errors import ImageReadError
 
     with pytest.raises(ImageReadError, match="broken.png"):
         train(cfg(man, train__epochs=1), out_dir=tmp_path / "err")
@@ -146,9 +170,9 @@ def test_bad_image_skip_and_error(synth, tmp_path):
 
 
 def test_nan_loss_stops_with_clear_message():
-    from chestxr.dataset import collate
-    from chestxr.engine import train_one_epoch
-    from chestxr.losses import masked_bce_with_logits
+    from chestxr.imaging.dataset import collate
+    from chestxr.modeling.engine import train_one_epoch
+    from chestxr.modeling.losses import masked_bce_with_logits
 
     class Exploding(torch.nn.Module):
         def __init__(self):
@@ -158,12 +182,28 @@ def test_nan_loss_stops_with_clear_message():
         def forward(self, x):
             return self.w * torch.full((x.shape[0], 2), float("inf"))
 
-    batch = [{"image": torch.zeros(3, 8, 8), "target": torch.tensor([1.0, 0.0]), "mask": torch.tensor([True, True]),
-              "index": i, "ok": True, "reason": "", "path": f"x{i}.png"} for i in range(2)]
+    batch = [
+        {
+            "image": torch.zeros(3, 8, 8),
+            "target": torch.tensor([1.0, 0.0]),
+            "mask": torch.tensor([True, True]),
+            "index": i,
+            "ok": True,
+            "reason": "",
+            "path": f"x{i}.png",
+        }
+        for i in range(2)
+    ]
     model = Exploding()
     before = model.w.detach().clone()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TrainingError, match="loss became .* at batch 0"):
-        train_one_epoch(model, [collate(batch)], opt, loss_fn=masked_bce_with_logits, device=torch.device("cpu"),
-                        channels_last=False)
+        train_one_epoch(
+            model,
+            [collate(batch)],
+            opt,
+            loss_fn=masked_bce_with_logits,
+            device=torch.device("cpu"),
+            channels_last=False,
+        )
     assert torch.equal(model.w.detach(), before)  # no step taken with a non-finite loss

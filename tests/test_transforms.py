@@ -1,4 +1,5 @@
-"""chestxr.transforms: resize modes, normalization values, augmentation determinism."""
+"""chestxr.imaging.transforms: resize modes, normalization values, augmentation determinism."""
+
 from __future__ import annotations
 
 import pickle
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from chestxr.config import AugmentConfig, PreprocessConfig
-from chestxr.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, resize_square, resize_to
+from chestxr.core.config import AugmentConfig, PreprocessConfig
+from chestxr.imaging.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, resize_square, resize_to
 
 
 def _pre(**kw) -> PreprocessConfig:
@@ -37,7 +38,7 @@ def test_letterbox_pads_black_top_and_bottom_for_wide_image():
 
 def test_crop_keeps_centre_and_stretch_keeps_everything():
     img = np.zeros((32, 96), dtype=np.float32)
-    img[:, :32] = 1.0   # left third white, right third 0.5, centre black
+    img[:, :32] = 1.0  # left third white, right third 0.5, centre black
     img[:, 64:] = 0.5
     crop = build_transform(_pre(channels=1, resize="crop"), None, train=False)(img)[0]
     torch.testing.assert_close(crop, torch.zeros(32, 32))  # the centre third only
@@ -59,8 +60,9 @@ def test_normalization_values():
         expected = (0.5 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
         assert torch.allclose(out[c], torch.full((32, 32), expected), atol=1e-6)
     xrv = build_transform(_pre(normalization="xrv", channels=1), None, train=False)
-    np.testing.assert_allclose(xrv(np.array([[0.0, 0.25], [0.5, 1.0]], np.float32)).numpy()[0, [0, -1], [0, -1]],
-                               [-1024.0, 1024.0], atol=1e-3)
+    np.testing.assert_allclose(
+        xrv(np.array([[0.0, 0.25], [0.5, 1.0]], np.float32)).numpy()[0, [0, -1], [0, -1]], [-1024.0, 1024.0], atol=1e-3
+    )
     flat = xrv(np.full((8, 8), 0.25, np.float32))
     torch.testing.assert_close(flat, torch.full((1, 32, 32), -512.0))
     none = build_transform(_pre(normalization="none"), None, train=False)(img)
@@ -79,8 +81,9 @@ def test_eval_transform_is_deterministic_and_uses_no_rng():
 
 
 def test_augmentation_seeded_deterministic_and_varies():
-    aug = AugmentConfig(enabled=True, rotate_deg=10, scale=(0.9, 1.1), translate=0.1,
-                        brightness=0.2, contrast=0.2, hflip=True)
+    aug = AugmentConfig(
+        enabled=True, rotate_deg=10, scale=(0.9, 1.1), translate=0.1, brightness=0.2, contrast=0.2, hflip=True
+    )
     t = build_transform(_pre(), aug, train=True)
     assert t.random
     img = np.random.default_rng(2).random((48, 48), dtype=np.float32)
@@ -108,8 +111,9 @@ def test_augmentation_disabled_is_identity_path():
 def test_hflip_only_mirrors():
     img = np.zeros((32, 32), dtype=np.float32)
     img[:, :4] = 1.0
-    aug = AugmentConfig(enabled=True, rotate_deg=0, scale=(1.0, 1.0), translate=0.0,
-                        brightness=0.0, contrast=0.0, hflip=True)
+    aug = AugmentConfig(
+        enabled=True, rotate_deg=0, scale=(1.0, 1.0), translate=0.0, brightness=0.0, contrast=0.0, hflip=True
+    )
     t = build_transform(_pre(channels=1), aug, train=True)
     torch.manual_seed(0)
     outs = [t(img)[0] for _ in range(20)]

@@ -1,0 +1,91 @@
+"""``chestxr calibrate``: fit per-finding operating points on a held-out split."""
+
+from __future__ import annotations
+
+import argparse
+
+from chestxr.cli.options import add_inference_options
+
+
+def _parse_per_finding(items: list[str]) -> dict[str, str]:
+    from chestxr.core.errors import CalibrationError
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise CalibrationError(
+                f"--finding-method {item!r} must look like FINDING=METHOD, e.g. Pneumothorax=sensitivity:0.95"
+            )
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="fit per-finding thresholds on a held-out split",
+        description="Run the model on a calibration split, fit one threshold per finding from its ROC "
+        "curve, attach bootstrap-by-patient confidence intervals, and store them as a new version of "
+        "RUN/model.json and in RUN/thresholds.json. Methods: youden, sensitivity:X, specificity:X, f1, "
+        "ppv:X, cost:C_FP:C_FN, fixed:T.",
+    )
+    p.add_argument("--checkpoint", required=True, help="run folder written by `chestxr train`")
+    p.add_argument("--manifest", required=True, help="manifest with the calibration images")
+    p.add_argument("--split", default=None, help="use only rows with this split value (e.g. val)")
+    p.add_argument("--method", default="youden", help="default operating-point rule")
+    p.add_argument(
+        "--finding-method",
+        action="append",
+        default=[],
+        metavar="FINDING=METHOD",
+        help="per-finding rule, e.g. Pneumothorax=sensitivity:0.95 (repeatable)",
+    )
+    p.add_argument(
+        "--probability",
+        choices=["temperature", "platt", "isotonic"],
+        default=None,
+        help="also fit probability calibration (applied at predict time)",
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    p.add_argument("--ci", type=float, default=0.95, help="confidence level")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="allow calibrating on training patients")
+    add_inference_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from chestxr.runs.workflows import calibrate_run
+
+    data = calibrate_run(
+        args.checkpoint,
+        args.manifest,
+        split=args.split,
+        method=args.method,
+        per_finding=_parse_per_finding(args.finding_method),
+        probability=args.probability,
+        n_boot=args.bootstrap,
+        level=args.ci,
+        seed=args.seed,
+        force=args.force,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        on_bad_image=args.on_bad_image,
+    )
+    lvl = int(round(args.ci * 100))
+    print(f"{'finding':<22} {'method':<18} {'threshold':>9}  {'sensitivity':<22} {'specificity':<22}")
+    for r in data["thresholds"]:
+
+        def fmt(k):
+            v, ci = r.get(k), r.get(f"{k}_ci") or [float('nan')] * 2
+            return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if v is not None else "n/a"
+
+        thr = r.get("threshold")
+        print(
+            f"{r['finding']:<22} {r['method']:<18} {thr if thr is None else round(thr, 4)!s:>9}  "
+            f"{fmt('sensitivity'):<22} {fmt('specificity'):<22}"
+        )
+    print(f"({lvl}% bootstrap-by-patient intervals, {data['n_images']} images, {data['n_patients']} patients)")
+    print(f"thresholds written to {args.checkpoint}/thresholds.json and model.json")
+    return 0

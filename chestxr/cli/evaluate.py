@@ -1,0 +1,48 @@
+"""``chestxr evaluate``: per-finding evaluation report on a labeled split."""
+
+from __future__ import annotations
+
+import argparse
+
+from chestxr.cli.options import add_inference_options
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a run on a labeled split (HTML + CSV + JSON report)",
+        description="Writes report.html (self-contained), metrics.csv, metrics.json, predictions.csv: "
+        "AUROC with CIs, sensitivity/specificity/PPV/NPV at the stored thresholds, and whether each "
+        "calibration promise holds on this split.",
+    )
+    p.add_argument("--checkpoint", required=True, help="run folder")
+    p.add_argument("--manifest", required=True, help="labeled manifest")
+    p.add_argument("--split", default=None, help="use only rows with this split value (e.g. test)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--ci", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    add_inference_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from chestxr.runs.workflows import evaluate_run
+
+    written = evaluate_run(
+        args.checkpoint,
+        args.manifest,
+        args.out,
+        split=args.split,
+        n_boot=args.bootstrap,
+        level=args.ci,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        on_bad_image=args.on_bad_image,
+    )
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0

@@ -1,0 +1,72 @@
+"""The ``chestxr`` command line. Thin: parses arguments and calls the API in chestxr.cli.*.
+
+Every subcommand lives in its own module ``chestxr.cli.<name>`` exposing
+``add_parser(subparsers)``; heavy imports (torch, pandas) happen inside the command, so
+``chestxr --help`` is instant. Errors chestxr raises on purpose (ChestXRError) are printed
+as one readable message and exit with code 2; no traceback unless ``CHESTXR_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from chestxr import __version__
+
+COMMANDS = ["demo", "train", "calibrate", "evaluate", "predict", "manifest", "cache", "export"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog="chestxr",
+        description="Train, calibrate and audit multi-label chest X-ray classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"chestxr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"chestxr.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"chestxr.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: ``chestxr COMMAND ...``. Returns the process exit code."""
+    from chestxr.core.errors import ChestXRError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _short_warnings()
+    try:
+        return int(args.func(args) or 0)
+    except ChestXRError as exc:
+        if os.environ.get("CHESTXR_DEBUG"):
+            raise
+        print(f"chestxr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"chestxr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _short_warnings() -> None:
+    """Warnings as one line each ("warning: message"), without the source line they came from."""
+    import warnings
+
+    def fmt(message, category, filename, lineno, line=None):  # noqa: ANN001
+        return f"warning: {message}\n"
+
+    warnings.formatwarning = fmt
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Layer 1: manifests (schema, reader, writer), finding vocabularies and label policies, converters from published label tables, patient-level splits, the synthetic generator. Imports only chestxr.core."""

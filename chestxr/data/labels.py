@@ -1,0 +1,160 @@
+"""From a manifest and a label policy to labeled splits: targets, masks and evaluation labels.
+
+Two label views are kept apart on purpose:
+- training ``targets``/``mask`` follow the config's label policy (uncertain -> ones/zeros/soft/masked);
+- evaluation ``eval_true``/``eval_mask`` never count an uncertain (-1) label, whatever the training
+  policy did with it, and treat blanks as the policy says (zeros or masked). Soft labels are
+  binarised at 0.5 for metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from chestxr.core.config import Config, LabelPolicy
+from chestxr.core.errors import ManifestError
+
+
+@dataclass
+class LabeledSet:
+    """Rows of one split with their labels.
+
+    frame: the manifest rows (path absolute, patient_id, study_id, view, split, metadata, findings).
+    targets: float32 (n, f) training targets; mask: bool (n, f).
+    eval_true: float32 (n, f) 0/1; eval_mask: bool (n, f).
+    """
+
+    frame: pd.DataFrame
+    findings: list[str]
+    targets: np.ndarray
+    mask: np.ndarray
+    eval_true: np.ndarray
+    eval_mask: np.ndarray
+    source: str
+    manifest_hash: str
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def paths(self) -> list[str]:
+        return self.frame["path"].astype(str).tolist()
+
+    @property
+    def patient_ids(self) -> np.ndarray:
+        return self.frame["patient_id"].astype(str).to_numpy()
+
+
+def evaluation_labels(labels: np.ndarray, policy: LabelPolicy, findings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(eval_true (n, f) float32 0/1, eval_mask (n, f) bool) from raw labels (NaN blank, -1 uncertain)."""
+    from chestxr.data.findings import apply_label_policy
+
+    eval_policy = replace(
+        policy,
+        uncertain="masked",
+        per_finding={k: {kk: vv for kk, vv in v.items() if kk != "uncertain"} for k, v in policy.per_finding.items()},
+    )
+    targets, mask = apply_label_policy(labels, findings, eval_policy, seed=0)
+    return (targets >= 0.5).astype(np.float32), mask
+
+
+def labeled_from_manifest(
+    manifest, findings: list[str], policy: LabelPolicy, *, seed: int, split: Optional[str] = None
+) -> LabeledSet:
+    """LabeledSet for ``manifest`` (a chestxr.manifest.Manifest), optionally only rows of ``split``."""
+    from chestxr.data.findings import apply_label_policy, relabel
+    from chestxr.data.manifest import manifest_hash
+
+    manifest = relabel(manifest, findings)
+    frame = manifest.frame
+    if split is not None:
+        if "split" not in frame.columns or not (frame["split"] == split).any():
+            have = sorted(set(frame["split"])) if "split" in frame.columns else []
+            raise ManifestError(
+                manifest.source,
+                [
+                    f"column 'split': no rows with split == {split!r} "
+                    f"(values present: {have}); run `chestxr manifest split` first"
+                ],
+            )
+        keep = (frame["split"] == split).to_numpy()
+        manifest = replace(manifest, frame=frame[keep].reset_index(drop=True))
+    labels = manifest.labels()
+    targets, mask = apply_label_policy(labels, findings, policy, seed=seed)
+    eval_true, eval_mask = evaluation_labels(labels, policy, findings)
+    return LabeledSet(
+        frame=manifest.frame.reset_index(drop=True),
+        findings=list(findings),
+        targets=targets.astype(np.float32),
+        mask=mask.astype(bool),
+        eval_true=eval_true,
+        eval_mask=eval_mask,
+        source=str(manifest.source),
+        manifest_hash=manifest_hash(manifest),
+    )
+
+
+def load_labeled_set(
+    path: str | Path,
+    *,
+    findings: list[str],
+    policy: LabelPolicy,
+    views: Optional[list[str]] = None,
+    split: Optional[str] = None,
+    seed: int = 0,
+) -> LabeledSet:
+    """Read a manifest and label it for ``findings`` (aliases mapped; absent findings masked)."""
+    from chestxr.data.manifest import read_manifest
+
+    manifest = read_manifest(path, views=views)
+    return labeled_from_manifest(manifest, findings, policy, seed=seed, split=split)
+
+
+def resolve_findings(manifest_findings: list[str], config: Config) -> list[str]:
+    """The model's finding list: config.data.findings, else the manifest's (No Finding per policy)."""
+    from chestxr.data.findings import select_findings
+
+    return select_findings(manifest_findings, config.labels, config.data.findings)
+
+
+def load_training_splits(config: Config, *, run_dir: Optional[Path] = None) -> dict[str, LabeledSet]:
+    """{"train", "val", "test"?} LabeledSets for a training run.
+
+    Uses the manifest's split column when it has train and val rows; else separate val/test
+    manifests when configured; else makes a patient-level stratified split
+    (data.val_fraction/test_fraction, seeded) and writes it to ``run_dir/splits.csv`` so calibrate
+    and evaluate can use the same split (``--manifest RUN/splits.csv --split val``).
+    """
+    from chestxr.data.manifest import read_manifest, write_manifest
+    from chestxr.data.splits import split_manifest
+
+    if not config.data.manifest:
+        raise ManifestError("<config>", ["data.manifest is not set: pass --manifest PATH or set it in the config"])
+    manifest = read_manifest(config.data.manifest, views=config.data.views)
+    findings = resolve_findings(manifest.findings, config)
+    policy, seed = config.labels, config.seed
+    out: dict[str, LabeledSet] = {}
+    if config.data.val_manifest:
+        out["train"] = labeled_from_manifest(manifest, findings, policy, seed=seed)
+        val = read_manifest(config.data.val_manifest, views=config.data.views)
+        out["val"] = labeled_from_manifest(val, findings, policy, seed=seed)
+        if config.data.test_manifest:
+            test = read_manifest(config.data.test_manifest, views=config.data.views)
+            out["test"] = labeled_from_manifest(test, findings, policy, seed=seed)
+        return out
+    splits = set(manifest.frame["split"]) if "split" in manifest.frame.columns else set()
+    if not {"train", "val"} <= splits:
+        manifest = split_manifest(
+            manifest, val=config.data.val_fraction, test=config.data.test_fraction, seed=config.seed
+        )
+        if run_dir is not None:
+            write_manifest(manifest, Path(run_dir) / "splits.csv")
+    for name in ("train", "val", "test"):
+        if (manifest.frame["split"] == name).any():
+            out[name] = labeled_from_manifest(manifest, findings, policy, seed=seed, split=name)
+    return out

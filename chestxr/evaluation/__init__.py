@@ -1,0 +1,1 @@
+"""Layer 3 (beside modeling, independent of it): statistics on arrays of labels and scores. Metrics and intervals, bootstrap by patient, thresholds (operating points), probability calibration. Imports only chestxr.core."""

@@ -1,0 +1,1 @@
+"""Layer 3: networks and training. Backbones and weight loading, losses, the engine (train/infer loops on tensors), DDP glue, checkpoints, the training loop around a run folder. Imports core, data, imaging."""

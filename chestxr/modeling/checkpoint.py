@@ -1,0 +1,469 @@
+"""Checkpoints without pickle: safetensors weights + JSON metadata; resumable training state.
+
+A run folder holds ``model.safetensors`` (weights) and ``model.json`` (findings, mode, task, backbone,
+in_channels, preprocessing, label policy, thresholds, calibration, config, hashed training patients,
+versions, ``version``, ``history``, and the weights' sha256 so a mismatched pair is caught).
+:func:`update_metadata` never overwrites silently: the previous file is kept as ``model.v{N}.json``.
+
+``last/`` (``save_training_state``) holds ``state.safetensors`` (model, optimizer and scheduler
+tensors, RNG byte states) and ``state.json`` (everything else), written into a temp folder that
+replaces the old one only when complete. Loading never unpickles: a pickle file is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from chestxr.core.errors import CheckpointError
+from chestxr.core.fileio import hash_file, to_jsonable, write_json_atomic, write_with_atomic
+
+MODEL_FILE = "model.safetensors"
+META_FILE = "model.json"
+STATE_FILE = "state.safetensors"
+STATE_META = "state.json"
+FORMAT = "chestxr-model"
+FORMAT_VERSION = 1
+#: metadata keys tied to the weights; update_metadata refuses to change them.
+FROZEN_KEYS = (
+    "format",
+    "format_version",
+    "findings",
+    "mode",
+    "backbone",
+    "in_channels",
+    "dropout",
+    "weights_sha256",
+    "version",
+    "history",
+)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _check_not_pickle(path: Path) -> None:
+    from chestxr.modeling.models import sniff_format
+
+    kind = sniff_format(path)
+    if kind == "pickle":
+        raise CheckpointError(
+            f"{path}: is a pickle/torch.save file, not safetensors; chestxr refuses to "
+            "load it because unpickling can run arbitrary code. Re-save the weights "
+            "with chestxr.checkpoint.save_model (safetensors) from a session you trust"
+        )
+    if kind != "safetensors":
+        raise CheckpointError(f"{path}: not a safetensors file (corrupt or truncated?)")
+
+
+def _load_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    _check_not_pickle(path)
+    try:
+        return load_file(str(path), device=device)
+    except Exception as exc:  # safetensors' own error types
+        raise CheckpointError(f"{path}: cannot read safetensors file ({exc})") from None
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    write_with_atomic(path, lambda tmp: save_file(flat, tmp, metadata={"format": "pt"}))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found (is this a chestxr run folder?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def _run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    return path.parent if path.name in (MODEL_FILE, META_FILE) else path
+
+
+def read_metadata(run_dir: str | Path) -> dict[str, Any]:
+    """The current ``model.json`` of a run folder (or of the folder of a model.json/.safetensors path)."""
+    path = _run_dir(run_dir) / META_FILE
+    meta = _read_json(path)
+    missing = [k for k in ("findings", "backbone", "mode") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: missing key(s) {missing}")
+    _check_metadata_types(path, meta)
+    if int(meta.get("format_version", 1)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer chestxr (format {meta['format_version']}); upgrade")
+    return meta
+
+
+def _check_metadata_types(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a model.json whose core fields have the wrong JSON types (hand-edited or crafted file)."""
+
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path}: {key!r} must be {expected}, got {meta[key]!r:.80}; "
+            "the file was edited or is not a chestxr model.json"
+        )
+
+    findings = meta["findings"]
+    if not (isinstance(findings, list) and findings and all(isinstance(f, str) and f for f in findings)):
+        raise bad("findings", "a non-empty list of finding names")
+    if len(set(findings)) != len(findings):
+        raise bad("findings", "a list of distinct names")
+    for key in ("backbone", "mode"):
+        if not isinstance(meta[key], str):
+            raise bad(key, "a string")
+    for key in ("in_channels", "format_version", "version"):
+        if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], int)):
+            raise bad(key, "an integer")
+    if "dropout" in meta and (isinstance(meta["dropout"], bool) or not isinstance(meta["dropout"], (int, float))):
+        raise bad("dropout", "a number")
+    if "preprocessing" in meta and not isinstance(meta["preprocessing"], dict):
+        raise bad("preprocessing", "a JSON object")
+    for key in ("label_policy", "probability_calibration", "config"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise bad(key, "a JSON object or null")
+
+    def number_or_null(v: Any) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    thresholds = meta.get("thresholds")
+    if thresholds is not None:
+        ok = isinstance(thresholds, list) and all(
+            number_or_null(r)
+            or (isinstance(r, dict) and isinstance(r.get("finding"), str) and number_or_null(r.get("threshold")))
+            for r in thresholds
+        )
+        if not ok:
+            raise bad("thresholds", "null or a list of {\"finding\": name, \"threshold\": number or null}")
+
+
+def save_model(run_dir: str | Path, model: nn.Module, metadata: dict[str, Any]) -> Path:
+    """Write ``model.safetensors`` + ``model.json`` (each atomically) into ``run_dir``; returns run_dir.
+
+    metadata must hold ``findings``; backbone/mode/in_channels/dropout default to the model's
+    ``chestxr_spec``. thresholds/calibration default to None, version to 1; versions and time are added.
+    """
+    import chestxr
+
+    run_dir = Path(run_dir)
+    spec = getattr(model, "chestxr_spec", None)
+    meta = dict(metadata)
+    if "findings" not in meta:
+        raise CheckpointError("save_model: metadata needs 'findings' (the list of finding names)")
+    if spec is not None:
+        for key in ("backbone", "mode", "in_channels", "dropout"):
+            if key in meta and meta[key] != getattr(spec, key):
+                raise CheckpointError(
+                    f"save_model: metadata {key}={meta[key]!r} but the model has {getattr(spec, key)!r}"
+                )
+            meta[key] = getattr(spec, key)
+        if spec.n_findings != len(meta["findings"]):
+            raise CheckpointError(
+                f"save_model: {len(meta['findings'])} findings but the model has {spec.n_findings} outputs"
+            )
+    for key in ("backbone", "mode"):
+        if key not in meta:
+            raise CheckpointError(f"save_model: metadata needs {key!r} for a model not built by build_model")
+    meta.setdefault("in_channels", 3)
+    meta.setdefault("dropout", 0.0)
+    meta.setdefault("task", "multilabel")
+    for key in ("thresholds", "calibration", "probability_calibration", "preprocessing", "label_policy", "config"):
+        meta.setdefault(key, None)
+    meta.setdefault("training_patients_sha", [])
+    meta.update(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        chestxr_version=chestxr.__version__,
+        torch_version=torch.__version__,
+        created=meta.get("created") or _now(),
+    )
+    meta.setdefault("version", 1)
+    meta.setdefault("history", [{"version": meta["version"], "reason": "saved", "time": meta["created"]}])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _save_tensors(run_dir / MODEL_FILE, model.state_dict())
+    meta["weights_sha256"] = hash_file(run_dir / MODEL_FILE)
+    write_json_atomic(run_dir / META_FILE, meta)
+    return run_dir
+
+
+def load_model(
+    run_dir_or_file: str | Path, *, map_location: str | torch.device = "cpu", verify: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from ``model.json`` and load ``model.safetensors`` strictly; model in eval mode.
+
+    verify: check the weights' sha256 against the metadata (catches a weights/metadata mix-up).
+    """
+    from chestxr.modeling.models import build_model
+
+    run_dir = _run_dir(run_dir_or_file)
+    meta = read_metadata(run_dir)
+    weights = run_dir / MODEL_FILE
+    tensors = _load_tensors(weights, device=str(map_location))
+    if verify and meta.get("weights_sha256") and hash_file(weights) != meta["weights_sha256"]:
+        raise CheckpointError(
+            f"{weights}: does not match {run_dir / META_FILE} (sha256 differs); the "
+            "files come from different saves or one was modified"
+        )
+    try:
+        model = build_model(
+            meta["backbone"],
+            len(meta["findings"]),
+            mode=meta["mode"],
+            in_channels=int(meta.get("in_channels", 3)),
+            dropout=float(meta.get("dropout", 0.0)),
+        )
+    except (ValueError, CheckpointError) as exc:
+        raise CheckpointError(f"{run_dir / META_FILE}: cannot rebuild the model: {exc}") from None
+    missing, unexpected = _diff_keys(model.state_dict(), tensors)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: does not fit {meta['backbone']} ({meta['mode']}, "
+            f"{len(meta['findings'])} findings): missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights}: tensor shapes do not fit the model: {exc}") from None
+    return model.to(map_location).eval(), meta
+
+
+def _diff_keys(own: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], list[str]]:
+    return sorted(set(own) - set(other)), sorted(set(other) - set(own))
+
+
+def update_metadata(run_dir: str | Path, changes: dict[str, Any], *, reason: str) -> dict[str, Any]:
+    """Write a new version of ``model.json`` with ``changes`` applied (top-level keys replaced).
+
+    The current file is first kept as ``model.v{N}.json``; ``version`` becomes N+1 and ``history``
+    gains {version, reason, time, changed}. Keys tied to the weights (FROZEN_KEYS) cannot change.
+    """
+    run_dir = _run_dir(run_dir)
+    if not reason or not reason.strip():
+        raise CheckpointError("update_metadata: give a reason (it is recorded in the history)")
+    frozen = sorted(set(changes) & set(FROZEN_KEYS))
+    if frozen:
+        raise CheckpointError(
+            f"update_metadata: {frozen} cannot be changed (tied to the weights); train or fine-tune a new model instead"
+        )
+    meta = read_metadata(run_dir)
+    version = int(meta.get("version", 1))
+    backup = run_dir / f"model.v{version}.json"
+    current = (run_dir / META_FILE).read_bytes()
+    if backup.exists() and backup.read_bytes() != current:
+        raise CheckpointError(f"{backup} already exists with other content; refusing to overwrite it")
+    if not backup.exists():
+        write_with_atomic(backup, lambda tmp: Path(tmp).write_bytes(current))
+    new = {**meta, **to_jsonable(changes), "version": version + 1}
+    new["history"] = [
+        *meta.get("history", []),
+        {"version": version + 1, "reason": reason, "time": _now(), "changed": sorted(changes)},
+    ]
+    write_json_atomic(run_dir / META_FILE, new)
+    return new
+
+
+# ----------------------------------------------------------------------------- training state
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON-able form of ``obj``; tensors go to ``tensors`` under ``path`` and are referenced by name."""
+    import numpy as np
+
+    if isinstance(obj, torch.Tensor):
+        if path in tensors:
+            raise CheckpointError(f"training state: two tensors would be stored as {path!r}")
+        tensors[path] = obj
+        return {"__tensor__": path}
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, bytes):
+        return {"__bytes__": base64.b64encode(obj).decode("ascii")}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, f"{path}/{k}", tensors) for k, v in obj.items()}
+        return {
+            "__dict__": [
+                [_encode(k, f"{path}/k{i}", tensors), _encode(v, f"{path}/{i}", tensors)]
+                for i, (k, v) in enumerate(obj.items())
+            ]
+        }
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CheckpointError(f"training state: cannot store {type(obj).__name__} at {path!r} without pickle")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    import numpy as np
+
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__ndarray__" in obj:
+        return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
+    if "__bytes__" in obj:
+        return base64.b64decode(obj["__bytes__"])
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__dict__" in obj:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
+    return {k: _decode(v, tensors) for k, v in obj.items()}
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy (global) and torch (CPU, and CUDA when available) RNG states."""
+    import numpy as np
+
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states captured by :func:`capture_rng_state`.
+
+    Other keys, and values not in capture_rng_state's form (e.g. a repr string), are left alone.
+    """
+    import numpy as np
+
+    py = state.get("python")
+    if isinstance(py, (tuple, list)) and len(py) == 3 and isinstance(py[1], (tuple, list)):
+        random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = state.get("numpy")
+    if isinstance(npy, (tuple, list)) and len(npy) == 5 and npy[0] == "MT19937":
+        np.random.set_state(tuple(npy))
+    if isinstance(state.get("torch"), torch.Tensor):
+        torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
+    cuda = state.get("cuda")
+    if isinstance(cuda, (tuple, list)) and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.to("cpu", torch.uint8) for s in cuda])
+
+
+def save_training_state(
+    dir: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    epoch: int,
+    rng: dict[str, Any],
+    extra: dict[str, Any],
+) -> Path:
+    """Write what ``--resume`` needs into folder ``dir`` (replaced only once the new one is complete).
+
+    rng: e.g. :func:`capture_rng_state`; extra: JSON-able values or tensors (best metric, history...).
+    """
+    dest = Path(dir)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    doc = {
+        "format": "chestxr-training-state",
+        "format_version": FORMAT_VERSION,
+        "epoch": int(epoch),
+        "saved": _now(),
+        "model": _encode(model.state_dict(), "model", tensors),
+        "optimizer": _encode(optimizer.state_dict(), "optimizer", tensors) if optimizer else None,
+        "scheduler": _encode(scheduler.state_dict(), "scheduler", tensors) if scheduler else None,
+        "rng": _encode(rng, "rng", tensors),
+        "extra": _encode(extra, "extra", tensors),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        _save_tensors(tmp / STATE_FILE, tensors)
+        text = json.dumps(doc, indent=1, allow_nan=True)
+        write_with_atomic(tmp / STATE_META, lambda p: Path(p).write_text(text, encoding="utf-8"))
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _find_state_dir(dest: Path) -> Path:
+    if (dest / STATE_META).is_file():
+        return dest
+    # a crash between the two renames of save_training_state leaves only the previous folder
+    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and (olds[-1] / STATE_META).is_file():
+        return olds[-1]
+    raise CheckpointError(f"{dest / STATE_META}: file not found (nothing to resume from)")
+
+
+def load_training_state(
+    dir: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Restore model, optimizer and scheduler in place from :func:`save_training_state`'s folder.
+
+    Returns {"epoch", "rng", "extra"}; with ``restore_rng`` the RNG states are also restored.
+    """
+    src = _find_state_dir(Path(dir))
+    doc = _read_json(src / STATE_META)
+    tensors = _load_tensors(src / STATE_FILE)
+    try:
+        state = _decode(doc["model"], tensors)
+        missing, unexpected = _diff_keys(model.state_dict(), state)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{src}: model state does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        model.load_state_dict(state, strict=True)
+        if optimizer is not None:
+            if doc.get("optimizer") is None:
+                raise CheckpointError(f"{src}: holds no optimizer state")
+            optimizer.load_state_dict(_decode(doc["optimizer"], tensors))
+        if scheduler is not None:
+            if doc.get("scheduler") is None:
+                raise CheckpointError(f"{src}: holds no scheduler state")
+            scheduler.load_state_dict(_decode(doc["scheduler"], tensors))
+        rng = _decode(doc.get("rng") or {}, tensors)
+        extra = _decode(doc.get("extra") or {}, tensors)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{src}: training state does not fit this run: {exc}") from None
+    if restore_rng:
+        restore_rng_state(rng)
+    return {"epoch": int(doc["epoch"]), "rng": rng, "extra": extra}
