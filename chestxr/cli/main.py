@@ -3,7 +3,8 @@
 Every subcommand lives in its own module ``chestxr.cli.<name>`` exposing
 ``add_parser(subparsers)``; heavy imports (torch, pandas) happen inside the command, so
 ``chestxr --help`` is instant. Errors chestxr raises on purpose (ChestXRError) are printed
-as one readable message and exit with code 2; no traceback unless ``CHESTXR_DEBUG=1``.
+as one readable message and exit with code 2, and so is an OSError (disk full, permission denied:
+``path: reason``); no traceback unless ``CHESTXR_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("CHESTXR_DEBUG"):
             raise
         print(f"chestxr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, ...: one line naming the path
+        if os.environ.get("CHESTXR_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"chestxr {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"chestxr {args.command}: interrupted", file=sys.stderr)

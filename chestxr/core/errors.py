@@ -54,3 +54,11 @@ class TrainingError(ChestXRError):
 
 class OutputExistsError(ChestXRError):
     """An output folder already holds results; pass --overwrite to replace them."""
+
+
+class OutputWriteError(ChestXRError):
+    """An output file or folder cannot be written (disk full, permission denied, path cannot be created)."""
+
+
+class RunBusyError(CheckpointError):
+    """Another chestxr command holds the run folder's lock; wait for it to finish or retry."""

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from chestxr.core.errors import CheckpointError
-from chestxr.core.fileio import hash_file, to_jsonable, write_json_atomic, write_with_atomic
+from chestxr.core.fileio import hash_file, make_temp_dir, to_jsonable, write_json_atomic, write_with_atomic
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -402,7 +401,7 @@ def save_training_state(
         "rng": _encode(rng, "rng", tensors),
         "extra": _encode(extra, "extra", tensors),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp = make_temp_dir(dest.parent, prefix=f".{dest.name}.tmp-")
     try:
         _save_tensors(tmp / STATE_FILE, tensors)
         text = json.dumps(doc, indent=1, allow_nan=True)

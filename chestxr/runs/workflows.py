@@ -1,6 +1,7 @@
 """The clinical-review workflows on a run folder: calibrate thresholds, evaluate on a split,
 predict new studies into a review worklist. Each returns what it wrote; the CLI only parses.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,21 +14,39 @@ from chestxr.core.config import LabelPolicy, _from_dict
 from chestxr.data.labels import LabeledSet, load_labeled_set
 from chestxr.core.errors import CalibrationError, ManifestError
 from chestxr.runs.inference import LoadedRun, load_run, predict_paths, scores_from_logits, thresholds_from_meta
-from chestxr.core.fileio import hash_strings, prepare_output_dir, write_json_atomic
+from chestxr.core.fileio import hash_strings, rebase_paths, staged_output_dir, write_json_atomic
 
 
 def _policy(meta: dict[str, Any]) -> LabelPolicy:
     return _from_dict(LabelPolicy, dict(meta.get("label_policy") or {}), "label_policy")
 
 
-def _labeled_predictions(run: LoadedRun, manifest: str | Path, *, split: Optional[str], batch_size: int,
-                         num_workers: int, cache_dir: Optional[str], on_bad_image: str
-                         ) -> tuple[LabeledSet, np.ndarray, np.ndarray, list[tuple[int, str]]]:
+def _labeled_predictions(
+    run: LoadedRun,
+    manifest: str | Path,
+    *,
+    split: Optional[str],
+    batch_size: int,
+    num_workers: int,
+    cache_dir: Optional[str],
+    on_bad_image: str,
+) -> tuple[LabeledSet, np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """(labeled rows that were read, logits (n, f), kept row indices, skipped (index, reason))."""
-    labeled = load_labeled_set(manifest, findings=run.findings, policy=_policy(run.meta), split=split,
-                               seed=int(run.meta.get("config", {}).get("seed", 0)))
-    preds = predict_paths(run, labeled.paths, batch_size=batch_size, num_workers=num_workers,
-                          cache_dir=cache_dir, on_bad_image=on_bad_image)
+    labeled = load_labeled_set(
+        manifest,
+        findings=run.findings,
+        policy=_policy(run.meta),
+        split=split,
+        seed=int(run.meta.get("config", {}).get("seed", 0)),
+    )
+    preds = predict_paths(
+        run,
+        labeled.paths,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        cache_dir=cache_dir,
+        on_bad_image=on_bad_image,
+    )
     return labeled, preds.logits, preds.indices, preds.skipped
 
 
@@ -38,15 +57,28 @@ def _check_not_training_patients(run: LoadedRun, patients: np.ndarray, *, force:
         raise CalibrationError(
             f"{len(overlap)} patient(s) of the {what} split were in the model's training data; "
             "thresholds fitted on them would be optimistic. Use a held-out split (e.g. --split val) "
-            "or pass --force to do it anyway")
+            "or pass --force to do it anyway"
+        )
     return len(overlap)
 
 
-def calibrate_run(run_dir: str | Path, manifest: str | Path, *, split: Optional[str] = None,
-                  method: str = "youden", per_finding: Optional[dict[str, str]] = None,
-                  probability: Optional[str] = None, n_boot: int = 1000, level: float = 0.95,
-                  seed: int = 0, force: bool = False, batch_size: int = 32, num_workers: int = 2,
-                  cache_dir: Optional[str] = None, on_bad_image: str = "error") -> dict[str, Any]:
+def calibrate_run(
+    run_dir: str | Path,
+    manifest: str | Path,
+    *,
+    split: Optional[str] = None,
+    method: str = "youden",
+    per_finding: Optional[dict[str, str]] = None,
+    probability: Optional[str] = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    force: bool = False,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    cache_dir: Optional[str] = None,
+    on_bad_image: str = "error",
+) -> dict[str, Any]:
     """Fit per-finding thresholds (and optionally probability calibration) on a held-out split,
     store them as a new version of model.json and in thresholds.json. Returns the thresholds.json data."""
     from chestxr.evaluation.thresholds import fit_thresholds
@@ -54,9 +86,15 @@ def calibrate_run(run_dir: str | Path, manifest: str | Path, *, split: Optional[
     from chestxr.evaluation.metrics import bootstrap_metrics, expected_calibration_error
 
     run = load_run(run_dir)
-    labeled, logits, kept, skipped = _labeled_predictions(run, manifest, split=split, batch_size=batch_size,
-                                                          num_workers=num_workers, cache_dir=cache_dir,
-                                                          on_bad_image=on_bad_image)
+    labeled, logits, kept, skipped = _labeled_predictions(
+        run,
+        manifest,
+        split=split,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        cache_dir=cache_dir,
+        on_bad_image=on_bad_image,
+    )
     n_overlap = _check_not_training_patients(run, labeled.patient_ids[kept], force=force, what="calibration")
     findings = run.findings
     y_true, mask = labeled.eval_true[kept], labeled.eval_mask[kept]
@@ -72,8 +110,10 @@ def calibrate_run(run_dir: str | Path, manifest: str | Path, *, split: Optional[
         for j, f in enumerate(findings):
             m = mask[:, j]
             if m.sum() and 0 < y_true[m, j].sum() < m.sum():
-                ece[f] = {"before": expected_calibration_error(y_true[m, j], raw[m, j]),
-                          "after": expected_calibration_error(y_true[m, j], calibrated[m, j])}
+                ece[f] = {
+                    "before": expected_calibration_error(y_true[m, j], raw[m, j]),
+                    "after": expected_calibration_error(y_true[m, j], calibrated[m, j]),
+                }
         scores = np.asarray(calibrated, dtype=np.float64)
     else:
         scores = scores_from_logits(logits, {**run.meta, "probability_calibration": None})
@@ -81,8 +121,9 @@ def calibrate_run(run_dir: str | Path, manifest: str | Path, *, split: Optional[
     spec = {**{"*": method}, **spec} if spec else method
     fits = fit_thresholds(y_true, scores, mask, spec, findings=findings)
     thresholds = np.array([f.threshold for f in fits], dtype=np.float64)
-    ci = bootstrap_metrics(y_true, scores, mask, thresholds, groups=groups,
-                           n_boot=n_boot, level=level, seed=seed, findings=findings)
+    ci = bootstrap_metrics(
+        y_true, scores, mask, thresholds, groups=groups, n_boot=n_boot, level=level, seed=seed, findings=findings
+    )
     records = []
     for j, fit in enumerate(fits):
         rec = fit.to_dict()
@@ -93,33 +134,100 @@ def calibrate_run(run_dir: str | Path, manifest: str | Path, *, split: Optional[
             rec["ece"] = ece[fit.finding]
         records.append(rec)
     data = {
-        "run": str(run.run_dir), "manifest": str(manifest), "split": split,
-        "manifest_hash": labeled.manifest_hash, "n_images": int(len(kept)), "n_skipped": len(skipped),
-        "n_patients": int(len(set(groups.tolist()))), "ci_level": level, "n_boot": n_boot,
-        "training_patient_overlap": n_overlap, "forced": bool(force and n_overlap),
+        "run": str(run.run_dir),
+        "manifest": str(manifest),
+        "split": split,
+        "manifest_hash": labeled.manifest_hash,
+        "n_images": int(len(kept)),
+        "n_skipped": len(skipped),
+        "n_patients": int(len(set(groups.tolist()))),
+        "ci_level": level,
+        "n_boot": n_boot,
+        "training_patient_overlap": n_overlap,
+        "forced": bool(force and n_overlap),
         "probability_calibration": prob_record["method"] if prob_record else None,
         "thresholds": records,
     }
     write_json_atomic(run.run_dir / "thresholds.json", data)
-    update_metadata(run.run_dir, {"thresholds": records, "probability_calibration": prob_record,
-                                  "calibration": {k: v for k, v in data.items() if k != "thresholds"}},
-                    reason=f"calibrate on {Path(manifest).name}" + (f" split={split}" if split else ""))
+    update_metadata(
+        run.run_dir,
+        {
+            "thresholds": records,
+            "probability_calibration": prob_record,
+            "calibration": {k: v for k, v in data.items() if k != "thresholds"},
+        },
+        reason=f"calibrate on {Path(manifest).name}" + (f" split={split}" if split else ""),
+    )
     return data
 
 
-def evaluate_run(run_dir: str | Path, manifest: str | Path, out_dir: str | Path, *, split: Optional[str] = None,
-                 n_boot: int = 1000, level: float = 0.95, seed: int = 0, overwrite: bool = False,
-                 batch_size: int = 32, num_workers: int = 2, cache_dir: Optional[str] = None,
-                 on_bad_image: str = "error", title: Optional[str] = None) -> dict[str, Path]:
-    """Evaluate on a labeled split and write report.html, metrics.csv/json, predictions.csv."""
+def evaluate_run(
+    run_dir: str | Path,
+    manifest: str | Path,
+    out_dir: str | Path,
+    *,
+    split: Optional[str] = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    cache_dir: Optional[str] = None,
+    on_bad_image: str = "error",
+    title: Optional[str] = None,
+) -> dict[str, Path]:
+    """Evaluate on a labeled split and write report.html, metrics.csv/json, predictions.csv.
+
+    The folder is built under a temporary name and swapped in only when complete (staged_output_dir);
+    a run folder is refused as ``out_dir``."""
+    run = load_run(run_dir)
+    with staged_output_dir(out_dir, overwrite=overwrite) as staged:
+        written = _evaluate_into(
+            staged,
+            run,
+            manifest,
+            split=split,
+            n_boot=n_boot,
+            level=level,
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            cache_dir=cache_dir,
+            on_bad_image=on_bad_image,
+            title=title,
+        )
+    return rebase_paths(written, staged, Path(out_dir))
+
+
+def _evaluate_into(
+    out: Path,
+    run: LoadedRun,
+    manifest: str | Path,
+    *,
+    split: Optional[str],
+    n_boot: int,
+    level: float,
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+    cache_dir: Optional[str],
+    on_bad_image: str,
+    title: Optional[str],
+) -> dict[str, Path]:
+    """evaluate_run's work, written into the (staged) folder ``out``."""
     from chestxr.evaluation.metrics import evaluate_predictions, multiclass_metrics
     from chestxr.reporting.report import write_evaluation_report
 
-    run = load_run(run_dir)
-    out = prepare_output_dir(out_dir, overwrite=overwrite)
-    labeled, logits, kept, skipped = _labeled_predictions(run, manifest, split=split, batch_size=batch_size,
-                                                          num_workers=num_workers, cache_dir=cache_dir,
-                                                          on_bad_image=on_bad_image)
+    labeled, logits, kept, skipped = _labeled_predictions(
+        run,
+        manifest,
+        split=split,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        cache_dir=cache_dir,
+        on_bad_image=on_bad_image,
+    )
     _check_not_training_patients(run, labeled.patient_ids[kept], force=True, what="evaluation")
     findings = run.findings
     scores = scores_from_logits(logits, run.meta)
@@ -127,24 +235,52 @@ def evaluate_run(run_dir: str | Path, manifest: str | Path, out_dir: str | Path,
     y_true, mask = labeled.eval_true[kept], labeled.eval_mask[kept]
     groups = labeled.patient_ids[kept]
     promised = {r["finding"]: r for r in (run.meta.get("thresholds") or [])} or None
-    evaluation = evaluate_predictions(y_true, scores, mask, thresholds, findings, groups=groups, n_boot=n_boot,
-                                      level=level, seed=seed, promised=promised)
+    evaluation = evaluate_predictions(
+        y_true,
+        scores,
+        mask,
+        thresholds,
+        findings,
+        groups=groups,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        promised=promised,
+    )
     multiclass = None
     if run.meta.get("task") == "multiclass":
         rows = mask.all(axis=1) & (y_true.sum(axis=1) == 1)
         multiclass = multiclass_metrics(y_true[rows], scores[rows])
     frame = labeled.frame.iloc[kept].reset_index(drop=True)
     predictions = _prediction_frame(frame, findings, scores, Path(manifest).parent)
-    model_info = {"run": str(run.run_dir), "backbone": run.meta.get("backbone"), "mode": run.meta.get("mode"),
-                  "task": run.meta.get("task"), "findings": findings, "calibrated": bool(run.meta.get("thresholds")),
-                  "model_version": run.meta.get("version"), "manifest": str(manifest), "split": split,
-                  "manifest_hash": labeled.manifest_hash, "n_skipped": len(skipped),
-                  "skipped": [{"path": _relative(labeled.paths[i], Path(manifest).parent), "reason": r}
-                              for i, r in skipped]}
-    return write_evaluation_report(out, findings=findings, predictions=predictions, y_true=y_true, mask=mask,
-                                   y_score=scores, thresholds=thresholds, groups=groups, evaluation=evaluation,
-                                   model_info=model_info, title=title or f"chestxr evaluation: {Path(manifest).name}",
-                                   multiclass=multiclass)
+    model_info = {
+        "run": str(run.run_dir),
+        "backbone": run.meta.get("backbone"),
+        "mode": run.meta.get("mode"),
+        "task": run.meta.get("task"),
+        "findings": findings,
+        "calibrated": bool(run.meta.get("thresholds")),
+        "model_version": run.meta.get("version"),
+        "manifest": str(manifest),
+        "split": split,
+        "manifest_hash": labeled.manifest_hash,
+        "n_skipped": len(skipped),
+        "skipped": [{"path": _relative(labeled.paths[i], Path(manifest).parent), "reason": r} for i, r in skipped],
+    }
+    return write_evaluation_report(
+        out,
+        findings=findings,
+        predictions=predictions,
+        y_true=y_true,
+        mask=mask,
+        y_score=scores,
+        thresholds=thresholds,
+        groups=groups,
+        evaluation=evaluation,
+        model_info=model_info,
+        title=title or f"chestxr evaluation: {Path(manifest).name}",
+        multiclass=multiclass,
+    )
 
 
 def _relative(path: str, base: Path) -> str:
@@ -156,12 +292,16 @@ def _relative(path: str, base: Path) -> str:
 
 def _prediction_frame(frame: pd.DataFrame, findings: list[str], scores: np.ndarray, base: Path) -> pd.DataFrame:
     """image_id, path (relative to the manifest folder), patient_id, study_id, metadata, prob_<finding>."""
-    out = pd.DataFrame({
-        "image_id": [_relative(p, base) for p in frame["path"].astype(str)],
-        "path": [_relative(p, base) for p in frame["path"].astype(str)],
-        "patient_id": frame["patient_id"].astype(str).to_numpy(),
-        "study_id": frame["study_id"].astype(str).to_numpy() if "study_id" in frame else frame["patient_id"].astype(str).to_numpy(),
-    })
+    out = pd.DataFrame(
+        {
+            "image_id": [_relative(p, base) for p in frame["path"].astype(str)],
+            "path": [_relative(p, base) for p in frame["path"].astype(str)],
+            "patient_id": frame["patient_id"].astype(str).to_numpy(),
+            "study_id": frame["study_id"].astype(str).to_numpy()
+            if "study_id" in frame
+            else frame["patient_id"].astype(str).to_numpy(),
+        }
+    )
     for col in ("view", "sex", "age", "site"):
         if col in frame.columns:
             out[col] = frame[col].to_numpy()
@@ -170,17 +310,61 @@ def _prediction_frame(frame: pd.DataFrame, findings: list[str], scores: np.ndarr
     return out
 
 
-def predict_run(run_dir: str | Path, out_dir: str | Path, *, manifest: Optional[str | Path] = None,
-                inputs: Sequence[str] = (), study_reduce: str = "max", explain: bool = False,
-                overwrite: bool = False, batch_size: int = 32, num_workers: int = 2,
-                cache_dir: Optional[str] = None, on_bad_image: str = "error",
-                max_thumbnails: int = 500) -> dict[str, Path]:
-    """Predict a manifest or files/folders (DICOM folders need no manifest) and write the review worklist."""
+def predict_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    manifest: Optional[str | Path] = None,
+    inputs: Sequence[str] = (),
+    study_reduce: str = "max",
+    explain: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    cache_dir: Optional[str] = None,
+    on_bad_image: str = "error",
+    max_thumbnails: int = 500,
+) -> dict[str, Path]:
+    """Predict a manifest or files/folders (DICOM folders need no manifest) and write the review worklist.
+
+    The folder is built under a temporary name and swapped in only when complete (staged_output_dir);
+    a run folder is refused as ``out_dir``."""
+    run = load_run(run_dir)
+    with staged_output_dir(out_dir, overwrite=overwrite) as staged:
+        written = _predict_into(
+            staged,
+            run,
+            manifest=manifest,
+            inputs=inputs,
+            study_reduce=study_reduce,
+            explain=explain,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            cache_dir=cache_dir,
+            on_bad_image=on_bad_image,
+            max_thumbnails=max_thumbnails,
+        )
+    return rebase_paths(written, staged, Path(out_dir))
+
+
+def _predict_into(
+    out: Path,
+    run: LoadedRun,
+    *,
+    manifest: Optional[str | Path],
+    inputs: Sequence[str],
+    study_reduce: str,
+    explain: bool,
+    batch_size: int,
+    num_workers: int,
+    cache_dir: Optional[str],
+    on_bad_image: str,
+    max_thumbnails: int,
+) -> dict[str, Path]:
+    """predict_run's work, written into the (staged) folder ``out``."""
     from chestxr.runs.inference import collect_inputs, study_key_for_file
     from chestxr.reporting.review import write_review_report
 
-    run = load_run(run_dir)
-    out = prepare_output_dir(out_dir, overwrite=overwrite)
     if manifest is not None:
         from chestxr.data.manifest import read_manifest
 
@@ -191,24 +375,39 @@ def predict_run(run_dir: str | Path, out_dir: str | Path, *, manifest: Optional[
         if not files:
             raise ManifestError(",".join(inputs), ["no image files found; pass DICOM/PNG/JPEG files or folders"])
         base = Path(inputs[0]) if Path(inputs[0]).is_dir() else Path(inputs[0]).parent
-        frame = pd.DataFrame({"path": [str(f.resolve()) for f in files],
-                              "patient_id": "", "study_id": [study_key_for_file(f) for f in files]})
+        frame = pd.DataFrame(
+            {
+                "path": [str(f.resolve()) for f in files],
+                "patient_id": "",
+                "study_id": [study_key_for_file(f) for f in files],
+            }
+        )
     else:
         raise ManifestError("<predict>", ["give --manifest M or image files/folders to predict"])
     paths = frame["path"].astype(str).tolist()
-    preds = predict_paths(run, paths, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
-                          on_bad_image=on_bad_image)
+    preds = predict_paths(
+        run, paths, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, on_bad_image=on_bad_image
+    )
     kept = preds.indices
     scores = scores_from_logits(preds.logits, run.meta)
     table = _prediction_frame(frame.iloc[kept].reset_index(drop=True), run.findings, scores, base)
     thresholds = run.thresholds()
-    thumbs, heat = _thumbnails_and_cams(run, [paths[i] for i in kept], table, scores, thresholds,
-                                        explain=explain, limit=max_thumbnails)
-    written = write_review_report(out, findings=run.findings, predictions=table, thresholds=thresholds,
-                                  thumbnails=thumbs, heatmaps=heat, study_reduce=study_reduce)
+    thumbs, heat = _thumbnails_and_cams(
+        run, [paths[i] for i in kept], table, scores, thresholds, explain=explain, limit=max_thumbnails
+    )
+    written = write_review_report(
+        out,
+        findings=run.findings,
+        predictions=table,
+        thresholds=thresholds,
+        thumbnails=thumbs,
+        heatmaps=heat,
+        study_reduce=study_reduce,
+    )
     if preds.skipped:
-        skipped = pd.DataFrame({"path": [_relative(paths[i], base) for i, _ in preds.skipped],
-                                "reason": [r for _, r in preds.skipped]})
+        skipped = pd.DataFrame(
+            {"path": [_relative(paths[i], base) for i, _ in preds.skipped], "reason": [r for _, r in preds.skipped]}
+        )
         from chestxr.core.fileio import write_text_atomic
 
         write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
@@ -216,8 +415,16 @@ def predict_run(run_dir: str | Path, out_dir: str | Path, *, manifest: Optional[
     return written
 
 
-def _thumbnails_and_cams(run: LoadedRun, paths: list[str], table: pd.DataFrame, scores: np.ndarray,
-                         thresholds: np.ndarray, *, explain: bool, limit: int):
+def _thumbnails_and_cams(
+    run: LoadedRun,
+    paths: list[str],
+    table: pd.DataFrame,
+    scores: np.ndarray,
+    thresholds: np.ndarray,
+    *,
+    explain: bool,
+    limit: int,
+):
     """Small thumbnails for the review cards and, with ``explain``, a Grad-CAM map per positive finding."""
     import torch
 
