@@ -3,7 +3,9 @@
 A run folder holds ``model.safetensors`` (weights) and ``model.json`` (findings, mode, task, backbone,
 in_channels, preprocessing, label policy, thresholds, calibration, config, hashed training patients,
 versions, ``version``, ``history``, and the weights' sha256 so a mismatched pair is caught).
-:func:`update_metadata` never overwrites silently: the previous file is kept as ``model.v{N}.json``.
+:func:`update_metadata` never overwrites silently: the previous file is kept as ``model.v{N}.json``; it
+runs under the run folder's fcntl lock and writes model.json with its companion files (thresholds.json)
+as one journaled transaction (:mod:`chestxr.core.locking`).
 
 ``last/`` (``save_training_state``) holds ``state.safetensors`` (model, optimizer and scheduler
 tensors, RNG byte states) and ``state.json`` (everything else), written into a temp folder that
@@ -19,13 +21,14 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from chestxr.core.errors import CheckpointError
 from chestxr.core.fileio import hash_file, make_temp_dir, to_jsonable, write_json_atomic, write_with_atomic
+from chestxr.core.locking import JOURNAL, commit_files, folder_lock, recover_transaction
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -104,7 +107,11 @@ def _run_dir(path: str | Path) -> Path:
 
 def read_metadata(run_dir: str | Path) -> dict[str, Any]:
     """The current ``model.json`` of a run folder (or of the folder of a model.json/.safetensors path)."""
-    path = _run_dir(run_dir) / META_FILE
+    folder = _run_dir(run_dir)
+    path = folder / META_FILE
+    if (folder / JOURNAL).exists():  # a calibrate crashed mid-commit: finish it before reading
+        with folder_lock(folder):
+            recover_transaction(folder)
     meta = _read_json(path)
     missing = [k for k in ("findings", "backbone", "mode") if k not in meta]
     if missing:
@@ -252,11 +259,24 @@ def _diff_keys(own: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], l
     return sorted(set(own) - set(other)), sorted(set(other) - set(own))
 
 
-def update_metadata(run_dir: str | Path, changes: dict[str, Any], *, reason: str) -> dict[str, Any]:
+def update_metadata(
+    run_dir: str | Path,
+    changes: dict[str, Any],
+    *,
+    reason: str,
+    companions: Callable[[int], dict[str, Any]] | None = None,
+    lock_timeout: float | None = None,
+) -> dict[str, Any]:
     """Write a new version of ``model.json`` with ``changes`` applied (top-level keys replaced).
 
     The current file is first kept as ``model.v{N}.json``; ``version`` becomes N+1 and ``history``
     gains {version, reason, time, changed}. Keys tied to the weights (FROZEN_KEYS) cannot change.
+
+    Serialised and transactional: everything happens under the run folder's lock (RunBusyError after
+    ``lock_timeout`` s, default $CHESTXR_LOCK_TIMEOUT or 60), so the version number is read under the
+    lock and concurrent updates never lose one another. ``companions(new_version)`` returns other JSON
+    files of the run folder ({"thresholds.json": {...}}) written in the same transaction as model.json
+    (:func:`chestxr.core.locking.commit_files`): both change or neither does.
     """
     run_dir = _run_dir(run_dir)
     if not reason or not reason.strip():
@@ -266,20 +286,28 @@ def update_metadata(run_dir: str | Path, changes: dict[str, Any], *, reason: str
         raise CheckpointError(
             f"update_metadata: {frozen} cannot be changed (tied to the weights); train or fine-tune a new model instead"
         )
-    meta = read_metadata(run_dir)
-    version = int(meta.get("version", 1))
-    backup = run_dir / f"model.v{version}.json"
-    current = (run_dir / META_FILE).read_bytes()
-    if backup.exists() and backup.read_bytes() != current:
-        raise CheckpointError(f"{backup} already exists with other content; refusing to overwrite it")
-    if not backup.exists():
-        write_with_atomic(backup, lambda tmp: Path(tmp).write_bytes(current))
-    new = {**meta, **to_jsonable(changes), "version": version + 1}
-    new["history"] = [
-        *meta.get("history", []),
-        {"version": version + 1, "reason": reason, "time": _now(), "changed": sorted(changes)},
-    ]
-    write_json_atomic(run_dir / META_FILE, new)
+    with folder_lock(run_dir, timeout=lock_timeout):
+        meta = read_metadata(run_dir)
+        version = int(meta.get("version", 1))
+        backup = run_dir / f"model.v{version}.json"
+        current = (run_dir / META_FILE).read_bytes()
+        if backup.exists() and backup.read_bytes() != current:
+            raise CheckpointError(f"{backup} already exists with other content; refusing to overwrite it")
+        if not backup.exists():
+            write_with_atomic(backup, lambda tmp: Path(tmp).write_bytes(current))
+        new = {**meta, **to_jsonable(changes), "version": version + 1}
+        new["history"] = [
+            *meta.get("history", []),
+            {"version": version + 1, "reason": reason, "time": _now(), "changed": sorted(changes)},
+        ]
+        files = {META_FILE: new, **(companions(version + 1) if companions else {})}
+        commit_files(
+            run_dir,
+            {
+                name: (json.dumps(to_jsonable(doc), indent=2, allow_nan=False) + "\n").encode()
+                for name, doc in files.items()
+            },
+        )
     return new
 
 

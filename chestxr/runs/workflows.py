@@ -14,7 +14,7 @@ from chestxr.core.config import LabelPolicy, _from_dict
 from chestxr.data.labels import LabeledSet, load_labeled_set
 from chestxr.core.errors import CalibrationError, ManifestError
 from chestxr.runs.inference import LoadedRun, load_run, predict_paths, scores_from_logits, thresholds_from_meta
-from chestxr.core.fileio import hash_strings, rebase_paths, staged_output_dir, write_json_atomic
+from chestxr.core.fileio import hash_strings, rebase_paths, staged_output_dir
 
 
 def _policy(meta: dict[str, Any]) -> LabelPolicy:
@@ -148,8 +148,8 @@ def calibrate_run(
         "probability_calibration": prob_record["method"] if prob_record else None,
         "thresholds": records,
     }
-    write_json_atomic(run.run_dir / "thresholds.json", data)
-    update_metadata(
+    # thresholds.json and model.json: one transaction under the run folder's lock, version taken there
+    new = update_metadata(
         run.run_dir,
         {
             "thresholds": records,
@@ -157,7 +157,9 @@ def calibrate_run(
             "calibration": {k: v for k, v in data.items() if k != "thresholds"},
         },
         reason=f"calibrate on {Path(manifest).name}" + (f" split={split}" if split else ""),
+        companions=lambda version: {"thresholds.json": {**data, "model_version": version}},
     )
+    data["model_version"] = new["version"]
     return data
 
 
