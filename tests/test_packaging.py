@@ -87,8 +87,18 @@ def test_wheel_install_lists_and_trains_a_preset(tmp_path):
         names = tar.getnames()
     assert {n.split("/configs/")[-1][:-5] for n in names if "/configs/" in n and n.endswith(".yaml")} == set(PRESETS)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "w"),
-         str(sdist)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "w"),
+            str(sdist),
+        ],
         check=True,
         env=_clean_env(),
         cwd=tmp_path,
