@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from chestxr.core.config import config_from_dict
     from chestxr.core.fileio import prepare_output_dir
+    from chestxr.core.progress import say
     from chestxr.data.manifest import read_manifest, write_manifest
     from chestxr.data.splits import split_manifest
     from chestxr.data.synthetic import generate_synthetic_dataset
@@ -55,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     out = prepare_output_dir(args.out, overwrite=args.overwrite)
-    print(f"[1/5] generating {args.images} synthetic chest X-rays in {out / 'data'}")
+    say(f"[1/5] generating {args.images} synthetic chest X-rays in {out / 'data'}")
     manifest_path = generate_synthetic_dataset(out / "data", n_images=args.images, seed=args.seed)
     manifest = split_manifest(read_manifest(manifest_path), val=0.15, test=0.25, seed=args.seed)
     split_path = out / "data" / "manifest_split.csv"
     write_manifest(manifest, split_path)
     counts = manifest.frame["split"].value_counts().to_dict()
-    print(f"      split by patient: {counts}")
+    say(f"      split by patient: {counts}")
 
     cfg = copy.deepcopy(DEMO_CONFIG)
     cfg["seed"] = args.seed
@@ -70,20 +71,20 @@ def run(args: argparse.Namespace) -> int:
         cfg["train"]["epochs"] = args.epochs
     config = config_from_dict(cfg)
     run_dir = out / "run"
-    print(f"[2/5] training {config.model.backbone} for {config.train.epochs} epochs -> {run_dir}")
+    say(f"[2/5] training {config.model.backbone} for {config.train.epochs} epochs -> {run_dir}")
     train(config, out_dir=run_dir, overwrite=True)
 
-    print("[3/5] calibrating thresholds on the validation split (Youden J, bootstrap-by-patient CIs)")
+    say("[3/5] calibrating thresholds on the validation split (Youden J, bootstrap-by-patient CIs)")
     cal = calibrate_run(
         run_dir, split_path, split="val", method=config.calibration.method, n_boot=args.bootstrap, num_workers=0
     )
     for r in cal["thresholds"]:
-        print(
+        say(
             f"      {r['finding']:<14} threshold {r['threshold']:.3f}  sens {r['sensitivity']:.3f}  "
             f"spec {r['specificity']:.3f}"
         )
 
-    print("[4/5] evaluating on the test split")
+    say("[4/5] evaluating on the test split")
     written = evaluate_run(
         run_dir, split_path, out / "report", split="test", n_boot=args.bootstrap, overwrite=True, num_workers=0
     )
@@ -91,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = json.loads(Path(written["metrics_json"]).read_text())
     macro = metrics.get("evaluation", metrics).get("macro", {})
-    print(f"      test macro AUROC {macro.get('auroc', float('nan')):.3f}")
+    say(f"      test macro AUROC {macro.get('auroc', float('nan')):.3f}")
 
-    print("[5/5] predicting the test studies into a review worklist")
+    say("[5/5] predicting the test studies into a review worklist")
     test_rows = manifest.frame[manifest.frame["split"] == "test"]
     test_manifest = out / "data" / "test_only.csv"
     from dataclasses import replace

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, calibrate and audit multi-label chest X-ray classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"chestxr {__version__}")
+    parser.add_argument("--quiet", "-q", action="store_true", help=_QUIET_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -37,7 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.add_parser(sub)
+    _add_quiet(sub)
     return parser
+
+
+_QUIET_HELP = "no progress bars or per-epoch/per-stage lines (results, warnings and errors still print)"
+
+
+def _add_quiet(sub: argparse._SubParsersAction) -> None:
+    """``--quiet`` after any (sub)command too: ``chestxr train ... --quiet`` as well as ``chestxr --quiet train``."""
+    for p in sub.choices.values():
+        if not any("--quiet" in a.option_strings for a in p._actions):
+            p.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_quiet(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    was_quiet = os.environ.get("CHESTXR_QUIET")
+    if getattr(args, "quiet", False):
+        os.environ["CHESTXR_QUIET"] = "1"  # read by chestxr.core.progress, inherited by DDP workers
     _short_warnings()
     try:
         return int(args.func(args) or 0)
@@ -63,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"chestxr {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if was_quiet is None:
+            os.environ.pop("CHESTXR_QUIET", None)
 
 
 def _short_warnings() -> None:

@@ -111,15 +111,14 @@ class ImageCache:
         """Fill the cache for ``paths`` (duplicates counted once), ``workers`` processes in parallel.
 
         Returns {"total", "hits", "built", "failed", "failures": [{"path", "reason"}]}; unreadable
-        images are reported, not raised. The tqdm bar is hidden when ``progress`` is False or the
-        environment variable CHESTXR_NO_PROGRESS is set.
+        images are reported, not raised. Progress (:mod:`chestxr.core.progress`): a tqdm bar on a
+        terminal, one summary line otherwise; nothing when ``progress`` is False or in quiet mode.
         """
-        from tqdm import tqdm
+        from chestxr.core.progress import Progress
 
         unique = list(dict.fromkeys(os.fspath(p) for p in paths))
         counts: dict[str, Any] = {"total": len(unique), "hits": 0, "built": 0, "failed": 0, "failures": []}
-        show = progress and not os.environ.get("CHESTXR_NO_PROGRESS")
-        bar = tqdm(total=len(unique), desc="cache", unit="img", disable=not show, dynamic_ncols=True)
+        bar = Progress(len(unique), "cache", unit="image", enabled=progress)
         try:
             if workers <= 1 or len(unique) <= 1:
                 results: Iterable[tuple[str, str, Optional[str]]] = (self._build_one(p) for p in unique)
@@ -134,7 +133,7 @@ class ImageCache:
                     counts["failures"].append({"path": p, "reason": reason})
                 else:
                     counts["hits" if status == "hit" else "built"] += 1
-                bar.update(1)
+                bar.update(1, built=counts["built"], hits=counts["hits"], failed=counts["failed"])
         finally:
             bar.close()
             if executor is not None:

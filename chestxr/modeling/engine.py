@@ -8,8 +8,6 @@ skipped (unreadable images with ``on_bad_image="skip"``).
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
@@ -19,6 +17,7 @@ import torch
 from torch import nn
 
 from chestxr.core.errors import TrainingError
+from chestxr.core.progress import Progress, progress_mode
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -43,8 +42,9 @@ def resolve_amp(amp: str, device: torch.device) -> Optional[torch.dtype]:
 
 
 def progress_enabled() -> bool:
-    """Progress bars unless CHESTXR_NO_PROGRESS is set or stderr is not a terminal-ish stream."""
-    return not os.environ.get("CHESTXR_NO_PROGRESS")
+    """True when tqdm bars are shown (stderr is a terminal, no CHESTXR_NO_PROGRESS / CHESTXR_QUIET);
+    see :mod:`chestxr.core.progress`."""
+    return progress_mode() == "bar"
 
 
 def check_bad_images(loader: Iterable[Any], batch: dict[str, Any]) -> list[tuple[int, str]]:
@@ -114,11 +114,8 @@ def train_one_epoch(
     members = _members_of(model)
     total_loss, n_seen, skipped = 0.0, 0, []
     start = time.perf_counter()
-    bar = None
-    if progress_enabled():
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=description, unit="batch", leave=False, file=sys.stderr)
+    # the epoch's summary line is the training loop's (with the validation numbers), not this bar's
+    bar = Progress(total, description, summary=False)
     for step, batch in enumerate(loader):
         ok = batch["ok"]
         skipped.extend(check_bad_images(loader, batch))
@@ -163,12 +160,9 @@ def train_one_epoch(
         n = int(pair[1])
         total_loss += float(pair[0]) * n
         n_seen += n
-        if bar is not None:
-            rate = n_seen / max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.1f}")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        rate = n_seen / max(time.perf_counter() - start, 1e-9)
+        bar.update(1, items=n, loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.1f}")
+    bar.close()
     seconds = time.perf_counter() - start
     return EpochStats(
         loss=total_loss / max(n_seen, 1),
@@ -210,11 +204,7 @@ def predict(
     model.eval()
     out_logits, out_idx, skipped = [], [], []
     start = time.perf_counter()
-    bar = None
-    if progress_enabled():
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=description, unit="batch", leave=False, file=sys.stderr)
+    bar = Progress(total, description)
     for batch in loader:
         ok = batch["ok"]
         images = batch["image"].to(device, non_blocking=True)
@@ -226,10 +216,8 @@ def predict(
         keep = ok.to(logits.device)
         out_logits.append(logits[keep].cpu())
         out_idx.append(batch["index"][ok])
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1, items=int(ok.sum()))
+    bar.close()
     logits = torch.cat(out_logits).numpy() if out_logits else np.zeros((0, 0), np.float32)
     idx = torch.cat(out_idx).numpy() if out_idx else np.zeros((0,), np.int64)
     order = np.argsort(idx, kind="stable")

@@ -212,12 +212,13 @@ def train(
     out_dir: str | Path,
     resume: bool = False,
     overwrite: bool = False,
-    log: Callable[[str], None] = print,
+    log: Optional[Callable[[str], None]] = None,
     stop_after_epochs: Optional[int] = None,
 ) -> Path:
     """Train a model as configured; returns the run folder.
 
     ``stop_after_epochs`` ends the process's work early (for tests of --resume), as a crash would.
+    ``log`` gets one line per epoch (default :func:`chestxr.core.progress.say`: stdout, silent with --quiet).
     """
     device = resolve_device(config.train.device)
     if config.train.threads:
@@ -226,6 +227,8 @@ def train(
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     run_dir = Path(out_dir)
+    if log is None:
+        from chestxr.core.progress import say as log
     say = log if info.is_main else (lambda s: None)
     try:
         if resume:
