@@ -15,6 +15,14 @@ from chestxr.core.config import PreprocessConfig
 from chestxr.core.errors import ConfigError, HeaderCheckError, ImageReadError
 from chestxr.imaging.readers import META_KEYS, ReadOptions, read_image, read_image_with_meta, sniff_format
 
+
+@pytest.fixture(autouse=True)
+def _hand_sized_arrays(monkeypatch):
+    """These tests check pixel arithmetic on hand-sized arrays (2x2, 4x1, ...); the minimum image side
+    that real reads enforce is tested in test_image_content.py."""
+    monkeypatch.setattr("chestxr.imaging.readers.MIN_IMAGE_SIDE", 1)
+
+
 # ----------------------------------------------------------------------------- ReadOptions
 
 
@@ -208,7 +216,7 @@ def test_header_checks(tmp_path):
         read_image(nobody, ReadOptions(body_parts=("CHEST",)))
     # PNG has no header: the filters do not apply
     png = tmp_path / "x.png"
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(png)
+    Image.fromarray(np.eye(4, dtype=np.uint8) * 255).save(png)
     assert read_image(png, ReadOptions(modalities=("DX",))).shape == (4, 4)
 
 
@@ -329,23 +337,30 @@ def test_png_16_bit(tmp_path):
 )
 def test_png_modes_to_gray(tmp_path, mode, pixel, expected):
     path = tmp_path / f"{mode}.png"
-    Image.new(mode, (5, 3), pixel).save(path)
-    out, meta = read_image_with_meta(path)
+    im = Image.new(mode, (5, 3), pixel)
+    im.putpixel((0, 0), (0,) * len(pixel) if isinstance(pixel, tuple) else 0)  # not constant
+    im.save(path)
+    out, meta = read_image_with_meta(path, ReadOptions(allow_color=True))
     assert out.shape == (3, 5) and meta["mode"] == mode and meta["bit_depth"] == 8
-    np.testing.assert_allclose(out, expected, atol=1e-6)
+    np.testing.assert_allclose(out[1:], expected, atol=1e-6)
+    assert out[0, 0] == 0.0
 
 
 def test_palette_png_and_jpeg(tmp_path):
     im = Image.new("P", (4, 2), 1)
     im.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)  # index 1 = pure blue
+    im.putpixel((0, 0), 0)  # index 0 = black
     im.save(tmp_path / "p.png")
-    out, meta = read_image_with_meta(tmp_path / "p.png")
+    out, meta = read_image_with_meta(tmp_path / "p.png", ReadOptions(allow_color=True))
     assert meta["mode"] == "P"
-    np.testing.assert_allclose(out, 29 / 255, atol=1e-6)  # 0.114 * 255 = 29.07
-    Image.new("L", (16, 16), 200).save(tmp_path / "j.jpg", quality=95)
+    np.testing.assert_allclose(out[1], 29 / 255, atol=1e-6)  # 0.114 * 255 = 29.07
+    assert out[0, 0] == 0.0
+    jpg = np.full((16, 16), 200, np.uint8)
+    jpg[8:] = 40
+    Image.fromarray(jpg).save(tmp_path / "j.jpg", quality=95)
     out, meta = read_image_with_meta(tmp_path / "j.jpg")
     assert meta["format"] == "JPEG"
-    np.testing.assert_allclose(out, 200 / 255, atol=1.5 / 255)
+    np.testing.assert_allclose(out[:6], 200 / 255, atol=1.5 / 255)
 
 
 # ----------------------------------------------------------------------------- real files

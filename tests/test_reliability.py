@@ -60,6 +60,13 @@ CORPUS = {
     "png_named.dcm": None,
     "dicom_named.png": None,
     "multiframe.dcm": None,
+    # no picture: refused, never scored (a blank image once came out p = 0.99999 "positive")
+    "flat.dcm": "image is constant",
+    "zero16.png": "image is constant",
+    "tiny.png": "below the minimum of 16x16",
+    "thin.dcm": "below the minimum of 16x16",
+    # a broken RescaleSlope falls back to the stored values (with a warning) and is scored
+    "nanslope.dcm": None,
 }
 BAD = sorted(k for k, v in CORPUS.items() if v is not None)
 
@@ -88,6 +95,11 @@ def write_corpus(folder: Path, good_png: bytes, good_dcm: bytes) -> dict[str, Pa
     write_dicom(folder / "rgb.dcm", np.zeros((32, 32, 3), np.uint8), photometric="RGB")
     write_dicom(folder / "multiframe.dcm", np.stack([block_image()] * 3), frames=3)
     write_dicom(folder / "ct.dcm", block_image(), modality="CT")
+    write_dicom(folder / "flat.dcm", np.full((32, 32), 900, np.uint16))
+    Image.fromarray(np.zeros((40, 40), np.uint16)).save(folder / "zero16.png")
+    Image.fromarray((np.arange(40000) % 256).astype(np.uint8).reshape(1, 40000)).save(folder / "tiny.png")
+    write_dicom(folder / "thin.dcm", np.arange(400, dtype=np.uint16).reshape(1, 400))
+    write_dicom(folder / "nanslope.dcm", block_image(), slope="NaN")
     write_big_png(folder / "huge.png", 12000, 12000)
     ds = make_dataset(block_image())
     ds.Rows = ds.Columns = 12000  # header says 144 M pixels; refused before the pixel data is touched
@@ -184,7 +196,7 @@ def test_predict_bad_image_is_one_readable_error(name, corpus, run_dir, tmp_path
     assert len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("name", ["png_named.dcm", "dicom_named.png", "multiframe.dcm"])
+@pytest.mark.parametrize("name", ["png_named.dcm", "dicom_named.png", "multiframe.dcm", "nanslope.dcm"])
 def test_predict_reads_by_content_not_extension(name, corpus, run_dir, tmp_path, capsys, recwarn):
     code, out, err = cli(
         capsys,
@@ -228,7 +240,7 @@ def test_predict_folder_skip_lists_every_bad_file(corpus, run_dir, tmp_path, cap
     for path, reason in zip(skipped["path"], skipped["reason"]):
         assert CORPUS[path] in reason, (path, reason)
     predicted = pd.read_csv(tmp_path / "p" / "predictions.csv")
-    assert sorted(predicted["path"]) == ["dicom_named.png", "multiframe.dcm", "png_named.dcm"]
+    assert sorted(predicted["path"]) == ["dicom_named.png", "multiframe.dcm", "nanslope.dcm", "png_named.dcm"]
     assert "Traceback" not in err
 
 
@@ -532,3 +544,21 @@ def test_evaluate_skip_never_counts_skipped_as_negative(broken, run_dir, corpus,
     )
     assert code == 2
     assert_clean_error(err, "chestxr evaluate: error: ", "export it again")
+
+
+@pytest.mark.parametrize("name", ["flat.dcm", "zero16.png"])
+def test_evaluate_labelled_image_without_picture_is_named(name, synth, run_dir, corpus, tmp_path, capsys):
+    """A blank image inside a labelled manifest stops with its file named (never "row 99, finding 0"),
+    and with --on-bad-image skip it is listed, not scored."""
+    manifest = with_row_replaced(synth, tmp_path / "m.csv", corpus[name], split="test")
+    args = ["evaluate", "--checkpoint", str(run_dir), "--manifest", str(manifest), "--split", "test",
+            "--workers", "0", "--bootstrap", "20"]  # fmt: skip
+    code, out, err = cli(capsys, *args, "--out", str(tmp_path / "e"))
+    assert code == 2
+    assert_clean_error(err, f"chestxr evaluate: error: {corpus[name]}: image is constant", "--on-bad-image skip")
+    code, out, err = cli(capsys, *args, "--out", str(tmp_path / "e2"), "--on-bad-image", "skip")
+    assert code == 0, err
+    predictions = pd.read_csv(tmp_path / "e2" / "predictions.csv")
+    assert name not in " ".join(predictions["path"].astype(str))
+    info = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    assert info["model_info"]["n_skipped"] == 1

@@ -25,7 +25,7 @@ import numpy as np
 from chestxr.core.errors import ChestXRError, ConfigError, ImageReadError
 from chestxr.imaging.readers import ReadOptions, read_image
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: decoded images pass the content checks (constant, NaN, tiny)
 _SCALE = 65535.0
 
 

@@ -18,8 +18,18 @@ DICOM pipeline, in the order of the standard's grayscale pipeline (PS3.4 N.2):
    (a constant image gives zeros). Never a fixed 255 or a BitsStored assumption;
 5. MONOCHROME1 is inverted (``1 - x``) so that bright always means dense (bone white).
 
+Broken parameters fall back with a warning where a sound fallback exists: a non-finite or zero
+RescaleSlope (or a non-finite RescaleIntercept) uses the stored values and the image min/max (the
+file's window is in rescaled units, so it is ignored too); a non-finite, zero or negative
+WindowCenter/WindowWidth uses the image min/max.
+
 PNG/JPEG: 8-bit gray / 255, 16-bit gray (``I;16``/``I``) / 65535, RGB/RGBA/P/LA converted to
 luma (ITU-R 601-2, alpha dropped) then / 255.
+
+Content checks after decoding (both formats): an image smaller than ``MIN_IMAGE_SIDE`` (16) pixels
+on either side (1x1, 1x40000), holding NaN/inf, or constant (no contrast left: a blank export, an
+all-zero PNG, a window that maps every pixel to 0 or 1) is refused with an ImageReadError: it
+carries no picture and must never be scored as if it did.
 
 Every failure is an :class:`~chestxr.errors.ImageReadError` naming the file and what to do;
 header filters raise :class:`~chestxr.errors.HeaderCheckError`. The metadata dict never holds
@@ -29,6 +39,7 @@ patient identifiers (no names, IDs, dates, accession numbers or UIDs).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -40,6 +51,8 @@ import numpy as np
 from chestxr.core.errors import ConfigError, HeaderCheckError, ImageReadError
 
 DEFAULT_MAX_PIXELS = 100_000_000
+#: images with fewer pixels than this on either side are refused (no radiograph is that small)
+MIN_IMAGE_SIDE = 16
 VOI_MODES = ("auto", "ignore", "window")
 META_KEYS = (
     "format",
@@ -134,8 +147,11 @@ def read_image_with_meta(
     kind = sniff_format(path)
     try:
         if kind == "dicom" or kind == "dicom-nopreamble":
-            return _read_dicom(Path(path), options, force=kind == "dicom-nopreamble")
-        return _read_pillow(Path(path), options)
+            out, meta = _read_dicom(Path(path), options, force=kind == "dicom-nopreamble")
+        else:
+            out, meta = _read_pillow(Path(path), options)
+        check_content(path, out, meta)
+        return out, meta
     except ImageReadError:
         raise
     except Exception as exc:  # safety net: a library error on an odd file never escapes unwrapped
@@ -172,6 +188,34 @@ def sniff_format(path: str | os.PathLike) -> str:
         f"not a DICOM, PNG or JPEG file (unrecognised content, {len(head)}+ bytes); "
         "check that it is an image and was copied completely",
     )
+
+
+def check_content(path: str | os.PathLike, image: np.ndarray, meta: Optional[dict[str, Any]] = None) -> None:
+    """Refuse a decoded (H, W) image that carries no picture: smaller than MIN_IMAGE_SIDE on a side,
+    holding NaN/inf, or constant. Raises ImageReadError naming the file and the reason."""
+    h, w = image.shape[-2:] if image.ndim >= 2 else (1, int(image.size))
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise ImageReadError(
+            path,
+            f"image is {w}x{h} pixels, below the minimum of {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} (MIN_IMAGE_SIDE): "
+            "too small to be a radiograph; check the export",
+        )
+    finite = np.isfinite(image)
+    if not finite.all():
+        raise ImageReadError(
+            path,
+            f"decoded pixels hold {int((~finite).sum()):,} NaN/inf values: not a usable image; export it again",
+        )
+    lo, hi = float(image.min()), float(image.max())
+    if hi <= lo:
+        voi = (meta or {}).get("voi") if (meta or {}).get("format") == "DICOM" else None
+        after = f" after the VOI step ({voi}, range {(meta or {}).get('value_range')})" if voi else ""
+        hint = "; widen preprocessing.window or set preprocessing.voi: ignore" if voi and "window" in voi else ""
+        raise ImageReadError(
+            path,
+            f"image is constant (every pixel = {lo:.4g}{after}): it carries no picture; "
+            f"check the export or remove it from the manifest{hint}",
+        )
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -233,7 +277,7 @@ def _read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nd
         arr = arr[0]  # decoder ignored the index option
     try:
         if is_gray:
-            out, voi, value_range = _gray_pipeline(ds, arr, options)
+            out, voi, value_range = _gray_pipeline(ds, arr, options, path)
             if photometric == "MONOCHROME1":
                 out = 1.0 - out
         else:
@@ -328,10 +372,20 @@ def _check_header(path: Path, meta: dict[str, Any], options: ReadOptions) -> Non
             )
 
 
-def _gray_pipeline(ds: Any, arr: np.ndarray, options: ReadOptions) -> tuple[np.ndarray, str, list[float]]:
+def _gray_pipeline(ds: Any, arr: np.ndarray, options: ReadOptions, path: Path) -> tuple[np.ndarray, str, list[float]]:
     """Modality LUT -> VOI -> [0, 1]. Returns (image, which VOI was used, the range mapped to [0, 1])."""
     from pydicom.pixels import apply_modality_lut, apply_voi
 
+    if not _rescale_usable(ds):
+        slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+        warnings.warn(
+            f"{path}: RescaleSlope/RescaleIntercept {slope}/{intercept} is not usable (non-finite or zero "
+            "slope); using the stored values and the image min/max (the file's window is in rescaled units)",
+            stacklevel=4,
+        )
+        x = np.asarray(arr, dtype=np.float32)
+        lo, hi = float(x.min()), float(x.max())
+        return _rescale(x, lo, hi), "minmax", [lo, hi]
     x = apply_modality_lut(arr, ds)
     if options.voi == "window":
         c, w = options.window  # type: ignore[misc]
@@ -348,12 +402,29 @@ def _gray_pipeline(ds: Any, arr: np.ndarray, options: ReadOptions) -> tuple[np.n
     if options.voi == "auto" and "WindowCenter" in ds and "WindowWidth" in ds:
         c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
-        if c is not None and w is not None and (w >= 1 or (function != "LINEAR" and w > 0)):
-            return _window(x, c, w, function), f"window ({function.lower()})", [c - w / 2, c + w / 2]
-        warnings.warn(f"ignoring invalid window center/width {c}/{w}; using the image min/max", stacklevel=4)
+        finite = c is not None and w is not None and math.isfinite(c) and math.isfinite(w)
+        if finite and (w >= 1 or (function != "LINEAR" and w > 0)):  # type: ignore[operator]
+            return _window(x, c, w, function), f"window ({function.lower()})", [c - w / 2, c + w / 2]  # type: ignore[arg-type, operator]
+        warnings.warn(f"{path}: ignoring invalid window center/width {c}/{w}; using the image min/max", stacklevel=4)
     x = np.asarray(x, dtype=np.float32)
     lo, hi = float(x.min()), float(x.max())
     return _rescale(x, lo, hi), "minmax", [lo, hi]
+
+
+def _rescale_usable(ds: Any) -> bool:
+    """False when RescaleSlope is non-finite or zero, or RescaleIntercept non-finite (no Modality LUT
+    Sequence, which would take precedence)."""
+    if ds.get("ModalityLUTSequence") or "RescaleSlope" not in ds and "RescaleIntercept" not in ds:
+        return True
+    slope = _first(ds.get("RescaleSlope", 1.0))
+    intercept = _first(ds.get("RescaleIntercept", 0.0))
+    if "RescaleSlope" in ds and ds.RescaleSlope in (None, ""):
+        slope = 1.0
+    if "RescaleIntercept" in ds and ds.RescaleIntercept in (None, ""):
+        intercept = 0.0
+    return (
+        slope is not None and intercept is not None and math.isfinite(slope) and slope != 0 and math.isfinite(intercept)
+    )
 
 
 def _window(x: np.ndarray, c: float, w: float, function: str) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -50,14 +50,21 @@ def progress_enabled() -> bool:
 def check_bad_images(loader: Iterable[Any], batch: dict[str, Any]) -> list[tuple[int, str]]:
     """(index, reason) of the unreadable items in ``batch``; raises ImageReadError for the first one
     when the loader's dataset says ``on_bad_image == "error"``."""
-    from chestxr.core.errors import ImageReadError
 
     ok = batch["ok"]
     if bool(ok.all()):
         return []
     bad = [(int(i), r, p) for i, r, p, o in zip(batch["index"], batch["reason"], batch["path"], ok) if not o]
+    return _raise_or_list(loader, bad)
+
+
+def _raise_or_list(loader: Iterable[Any], bad: list[tuple[int, str, str]]) -> list[tuple[int, str]]:
+    """Raise ImageReadError for the first (index, reason, path) when the loader's dataset says
+    ``on_bad_image == "error"``, else return the (index, reason) pairs to list as skipped."""
+    from chestxr.core.errors import ImageReadError
+
     dataset = getattr(loader, "dataset", None)
-    if getattr(dataset, "on_bad_image", "error") == "error":
+    if bad and getattr(dataset, "on_bad_image", "error") == "error":
         i, reason, path = bad[0]
         raise ImageReadError(
             path,
@@ -65,6 +72,22 @@ def check_bad_images(loader: Iterable[Any], batch: dict[str, Any]) -> list[tuple
             "unreadable images and list them instead)",
         )
     return [(i, r) for i, r, _ in bad]
+
+
+def non_finite_outputs(
+    logits: torch.Tensor, batch: dict[str, Any], findings: Optional[Sequence[str]] = None
+) -> list[tuple[int, str, str]]:
+    """(index, reason, path) of the readable rows of ``batch`` whose logits (b, f) hold NaN/inf: such an
+    output is never a call, so the row is treated like an unreadable image."""
+    finite = torch.isfinite(logits).all(dim=1).cpu()
+    bad_rows = torch.nonzero(batch["ok"] & ~finite).flatten().tolist()
+    out = []
+    for r in bad_rows:
+        cols = torch.nonzero(~torch.isfinite(logits[r].cpu())).flatten().tolist()
+        names = [findings[c] if findings is not None and c < len(findings) else f"output {c}" for c in cols]
+        reason = f"the model's output is NaN/inf for {', '.join(names)}: the image cannot be scored (check the file)"
+        out.append((int(batch["index"][r]), reason, str(batch["path"][r])))
+    return out
 
 
 def _members_of(model: nn.Module) -> Optional[list[nn.Module]]:
@@ -199,8 +222,13 @@ def predict(
     channels_last: bool = True,
     description: str = "predict",
     total: Optional[int] = None,
+    findings: Optional[Sequence[str]] = None,
 ) -> Predictions:
-    """Run the model in eval mode over ``loader``; returns logits sorted by dataset index."""
+    """Run the model in eval mode over ``loader``; returns logits sorted by dataset index.
+
+    Rows whose logits hold NaN/inf are handled like unreadable images (the dataset's on_bad_image:
+    ImageReadError naming the file and the ``findings`` name, or listed in ``skipped``): a
+    non-finite output is never returned as a score."""
     model.eval()
     out_logits, out_idx, skipped = [], [], []
     start = time.perf_counter()
@@ -213,6 +241,10 @@ def predict(
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images).float()
         skipped.extend(check_bad_images(loader, batch))
+        nonfinite = non_finite_outputs(logits, batch, findings)
+        if nonfinite:
+            skipped.extend(_raise_or_list(loader, nonfinite))
+            ok = ok & ~torch.isin(batch["index"], torch.tensor([i for i, _, _ in nonfinite]))
         keep = ok.to(logits.device)
         out_logits.append(logits[keep].cpu())
         out_idx.append(batch["index"][ok])

@@ -183,6 +183,7 @@ def _validate(
         channels_last=channels_last,
         description="val",
         total=len(loader),
+        findings=val.findings,
     )
     parts = all_gather_objects((preds.logits, preds.indices, preds.skipped), info)
     val_skipped = sorted({x for p in parts for x in p[2]})

@@ -89,7 +89,7 @@ def predict_paths(run: LoadedRun, paths: Sequence[str], *, batch_size: int = 32,
                         pin_memory=run.device.type == "cuda")
     model = run.model.to(memory_format=torch.channels_last) if channels_last else run.model
     return predict(model, loader, device=run.device, amp_dtype=resolve_amp("auto", run.device),
-                   channels_last=channels_last, total=len(sampler))
+                   channels_last=channels_last, total=len(sampler), findings=run.findings)
 
 
 def scores_from_logits(logits: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
