@@ -116,7 +116,7 @@ def test_parallel_build_counts_and_failures(tmp_path, images):
     counts = cache.build(paths, workers=2, progress=True)  # bar hidden by CHESTXR_NO_PROGRESS
     assert (counts["total"], counts["built"], counts["hits"], counts["failed"]) == (4, 3, 0, 1)
     assert counts["failures"][0]["path"] == str(broken)
-    assert "not a DICOM, PNG or JPEG" in counts["failures"][0]["reason"]
+    assert "not a DICOM, PNG, JPEG, TIFF or BMP" in counts["failures"][0]["reason"]
     again = cache.build(images, workers=2, progress=False)
     assert (again["hits"], again["built"], again["failed"]) == (3, 0, 0)
     # what the workers stored is what a serial get computes

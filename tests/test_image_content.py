@@ -90,6 +90,82 @@ def test_small_dicom_is_refused(tmp_path):
         read_image(path)
 
 
+# ----------------------------------------------------------------------------- point 9: consistency
+
+
+def _colour_png(path):
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[..., 0] = 255
+    rgb[:5, :5] = 255
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def test_colour_png_follows_allow_color_like_dicom(tmp_path):
+    png = _colour_png(tmp_path / "c.png")
+    with pytest.raises(ImageReadError, match=r"c\.png: .*RGB.*not grayscale.*preprocessing\.allow_color"):
+        read_image(png)
+    out = read_image(png, ReadOptions(allow_color=True))
+    np.testing.assert_allclose(out[10, 10], 76 / 255, atol=1e-6)
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[..., 0] = 255
+    rgb[:5, :5] = 255
+    dcm = write_dicom(tmp_path / "c.dcm", rgb, photometric="RGB")
+    with pytest.raises(ImageReadError, match=r"c\.dcm: .*RGB.*not grayscale.*preprocessing\.allow_color"):
+        read_image(dcm)
+    assert read_image(dcm, ReadOptions(allow_color=True)).shape == (20, 20)
+
+
+def test_gray_with_alpha_png_is_grayscale(tmp_path):
+    arr = np.stack([np.tile(np.arange(20, dtype=np.uint8) * 10, (20, 1)), np.full((20, 20), 255, np.uint8)], -1)
+    path = tmp_path / "la.png"
+    Image.fromarray(arr, mode="LA").save(path)
+    np.testing.assert_allclose(read_image(path)[0, :3], np.array([0, 10, 20]) / 255, atol=1e-6)
+
+
+def test_unknown_format_error_lists_every_accepted_format(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"GIF89a" + bytes(200))
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    for fmt in ("DICOM", "PNG", "JPEG", "TIFF", "BMP"):
+        assert fmt in info.value.reason
+
+
+def test_tiff_and_bmp_decode(tmp_path):
+    img = np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1))
+    for ext in ("tif", "bmp"):
+        Image.fromarray(img).save(tmp_path / f"g.{ext}")
+        np.testing.assert_allclose(read_image(tmp_path / f"g.{ext}"), img / 255, atol=1e-6)
+
+
+def test_truncated_hint_only_where_the_decoder_said_so(tmp_path, monkeypatch):
+    # a compressed DICOM whose decoder is missing: the hint is the decoders, not "truncated"
+    import pydicom
+
+    path = write_dicom(tmp_path / "ok.dcm", block_image())
+
+    def no_decoder(self):
+        raise RuntimeError("Unable to decode the pixel data: no plugin available for JPEG 2000")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoder))
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert "truncated" not in info.value.reason and "no plugin available" in info.value.reason
+    monkeypatch.undo()
+    # a DICOM cut inside its pixel data: the decoder says too few bytes -> truncated
+    data = path.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: len(data) - 500])
+    with pytest.raises(ImageReadError, match="truncated"):
+        read_image(cut)
+    # a header pydicom cannot parse for a reason other than running out of bytes
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad VR 'ZZ'")))
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    assert "truncated" not in info.value.reason and "bad VR" in info.value.reason
+
+
 # ----------------------------------------------------------------------------- point 3: non-finite model outputs
 
 

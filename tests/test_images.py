@@ -288,7 +288,7 @@ def test_zero_byte_text_and_missing(tmp_path):
         read_image(empty)
     text = tmp_path / "notes.png"
     text.write_text("Patient notes, not an image\n" * 10)
-    with pytest.raises(ImageReadError, match="not a DICOM, PNG or JPEG"):
+    with pytest.raises(ImageReadError, match="not a DICOM, PNG, JPEG, TIFF or BMP"):
         read_image(text)
     with pytest.raises(ImageReadError, match="file not found"):
         read_image(tmp_path / "nope.dcm")

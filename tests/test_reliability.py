@@ -51,9 +51,10 @@ CORPUS = {
     "trunc.jpg": "truncated",
     "trunc.dcm": "truncated",
     "trunc_header.dcm": "no PixelData",
-    "text.dcm": "not a DICOM, PNG or JPEG file",
+    "text.dcm": "not a DICOM, PNG, JPEG, TIFF or BMP file",
     "nopixels.dcm": "no PixelData",
     "rgb.dcm": "not grayscale",
+    "rgb.png": "not grayscale",  # the same preprocessing.allow_color rule as DICOM
     "ct.dcm": "Modality (0008,0060) is 'CT', not one of ['CR', 'DX']",
     "huge.png": "144,000,000 pixels, over the limit",
     "huge.dcm": "144,000,000 pixels, over the limit",
@@ -95,6 +96,9 @@ def write_corpus(folder: Path, good_png: bytes, good_dcm: bytes) -> dict[str, Pa
     write_dicom(folder / "rgb.dcm", np.zeros((32, 32, 3), np.uint8), photometric="RGB")
     write_dicom(folder / "multiframe.dcm", np.stack([block_image()] * 3), frames=3)
     write_dicom(folder / "ct.dcm", block_image(), modality="CT")
+    colour = np.zeros((32, 32, 3), np.uint8)
+    colour[..., 0], colour[:8, :8] = 200, 255
+    Image.fromarray(colour).save(folder / "rgb.png")
     write_dicom(folder / "flat.dcm", np.full((32, 32), 900, np.uint16))
     Image.fromarray(np.zeros((40, 40), np.uint16)).save(folder / "zero16.png")
     Image.fromarray((np.arange(40000) % 256).astype(np.uint8).reshape(1, 40000)).save(folder / "tiny.png")

@@ -70,6 +70,8 @@ class PreprocessConfig:
     [-1024, 1024] scaling, replicated to ``channels``). voi: "auto" (use the file's VOI LUT or
     window when present) | "ignore" | "window" (use ``window`` = [center, width]).
     cache_size: side of the images stored in the decode cache (>= size).
+    allow_color: convert colour images (DICOM RGB/YBR/PALETTE COLOR and colour PNG/JPEG/TIFF/BMP
+    alike) to gray (luma) instead of refusing them.
     max_pixels: refuse images with more pixels than this (decompression-bomb guard).
     """
 

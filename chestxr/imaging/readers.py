@@ -1,4 +1,4 @@
-"""Read one radiograph (DICOM or PNG/JPEG) into a float32 (H, W) array in [0, 1].
+"""Read one radiograph (DICOM, PNG, JPEG, TIFF or BMP) into a float32 (H, W) array in [0, 1].
 
 The format is chosen by CONTENT, never by extension: the ``DICM`` magic at byte 128 (or, for a
 DICOM written without its 128-byte preamble, a first tag in group 0x0002/0x0008) selects pydicom;
@@ -23,8 +23,10 @@ RescaleSlope (or a non-finite RescaleIntercept) uses the stored values and the i
 file's window is in rescaled units, so it is ignored too); a non-finite, zero or negative
 WindowCenter/WindowWidth uses the image min/max.
 
-PNG/JPEG: 8-bit gray / 255, 16-bit gray (``I;16``/``I``) / 65535, RGB/RGBA/P/LA converted to
-luma (ITU-R 601-2, alpha dropped) then / 255.
+PNG/JPEG/TIFF/BMP: 8-bit gray / 255, 16-bit gray (``I;16``/``I``) / 65535, gray + alpha (LA) and
+palette images with an all-gray palette as gray. Colour follows the same rule as DICOM: a colour
+image (RGB/RGBA/CMYK/YCbCr, a colour palette; DICOM RGB/YBR/PALETTE COLOR) is refused unless
+``preprocessing.allow_color`` is true, then converted to luma (ITU-R 601-2, alpha dropped) / 255.
 
 Content checks after decoding (both formats): an image smaller than ``MIN_IMAGE_SIDE`` (16) pixels
 on either side (1x1, 1x40000), holding NaN/inf, or constant (no contrast left: a blank export, an
@@ -73,6 +75,12 @@ META_KEYS = (
 _GRAY = ("MONOCHROME1", "MONOCHROME2")
 _PIL_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
 _PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
+#: every format read_image accepts (by content, never by extension), for error messages
+ACCEPTED_FORMATS = ("DICOM", *_PIL_FORMATS)
+#: Pillow modes that are grayscale (LA: gray + alpha, the alpha is dropped); any other mode is colour
+_PIL_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+#: what decoders say when the bytes ran out (then, and only then, the hint says "truncated")
+_TRUNCATION_WORDS = ("truncat", "less than expected", "end of file", "eof", "unexpected end", "premature", "not enough")
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,8 @@ class ReadOptions:
     """How to turn a file into pixels, and which DICOM headers to accept.
 
     voi: "auto" | "ignore" | "window" (then ``window`` = (center, width) in Modality-LUT units).
-    allow_color: convert non-grayscale images (DICOM RGB/YBR/PALETTE COLOR) to gray instead of
-    refusing them. modalities / body_parts / view_positions: None (accept all) or the allowed
+    allow_color: convert colour images (DICOM RGB/YBR/PALETTE COLOR; PNG/JPEG/TIFF/BMP RGB, RGBA,
+    CMYK, YCbCr, colour palettes) to gray instead of refusing them. modalities / body_parts / view_positions: None (accept all) or the allowed
     values of (0008,0060) / (0018,0015) / (0018,5101), compared case-insensitively; checked for
     DICOM only (PNG/JPEG carry no header). max_pixels: refuse larger images (decompression bombs).
     """
@@ -185,8 +193,8 @@ def sniff_format(path: str | os.PathLike) -> str:
         return "dicom-nopreamble"  # first tag in group 0x0002/0x0008, little endian
     raise ImageReadError(
         path,
-        f"not a DICOM, PNG or JPEG file (unrecognised content, {len(head)}+ bytes); "
-        "check that it is an image and was copied completely",
+        f"not an accepted image: not a {_format_list()} file (recognised by content; "
+        f"{len(head)}+ bytes of something else); check that it is an image and was copied completely",
     )
 
 
@@ -227,11 +235,7 @@ def _read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nd
     try:
         ds = pydicom.dcmread(path, force=force)
     except Exception as exc:  # pydicom raises many types for broken files
-        raise ImageReadError(
-            path,
-            f"cannot parse the DICOM header ({_short(exc)}); the file is "
-            "probably truncated or corrupt: export it again",
-        ) from None
+        raise ImageReadError(path, f"cannot parse the DICOM header ({_short(exc)}); {_damage_hint(exc)}") from None
     _ensure_transfer_syntax(ds)
     meta = _dicom_meta(ds)
     if "PixelData" not in ds:
@@ -264,8 +268,8 @@ def _read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nd
     try:
         arr = ds.pixel_array
     except Exception as exc:
-        hint = "the file is probably truncated or corrupt: export it again"
-        if ds.file_meta.TransferSyntaxUID.is_compressed:
+        hint = _damage_hint(exc)
+        if ds.file_meta.TransferSyntaxUID.is_compressed and not _says_truncated(exc):
             hint += (
                 "; if it opens elsewhere, install the decoders: pip install pylibjpeg "
                 "pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle"
@@ -490,7 +494,7 @@ def _read_pillow(path: Path, options: ReadOptions) -> tuple[np.ndarray, dict[str
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(
-            path, f"cannot open as PNG/JPEG ({_short(exc)}); the file may be truncated or corrupt: export it again"
+            path, f"cannot open as {_format_list(pillow=True)} ({_short(exc)}); {_damage_hint(exc)}"
         ) from None
     with im:
         width, height = im.size
@@ -501,7 +505,16 @@ def _read_pillow(path: Path, options: ReadOptions) -> tuple[np.ndarray, dict[str
                 f"limit of {options.max_pixels:,} (max_pixels); raise the limit if it is genuine",
             )
         if im.format not in _PIL_FORMATS:
-            raise ImageReadError(path, f"{im.format} images are not supported; convert it to PNG")
+            raise ImageReadError(
+                path,
+                f"{im.format} images are not accepted (accepted: {', '.join(ACCEPTED_FORMATS)}); convert it to PNG",
+            )
+        if not (options.allow_color or _pillow_is_gray(im)):
+            raise ImageReadError(
+                path,
+                f"{im.format} mode {im.mode} is colour, not grayscale; set preprocessing.allow_color: true "
+                "to convert it to gray (luma), as for colour DICOMs",
+            )
         frames = int(getattr(im, "n_frames", 1) or 1)
         if frames > 1:
             warnings.warn(f"{path}: image has {frames} frames; using the first", stacklevel=3)
@@ -510,9 +523,7 @@ def _read_pillow(path: Path, options: ReadOptions) -> tuple[np.ndarray, dict[str
             arr, bit_depth = _pillow_to_gray(im)
         except Exception as exc:
             raise ImageReadError(
-                path,
-                f"cannot decode the {im.format} data ({_short(exc)}); the file "
-                "may be truncated or corrupt: export it again",
+                path, f"cannot decode the {im.format} data ({_short(exc)}); {_damage_hint(exc)}"
             ) from None
         meta.update(
             format=im.format,
@@ -545,6 +556,34 @@ def _pillow_to_gray(im: Any) -> tuple[np.ndarray, int]:
         im = im.convert("L")  # RGB/RGBA/P/LA/1/CMYK/YCbCr -> luma, alpha dropped
     arr = np.asarray(im).astype(np.float32)
     return arr * np.float32(1.0 / 255.0), 8
+
+
+def _pillow_is_gray(im: Any) -> bool:
+    """Grayscale modes, and palette images whose palette entries are all gray (R == G == B)."""
+    if im.mode in _PIL_GRAY_MODES:
+        return True
+    if im.mode == "P" and "transparency" not in im.info:
+        palette = im.getpalette() or []
+        rgb = np.asarray(palette[: len(palette) // 3 * 3]).reshape(-1, 3)
+        return bool(len(rgb)) and bool((rgb == rgb[:, :1]).all())
+    return False
+
+
+def _format_list(*, pillow: bool = False) -> str:
+    names = list(_PIL_FORMATS if pillow else ACCEPTED_FORMATS)
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _says_truncated(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return isinstance(exc, EOFError) or any(word in text for word in _TRUNCATION_WORDS)
+
+
+def _damage_hint(exc: BaseException) -> str:
+    """What to tell the user about a decoder error: "truncated" only when the decoder said the bytes ran out."""
+    if _says_truncated(exc):
+        return "the file may be truncated or corrupt: export it again"
+    return "the decoder could not read it: export it again, or report it with CHESTXR_DEBUG=1"
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:

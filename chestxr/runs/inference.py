@@ -102,7 +102,7 @@ def scores_from_logits(logits: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
-IMAGE_SUFFIXES = {".dcm", ".dicom", ".png", ".jpg", ".jpeg", ""}
+IMAGE_SUFFIXES = {".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ""}
 
 
 def collect_inputs(inputs: Sequence[str]) -> list[Path]:
