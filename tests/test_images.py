@@ -20,7 +20,7 @@ from chestxr.imaging.readers import META_KEYS, ReadOptions, read_image, read_ima
 def _hand_sized_arrays(monkeypatch):
     """These tests check pixel arithmetic on hand-sized arrays (2x2, 4x1, ...); the minimum image side
     that real reads enforce is tested in test_image_content.py."""
-    monkeypatch.setattr("chestxr.imaging.readers.MIN_IMAGE_SIDE", 1)
+    monkeypatch.setattr("chestxr.imaging.decoding.MIN_IMAGE_SIDE", 1)
 
 
 # ----------------------------------------------------------------------------- ReadOptions

@@ -51,36 +51,26 @@ from typing import Any, Optional
 import numpy as np
 
 from chestxr.core.errors import ConfigError, HeaderCheckError, ImageReadError
+from chestxr.imaging.decoding import (  # noqa: F401  (MIN_IMAGE_SIDE, check_content: public here too)
+    ACCEPTED_FORMATS,
+    META_KEYS,
+    MIN_IMAGE_SIDE,
+    check_content,
+    damage_hint,
+    format_list,
+    says_truncated,
+)
+from chestxr.imaging.decoding import (
+    rescale as _rescale,
+)
+from chestxr.imaging.decoding import (
+    short as _short,
+)
+from chestxr.imaging.raster import PIL_MAGIC, read_pillow
 
 DEFAULT_MAX_PIXELS = 100_000_000
-#: images with fewer pixels than this on either side are refused (no radiograph is that small)
-MIN_IMAGE_SIDE = 16
 VOI_MODES = ("auto", "ignore", "window")
-META_KEYS = (
-    "format",
-    "modality",
-    "body_part",
-    "view_position",
-    "photometric",
-    "rows",
-    "cols",
-    "bits_stored",
-    "transfer_syntax",
-    "frames",
-    "mode",
-    "bit_depth",
-    "voi",
-    "value_range",
-)
 _GRAY = ("MONOCHROME1", "MONOCHROME2")
-_PIL_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
-_PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
-#: every format read_image accepts (by content, never by extension), for error messages
-ACCEPTED_FORMATS = ("DICOM", *_PIL_FORMATS)
-#: Pillow modes that are grayscale (LA: gray + alpha, the alpha is dropped); any other mode is colour
-_PIL_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
-#: what decoders say when the bytes ran out (then, and only then, the hint says "truncated")
-_TRUNCATION_WORDS = ("truncat", "less than expected", "end of file", "eof", "unexpected end", "premature", "not enough")
 
 
 @dataclass(frozen=True)
@@ -157,7 +147,7 @@ def read_image_with_meta(
         if kind == "dicom" or kind == "dicom-nopreamble":
             out, meta = _read_dicom(Path(path), options, force=kind == "dicom-nopreamble")
         else:
-            out, meta = _read_pillow(Path(path), options)
+            out, meta = read_pillow(Path(path), options)
         check_content(path, out, meta)
         return out, meta
     except ImageReadError:
@@ -187,43 +177,15 @@ def sniff_format(path: str | os.PathLike) -> str:
         raise ImageReadError(path, "file is empty (0 bytes); copy or export it again")
     if head[128:132] == b"DICM":
         return "dicom"
-    if head.startswith(_PIL_MAGIC):
+    if head.startswith(PIL_MAGIC):
         return "pillow"
     if len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00"):
         return "dicom-nopreamble"  # first tag in group 0x0002/0x0008, little endian
     raise ImageReadError(
         path,
-        f"not an accepted image: not a {_format_list()} file (recognised by content; "
+        f"not an accepted image: not a {format_list()} file (recognised by content; "
         f"{len(head)}+ bytes of something else); check that it is an image and was copied completely",
     )
-
-
-def check_content(path: str | os.PathLike, image: np.ndarray, meta: Optional[dict[str, Any]] = None) -> None:
-    """Refuse a decoded (H, W) image that carries no picture: smaller than MIN_IMAGE_SIDE on a side,
-    holding NaN/inf, or constant. Raises ImageReadError naming the file and the reason."""
-    h, w = image.shape[-2:] if image.ndim >= 2 else (1, int(image.size))
-    if min(h, w) < MIN_IMAGE_SIDE:
-        raise ImageReadError(
-            path,
-            f"image is {w}x{h} pixels, below the minimum of {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} (MIN_IMAGE_SIDE): "
-            "too small to be a radiograph; check the export",
-        )
-    finite = np.isfinite(image)
-    if not finite.all():
-        raise ImageReadError(
-            path,
-            f"decoded pixels hold {int((~finite).sum()):,} NaN/inf values: not a usable image; export it again",
-        )
-    lo, hi = float(image.min()), float(image.max())
-    if hi <= lo:
-        voi = (meta or {}).get("voi") if (meta or {}).get("format") == "DICOM" else None
-        after = f" after the VOI step ({voi}, range {(meta or {}).get('value_range')})" if voi else ""
-        hint = "; widen preprocessing.window or set preprocessing.voi: ignore" if voi and "window" in voi else ""
-        raise ImageReadError(
-            path,
-            f"image is constant (every pixel = {lo:.4g}{after}): it carries no picture; "
-            f"check the export or remove it from the manifest{hint}",
-        )
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -235,7 +197,7 @@ def _read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nd
     try:
         ds = pydicom.dcmread(path, force=force)
     except Exception as exc:  # pydicom raises many types for broken files
-        raise ImageReadError(path, f"cannot parse the DICOM header ({_short(exc)}); {_damage_hint(exc)}") from None
+        raise ImageReadError(path, f"cannot parse the DICOM header ({_short(exc)}); {damage_hint(exc)}") from None
     _ensure_transfer_syntax(ds)
     meta = _dicom_meta(ds)
     if "PixelData" not in ds:
@@ -268,8 +230,8 @@ def _read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nd
     try:
         arr = ds.pixel_array
     except Exception as exc:
-        hint = _damage_hint(exc)
-        if ds.file_meta.TransferSyntaxUID.is_compressed and not _says_truncated(exc):
+        hint = damage_hint(exc)
+        if ds.file_meta.TransferSyntaxUID.is_compressed and not says_truncated(exc):
             hint += (
                 "; if it opens elsewhere, install the decoders: pip install pylibjpeg "
                 "pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle"
@@ -444,14 +406,6 @@ def _window(x: np.ndarray, c: float, w: float, function: str) -> np.ndarray:
     return np.clip(y, 0.0, 1.0, out=y).astype(np.float32, copy=False)
 
 
-def _rescale(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if hi <= lo:
-        return np.zeros_like(x)
-    y = (x - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-    return np.clip(y, 0.0, 1.0, out=y)
-
-
 def _color_to_gray(ds: Any, arr: np.ndarray, photometric: str) -> tuple[np.ndarray, str, list[float]]:
     """RGB/YBR (decoded to RGB by pydicom) or PALETTE COLOR -> luma scaled by the stored range."""
     from pydicom.pixels import apply_color_lut
@@ -475,117 +429,3 @@ def _first(value: Any) -> Optional[float]:
         return float(value)
     except (TypeError, ValueError, IndexError):
         return None
-
-
-# --------------------------------------------------------------------------- PNG / JPEG
-
-
-def _read_pillow(path: Path, options: ReadOptions) -> tuple[np.ndarray, dict[str, Any]]:
-    from PIL import Image, UnidentifiedImageError
-
-    meta: dict[str, Any] = dict.fromkeys(META_KEYS)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(
-            path, f"image is too large to open safely ({_short(exc)}); check the file or downscale it"
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(
-            path, f"cannot open as {_format_list(pillow=True)} ({_short(exc)}); {_damage_hint(exc)}"
-        ) from None
-    with im:
-        width, height = im.size
-        if width * height > options.max_pixels:
-            raise ImageReadError(
-                path,
-                f"image is {width}x{height} = {width * height:,} pixels, over the "
-                f"limit of {options.max_pixels:,} (max_pixels); raise the limit if it is genuine",
-            )
-        if im.format not in _PIL_FORMATS:
-            raise ImageReadError(
-                path,
-                f"{im.format} images are not accepted (accepted: {', '.join(ACCEPTED_FORMATS)}); convert it to PNG",
-            )
-        if not (options.allow_color or _pillow_is_gray(im)):
-            raise ImageReadError(
-                path,
-                f"{im.format} mode {im.mode} is colour, not grayscale; set preprocessing.allow_color: true "
-                "to convert it to gray (luma), as for colour DICOMs",
-            )
-        frames = int(getattr(im, "n_frames", 1) or 1)
-        if frames > 1:
-            warnings.warn(f"{path}: image has {frames} frames; using the first", stacklevel=3)
-        mode = im.mode
-        try:
-            arr, bit_depth = _pillow_to_gray(im)
-        except Exception as exc:
-            raise ImageReadError(
-                path, f"cannot decode the {im.format} data ({_short(exc)}); {_damage_hint(exc)}"
-            ) from None
-        meta.update(
-            format=im.format,
-            mode=mode,
-            bit_depth=bit_depth,
-            rows=height,
-            cols=width,
-            frames=frames,
-            photometric="MONOCHROME2",
-            voi="none",
-            value_range=[0.0, float(2**bit_depth - 1)],
-        )
-    return arr, meta
-
-
-def _pillow_to_gray(im: Any) -> tuple[np.ndarray, int]:
-    """float32 (H, W) in [0, 1] and the bit depth used to scale it."""
-    mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        arr = np.asarray(im).astype(np.float32)
-        return arr * np.float32(1.0 / 65535.0), 16
-    if mode == "I":  # 16-bit PNG/TIFF opened as 32-bit int: values are in 0..65535
-        arr = np.asarray(im).astype(np.float32)
-        return np.clip(arr * np.float32(1.0 / 65535.0), 0.0, 1.0), 16
-    if mode == "F":
-        arr = np.asarray(im, dtype=np.float32)
-        lo, hi = float(arr.min()), float(arr.max())
-        return _rescale(arr, lo, hi), 32
-    if mode != "L":
-        im = im.convert("L")  # RGB/RGBA/P/LA/1/CMYK/YCbCr -> luma, alpha dropped
-    arr = np.asarray(im).astype(np.float32)
-    return arr * np.float32(1.0 / 255.0), 8
-
-
-def _pillow_is_gray(im: Any) -> bool:
-    """Grayscale modes, and palette images whose palette entries are all gray (R == G == B)."""
-    if im.mode in _PIL_GRAY_MODES:
-        return True
-    if im.mode == "P" and "transparency" not in im.info:
-        palette = im.getpalette() or []
-        rgb = np.asarray(palette[: len(palette) // 3 * 3]).reshape(-1, 3)
-        return bool(len(rgb)) and bool((rgb == rgb[:, :1]).all())
-    return False
-
-
-def _format_list(*, pillow: bool = False) -> str:
-    names = list(_PIL_FORMATS if pillow else ACCEPTED_FORMATS)
-    return ", ".join(names[:-1]) + " or " + names[-1]
-
-
-def _says_truncated(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return isinstance(exc, EOFError) or any(word in text for word in _TRUNCATION_WORDS)
-
-
-def _damage_hint(exc: BaseException) -> str:
-    """What to tell the user about a decoder error: "truncated" only when the decoder said the bytes ran out."""
-    if _says_truncated(exc):
-        return "the file may be truncated or corrupt: export it again"
-    return "the decoder could not read it: export it again, or report it with CHESTXR_DEBUG=1"
-
-
-def _short(exc: BaseException, limit: int = 160) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
