@@ -29,13 +29,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chestxr.evaluation.metrics import (  # noqa: E402
+from chestxr.evaluation.bootstrap import (  # noqa: E402
     bootstrap_metrics,
     bootstrap_replicates,
     draw_resample_counts,
     group_index,
-    rates_from_counts,
 )
+from chestxr.evaluation.metrics import rates_from_counts  # noqa: E402
 
 
 def make_predictions(n: int, f: int, images_per_patient: float, seed: int):

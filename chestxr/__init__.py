@@ -3,7 +3,7 @@
 Data flow (one direction)::
 
     manifest CSV -> manifest.read_manifest -> images.read_image -> transforms -> dataset
-      -> models (logits, (B, n_findings)) -> calibration.fit_thresholds -> checkpoint -> report
+      -> models (logits, (B, n_findings)) -> evaluation.thresholds.fit_thresholds -> checkpoint -> report
 
 The public API below is imported lazily, so ``import chestxr`` stays cheap (no torch import)::
 
@@ -38,8 +38,12 @@ _API = {
     "load_model": "chestxr.modeling.checkpoint",
     "train": "chestxr.modeling.training",
     "fit_thresholds": "chestxr.evaluation.thresholds",
-    "evaluate_predictions": "chestxr.evaluation.metrics",
-    "bootstrap_metrics": "chestxr.evaluation.metrics",
+    "parse_method": "chestxr.evaluation.methods",
+    "clopper_pearson": "chestxr.evaluation.intervals",
+    "wilson": "chestxr.evaluation.intervals",
+    "check_promise": "chestxr.evaluation.promise",
+    "evaluate_predictions": "chestxr.evaluation.evaluate",
+    "bootstrap_metrics": "chestxr.evaluation.bootstrap",
     "fit_probability_calibrator": "chestxr.evaluation.probability",
     "load_run": "chestxr.runs.inference",
     "calibrate_run": "chestxr.runs.workflows",

@@ -73,7 +73,7 @@ def _check_images_and_screenshot(page, shot: Path) -> int:
 
 
 def test_evaluation_report_renders(browser, tmp_path):
-    from chestxr.evaluation.metrics import evaluate_predictions
+    from chestxr.evaluation.evaluate import evaluate_predictions
     from chestxr.reporting.report import write_evaluation_report
 
     rng = np.random.default_rng(0)

@@ -32,14 +32,14 @@ Y4 = np.array([0, 0, 1, 1])
     "spec, thr, sens, spec_",
     [
         ("youden", 0.8, 0.5, 1.0),
-        ("sensitivity:0.9", 0.35, 1.0, 0.5),
-        ("sensitivity:0.5", 0.8, 0.5, 1.0),  # highest threshold reaching it
-        ("specificity:0.9", 0.8, 0.5, 1.0),
-        ("specificity:0.5", 0.35, 1.0, 0.5),  # lowest threshold keeping it
-        ("specificity:0", 0.1, 1.0, 0.0),
+        ("sensitivity:0.9@point", 0.35, 1.0, 0.5),
+        ("sensitivity:0.5@point", 0.8, 0.5, 1.0),  # highest threshold reaching it
+        ("specificity:0.9@point", 0.8, 0.5, 1.0),
+        ("specificity:0.5@point", 0.35, 1.0, 0.5),  # lowest threshold keeping it
+        ("specificity:0@point", 0.1, 1.0, 0.0),
         ("f1", 0.35, 1.0, 0.5),
-        ("ppv:0.6", 0.35, 1.0, 0.5),
-        ("ppv:0.9", 0.8, 0.5, 1.0),
+        ("ppv:0.6@point", 0.35, 1.0, 0.5),
+        ("ppv:0.9@point", 0.8, 0.5, 1.0),
         ("cost:1:5", 0.35, 1.0, 0.5),
         ("cost:5:1", 0.8, 0.5, 1.0),  # FP cost: none 2, 0.8 -> 1, 0.4 -> 6, 0.35 -> 5, 0.1 -> 10
         ("fixed:0.5", 0.5, 0.5, 1.0),
@@ -56,13 +56,13 @@ def test_methods_on_hand_built_roc(spec, thr, sens, spec_):
 
 def test_unreachable_points_use_a_finite_threshold_above_all_scores():
     s, y = np.array([0.9, 0.8, 0.1]), np.array([0, 1, 0])  # a negative holds the top score
-    fit = fit_threshold(y, s, "specificity:1")
+    fit = fit_threshold(y, s, "specificity:1@point")
     assert math.isfinite(fit.threshold) and fit.threshold > 0.9 and fit.threshold == np.nextafter(0.9, 1)
     assert (fit.tp, fit.fp, fit.specificity, fit.sensitivity) == (0, 0, 1.0, 0.0)
     fit = fit_threshold(y, s, "cost:100:1")  # a false positive costs more than missing the one positive
     assert fit.threshold > 0.9 and fit.fp == 0 and fit.fn == 1
     with pytest.warns(UndefinedMetricWarning, match="PPV"):
-        fit = fit_threshold(y, s, "ppv:0.9")  # best PPV is 1/2
+        fit = fit_threshold(y, s, "ppv:0.9@point")  # best PPV is 1/2
     assert math.isnan(fit.threshold) and math.isnan(fit.sensitivity)
 
 
@@ -71,12 +71,13 @@ def test_ties_count_as_positive():
     s, y = np.array([0.2, 0.5, 0.5, 0.5, 0.9]), np.array([0, 0, 1, 1, 1])
     fit = fit_threshold(y, s, "youden")  # J = 1/3, 1/2, 0
     assert fit.threshold == 0.5 and (fit.tp, fit.fp, fit.tn, fit.fn) == (3, 1, 1, 0)
-    assert fit_threshold(y, s, "sensitivity:0.5").threshold == 0.5  # 0.9 gives only 1/3
+    assert fit_threshold(y, s, "sensitivity:0.5@point").threshold == 0.5  # 0.9 gives only 1/3
 
 
 @pytest.mark.parametrize(
     "spec",
-    ["youden", "sensitivity:0.8", "specificity:0.95", "f1", "ppv:0.5", "cost:1:10", "specificity:1", "sensitivity:1"],
+    ["youden", "sensitivity:0.8", "specificity:0.95", "f1", "ppv:0.5", "cost:1:10", "specificity:1@point"]
+    + ["sensitivity:1@point", "sensitivity:0.8@point", "npv:0.8", "npv:0.9@point"],
 )
 def test_never_returns_sklearns_infinite_threshold(spec):
     rng = np.random.default_rng(0)
@@ -101,10 +102,12 @@ def test_methods_match_brute_force_over_all_candidates(seed):
     tp, fp = np.array([_counts_at(y, s, t) for t in cands]).T
     sens, spec = tp / P, 1 - fp / N
     # sensitivity:0.8 -> highest candidate with sens >= 0.8; specificity:0.8 -> lowest with spec >= 0.8
-    assert fit_threshold(y, s, "sensitivity:0.8").threshold == cands[np.flatnonzero(sens >= 0.8)[0]]
-    assert fit_threshold(y, s, "specificity:0.8").threshold == cands[np.flatnonzero(spec >= 0.8)[-1]]
+    assert fit_threshold(y, s, "sensitivity:0.8@point").threshold == cands[np.flatnonzero(sens >= 0.8)[0]]
+    assert fit_threshold(y, s, "specificity:0.8@point").threshold == cands[np.flatnonzero(spec >= 0.8)[-1]]
     assert fit_threshold(y, s, "youden").threshold == cands[np.argmax(sens - (1 - spec))]
-    assert fit_threshold(y, s, "ppv:0.4").threshold == cands[np.flatnonzero(tp / (tp + fp) >= 0.4)[-1]]
+    assert fit_threshold(y, s, "ppv:0.4@point").threshold == cands[np.flatnonzero(tp / (tp + fp) >= 0.4)[-1]]
+    npv = (N - fp) / np.maximum(1, N - fp + P - tp)
+    assert fit_threshold(y, s, "npv:0.8@point").threshold == cands[np.flatnonzero((npv >= 0.8) & (N - fp > 0))[0]]
     cost = fp * 1 + (P - tp) * 4
     assert fit_threshold(y, s, "cost:1:4").threshold == cands[np.argmin(cost)]
     # F1: the best point of sklearn's precision-recall curve
@@ -147,9 +150,12 @@ def test_single_class_finding_gives_nan_and_warning():
     [
         ("youden", Method("youden")),
         (" F1 ", Method("f1")),
-        ("sensitivity:0.9", Method("sensitivity", target=0.9)),
-        ("specificity:0.95", Method("specificity", target=0.95)),
-        ("ppv:0.5", Method("ppv", target=0.5)),
+        ("sensitivity:0.9", Method("sensitivity", target=0.9, guarantee=True)),
+        ("specificity:0.95", Method("specificity", target=0.95, guarantee=True)),
+        ("ppv:0.5", Method("ppv", target=0.5, guarantee=True)),
+        ("npv:0.99", Method("npv", target=0.99, guarantee=True)),
+        ("sensitivity:0.9@point", Method("sensitivity", target=0.9)),
+        ("NPV:0.9 @ point", Method("npv", target=0.9)),
         ("cost:1:5", Method("cost", cost_fp=1.0, cost_fn=5.0)),
         ("fixed:0.5", Method("fixed", value=0.5)),
     ],
@@ -174,6 +180,8 @@ def test_parse_method(spec, expected):
         "fixed",
         "fixed:nan",
         "youden:0.5",
+        "youden@point",
+        "sensitivity:0.9@exact",
         0.5,
         None,
     ],
@@ -203,11 +211,12 @@ def test_method_list_and_dict_forms():
 
 
 def test_to_dict_is_json_and_round_trips():
-    fit = fit_thresholds(Y4[:, None], S4[:, None], None, "sensitivity:0.9", findings=["Mass"])[0]
+    fit = fit_thresholds(Y4[:, None], S4[:, None], None, "sensitivity:0.9@point", findings=["Mass"])[0]
     d = json.loads(json.dumps(fit.to_dict(), allow_nan=False))
-    assert d == {
+    core = {k: d[k] for k in list(d)[:15]}
+    assert core == {
         "finding": "Mass",
-        "method": "sensitivity:0.9",
+        "method": "sensitivity:0.9@point",
         "threshold": 0.35,
         "sensitivity": 1.0,
         "specificity": 0.5,
@@ -222,7 +231,12 @@ def test_to_dict_is_json_and_round_trips():
         "n_neg": 2,
         "prevalence": 0.5,
     }
-    assert ThresholdFit.from_dict({**d, "sensitivity_ci": [0.5, 1.0]}) == fit
+    assert d["status"] == "not_a_guarantee" and d["guarantee"] is False and d["target"] == 0.9
+    assert d["sensitivity_ci"] == [pytest.approx(0.025**0.5), 1.0]  # Clopper-Pearson for 2 of 2
+    assert d["lower_bound"] == pytest.approx(0.05**0.5)  # one-sided, for information
+    assert ThresholdFit.from_dict({**d, "extra": 1}) == fit
+    old = {k: d[k] for k in core}  # a record written before guarantees existed still loads
+    assert ThresholdFit.from_dict(old).status == "not_a_guarantee"
 
 
 def test_bad_inputs_raise_calibration_error():

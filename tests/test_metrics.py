@@ -20,17 +20,14 @@ from chestxr.evaluation.metrics import (
     auroc,
     average_precision,
     binary_metrics_at,
-    bootstrap_metrics,
-    bootstrap_replicates,
-    check_promise,
     delong_ci,
-    draw_resample_counts,
-    evaluate_predictions,
     expected_calibration_error,
     multiclass_metrics,
     reliability_curve,
-    weighted_auroc,
 )
+from chestxr.evaluation.bootstrap import bootstrap_metrics, bootstrap_replicates, draw_resample_counts, weighted_auroc
+from chestxr.evaluation.evaluate import evaluate_predictions
+from chestxr.evaluation.promise import check_promise
 
 # positives score 0.35 and 0.8, negatives 0.1 and 0.4
 S4 = np.array([0.1, 0.4, 0.35, 0.8])
@@ -284,42 +281,6 @@ def test_evaluate_single_class_finding_warns_once_and_gives_nan():
     assert math.isnan(c["auroc"]) and math.isnan(c["sensitivity"]) and np.isnan(c["auroc_ci"]).all()
     assert c["specificity"] == pytest.approx(np.mean(s[mask[:, 2], 2] < 0.4))
     assert r["macro"]["auroc"] == pytest.approx(np.mean([r["findings"][k]["auroc"] for k in "ab"]))
-
-
-@pytest.mark.parametrize(
-    "achieved, promised, holds, word",
-    [
-        ({"sensitivity": 0.92, "sensitivity_ci": [0.88, 0.95]}, {"sensitivity": 0.90}, True, "met"),
-        ({"sensitivity": 0.87, "sensitivity_ci": [0.82, 0.91]}, {"sensitivity": 0.90}, True, "this split's interval"),
-        (
-            {"sensitivity": 0.85, "sensitivity_ci": [0.83, 0.87]},
-            {"sensitivity": 0.90, "sensitivity_ci": [0.80, 0.97]},
-            True,
-            "promised interval",
-        ),
-        (
-            {"sensitivity": 0.80, "sensitivity_ci": [0.77, 0.83]},
-            {"sensitivity": 0.90, "sensitivity_ci": [0.85, 0.95]},
-            False,
-            "NOT HELD",
-        ),
-        (
-            {"sensitivity": math.nan, "sensitivity_ci": [math.nan, math.nan]},
-            {"sensitivity": 0.9},
-            False,
-            "not measurable",
-        ),
-    ],
-)
-def test_check_promise_rules(achieved, promised, holds, word):
-    r = check_promise(achieved, promised)
-    assert r["holds"] is holds and word in r["detail"] and r["sensitivity"] == promised["sensitivity"]
-
-
-def test_check_promise_needs_both_metrics_and_none_without_promise():
-    achieved = {"sensitivity": 0.95, "sensitivity_ci": [0.9, 0.99], "specificity": 0.5, "specificity_ci": [0.45, 0.55]}
-    assert check_promise(achieved, {"sensitivity": 0.9, "specificity": 0.7})["holds"] is False
-    assert check_promise(achieved, {"threshold": 0.3}) is None
 
 
 def test_evaluate_flags_broken_promise():

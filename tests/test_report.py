@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, recall_score, roc_auc_score
 
-from chestxr.evaluation.metrics import UndefinedMetricWarning, evaluate_predictions, multiclass_metrics
+from chestxr.evaluation.evaluate import evaluate_predictions
+from chestxr.evaluation.metrics import UndefinedMetricWarning, multiclass_metrics
 from chestxr.reporting.report import age_band, build_metrics_table, compute_subgroup_metrics, write_evaluation_report
 
 XSS = "<script>alert(1)</script>"

@@ -27,8 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="fit per-finding thresholds on a held-out split",
         description="Run the model on a calibration split, fit one threshold per finding from its ROC "
         "curve, attach bootstrap-by-patient confidence intervals, and store them as a new version of "
-        "RUN/model.json and in RUN/thresholds.json. Methods: youden, sensitivity:X, specificity:X, f1, "
-        "ppv:X, cost:C_FP:C_FN, fixed:T.",
+        "RUN/model.json and in RUN/thresholds.json. Guaranteed rules: sensitivity:X, specificity:X, "
+        "ppv:X, npv:X (the metric's one-sided exact lower bound at --confidence is >= X; refused with "
+        "status insufficient_data when the split has too few cases). Point rules (NOT a guarantee): "
+        "youden, f1, cost:C_FP:C_FN, fixed:T, and sensitivity:X@point etc.",
     )
     p.add_argument("--checkpoint", required=True, help="run folder written by `chestxr train`")
     p.add_argument("--manifest", required=True, help="manifest with the calibration images")
@@ -48,7 +50,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="also fit probability calibration (applied at predict time)",
     )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
-    p.add_argument("--ci", type=float, default=0.95, help="confidence level")
+    p.add_argument("--ci", type=float, default=0.95, help="level of the two-sided intervals")
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="confidence of the one-sided bound behind sensitivity:X / specificity:X / ppv:X / npv:X",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="allow calibrating on training patients")
     add_inference_options(p)
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         probability=args.probability,
         n_boot=args.bootstrap,
         level=args.ci,
+        confidence=args.confidence,
         seed=args.seed,
         force=args.force,
         batch_size=args.batch_size,
@@ -74,18 +83,27 @@ def run(args: argparse.Namespace) -> int:
         on_bad_image=args.on_bad_image,
     )
     lvl = int(round(args.ci * 100))
-    print(f"{'finding':<22} {'method':<18} {'threshold':>9}  {'sensitivity':<22} {'specificity':<22}")
+    print(
+        f"{'finding':<22} {'method':<22} {'threshold':>9}  {'status':<17} {'bound':>6}  {'sensitivity':<22} {'specificity':<22}"
+    )
     for r in data["thresholds"]:
 
         def fmt(k):
-            v, ci = r.get(k), r.get(f"{k}_ci") or [float('nan')] * 2
-            return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if v is not None else "n/a"
+            v, ci = r.get(k), r.get(f"{k}_ci") or [None, None]
+            if v is None or None in ci:
+                return "n/a"
+            return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
-        thr = r.get("threshold")
+        thr, lb = r.get("threshold"), r.get("lower_bound")
         print(
-            f"{r['finding']:<22} {r['method']:<18} {thr if thr is None else round(thr, 4)!s:>9}  "
+            f"{r['finding']:<22} {r['method']:<22} {'none' if thr is None else round(thr, 4)!s:>9}  "
+            f"{r.get('status', ''):<17} {'' if lb is None else f'{lb:.3f}':>6}  "
             f"{fmt('sensitivity'):<22} {fmt('specificity'):<22}"
         )
-    print(f"({lvl}% bootstrap-by-patient intervals, {data['n_images']} images, {data['n_patients']} patients)")
+    print(
+        f"(bound: one-sided {args.confidence:.0%} Clopper-Pearson lower bound of the rule's metric; "
+        f"{lvl}% exact intervals with effective counts by patient; {data['n_images']} images, "
+        f"{data['n_patients']} patients; not_a_guarantee = point estimate only)"
+    )
     print(f"thresholds written to {args.checkpoint}/thresholds.json and model.json")
     return 0

@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="evaluate a run on a labeled split (HTML + CSV + JSON report)",
         description="Writes report.html (self-contained), metrics.csv, metrics.json, predictions.csv: "
         "AUROC with CIs, sensitivity/specificity/PPV/NPV at the stored thresholds, and whether each "
-        "calibration promise holds on this split.",
+        "calibration promise holds on this split (one-sided exact binomial test at --promise-alpha).",
     )
     p.add_argument("--checkpoint", required=True, help="run folder")
     p.add_argument("--manifest", required=True, help="labeled manifest")
@@ -22,6 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--ci", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--promise-alpha",
+        type=float,
+        default=0.05,
+        help="false-alarm rate of the one-sided exact binomial test of each stored promise",
+    )
     p.add_argument("--overwrite", action="store_true")
     add_inference_options(p)
     p.set_defaults(func=run)
@@ -38,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         level=args.ci,
         seed=args.seed,
+        promise_alpha=args.promise_alpha,
         overwrite=args.overwrite,
         batch_size=args.batch_size,
         num_workers=args.workers,

@@ -1,23 +1,33 @@
-"""Operating points: per-finding decision thresholds fitted on a validation split.
+"""Operating points: per-finding decision thresholds fitted on a calibration split, with guarantees.
 
-A method is a short spec (``parse_method``):
+Rules are specs parsed by :func:`chestxr.evaluation.methods.parse_method` (table there). A sample
+is positive when ``score >= threshold``; candidates are the distinct calibration scores plus one
+finite value above all of them (call nothing positive).
 
-=====================  ==========================================================================
-``youden``             maximise sensitivity + specificity - 1 (Youden's J) over the ROC curve
-``sensitivity:X``      the HIGHEST threshold whose sensitivity >= X (the most specific such point)
-``specificity:X``      the LOWEST threshold whose specificity >= X (the most sensitive such point)
-``f1``                 maximise F1 (the PR curve's best point)
-``ppv:X``              the LOWEST threshold whose PPV >= X
-``cost:C_FP:C_FN``     minimise C_FP * FP + C_FN * FN on the validation split (so at its prevalence)
-``fixed:T``            T, whatever the data
-=====================  ==========================================================================
+Guaranteed rules (``sensitivity:X``, ``specificity:X``, ``ppv:X``, ``npv:X``) pick the threshold
+by fixed-sequence testing (Learn-then-Test, Angelopoulos et al. 2021): candidates are walked from
+the safe end (for sensitivity: the lowest threshold, where every positive is called) towards the
+other, each tested with the one-sided Clopper-Pearson lower bound at ``confidence``; the walk
+stops at the first candidate whose bound is < X and the last one that passed is chosen, which is
+the best one on the other axis (for sensitivity: the highest threshold, i.e. best specificity).
 
-Candidates are the distinct validation scores (sklearn ``roc_curve`` with
-``drop_intermediate=False``, its infinite first threshold dropped); a sample is positive when
-``score >= threshold``. Where several candidates tie on the criterion the highest threshold wins.
-``specificity:1`` with a negative at the top score, and ``cost`` when calling nothing positive is
-cheapest, use the next float above the highest score (finite: never sklearn's inf). A finding with
-one class only (or, for ``ppv:X``, no point reaching X) gets threshold NaN and a warning.
+* For sensitivity (and specificity) this is exact: the chosen threshold is the k-th highest
+  positive score, whose true sensitivity is Beta(k, n - k + 1) distributed, and the bound is that
+  distribution's (1 - confidence) quantile; so P(true sensitivity >= X) >= confidence for i.i.d.
+  positives with continuous scores (tests/test_guarantees.py checks this against the binormal model).
+* For PPV / NPV the denominator (calls) depends on the threshold; candidates calling fewer than
+  ``n_needed`` samples are skipped (they cannot pass), the rest are tested in a fixed order given
+  the scores, so the guarantee holds conditionally on the calibration scores (images like these).
+
+When no candidate passes because the counts are too few (``n_pos < n_needed`` for sensitivity /
+PPV, ``n_neg < n_needed`` for specificity / NPV, where n_needed = ceil(log(1-c) / log(X)), 29 for
+0.9 at 95 %) the finding gets NO threshold (NaN), ``status = "insufficient_data"`` and a one-line
+:class:`InsufficientDataWarning`. ``youden`` / ``f1`` / ``cost`` / ``fixed`` / ``...@point`` report
+their achieved values with exact intervals and ``status = "not_a_guarantee"``.
+
+With several images per patient pass ``groups``: bounds and intervals use effective counts
+(:func:`chestxr.evaluation.intervals.effective_counts`). Youden / F1 / cost compare integer counts,
+so ties are exact and the highest tied threshold wins.
 """
 
 from __future__ import annotations
@@ -25,72 +35,54 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from chestxr.core.errors import CalibrationError
-from chestxr.evaluation.metrics import UndefinedMetricWarning, _matrices, binary_metrics_at
+from chestxr.evaluation.intervals import confusion_intervals, effective_counts, lower_bound
+from chestxr.evaluation.methods import ALLOWED_FORMS, TARGETED, Method, parse_method
+from chestxr.evaluation.metrics import UndefinedMetricWarning, _matrices
+from chestxr.evaluation.selection import guaranteed_threshold, point_threshold
 
-ALLOWED_FORMS = (
-    '"youden", "f1", "sensitivity:X", "specificity:X", "ppv:X" (X in [0, 1]), '
-    '"cost:C_FP:C_FN" (non-negative costs, not both 0, e.g. "cost:1:5"), "fixed:T"'
-)
-_TARGETED = ("sensitivity", "specificity", "ppv")
+__all__ = [
+    "ALLOWED_FORMS",
+    "Method",
+    "parse_method",
+    "ThresholdFit",
+    "InsufficientDataWarning",
+    "fit_threshold",
+    "fit_thresholds",
+    "resolve_methods",
+    "apply_thresholds",
+    "STATUSES",
+]
 
-
-@dataclass(frozen=True)
-class Method:
-    """A parsed operating-point rule. ``target`` for sensitivity/specificity/ppv, ``value`` for fixed,
-    ``cost_fp``/``cost_fn`` for cost. ``str(method)`` gives the canonical spec."""
-
-    kind: str
-    target: float | None = None
-    value: float | None = None
-    cost_fp: float | None = None
-    cost_fn: float | None = None
-
-    def __str__(self) -> str:
-        if self.kind in _TARGETED:
-            return f"{self.kind}:{self.target:g}"
-        if self.kind == "cost":
-            return f"cost:{self.cost_fp:g}:{self.cost_fn:g}"
-        if self.kind == "fixed":
-            return f"fixed:{self.value:g}"
-        return self.kind
+#: ``ThresholdFit.status`` values.
+STATUSES = ("guaranteed", "not_a_guarantee", "insufficient_data", "unreachable", "undefined")
+_RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+_CORE = ("finding", "method", "threshold", "sensitivity", "specificity", "ppv", "npv", "f1")
+_CORE += ("tp", "fp", "tn", "fn", "n_pos", "n_neg", "prevalence")
 
 
-def parse_method(spec: str) -> Method:
-    """Parse an operating-point spec such as "youden", "sensitivity:0.9" or "cost:1:5".
+class InsufficientDataWarning(UndefinedMetricWarning):
+    """A guaranteed operating point was refused: too few calibration samples for the bound."""
 
-    Raises CalibrationError naming the allowed forms when the spec is not one of them."""
-    if isinstance(spec, Method):
-        return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise CalibrationError(f"threshold method {spec!r} is not a spec; allowed: {ALLOWED_FORMS}")
-    kind, *args = [p.strip() for p in spec.strip().split(":")]
-    kind = kind.lower()
-    try:
-        nums = [float(a) for a in args]
-    except ValueError:
-        raise CalibrationError(f"threshold method {spec!r}: {args} are not numbers; allowed: {ALLOWED_FORMS}") from None
-    if any(not math.isfinite(x) for x in nums):
-        raise CalibrationError(f"threshold method {spec!r}: values must be finite; allowed: {ALLOWED_FORMS}")
-    if kind in ("youden", "f1") and not nums:
-        return Method(kind)
-    if kind in _TARGETED and len(nums) == 1 and 0.0 <= nums[0] <= 1.0:
-        return Method(kind, target=nums[0])
-    if kind == "cost" and len(nums) == 2 and min(nums) >= 0 and max(nums) > 0:
-        return Method("cost", cost_fp=nums[0], cost_fn=nums[1])
-    if kind == "fixed" and len(nums) == 1:
-        return Method("fixed", value=nums[0])
-    raise CalibrationError(f"threshold method {spec!r} is not valid; allowed: {ALLOWED_FORMS}")
+
+def _nan2() -> list[float]:
+    return [math.nan, math.nan]
 
 
 @dataclass
 class ThresholdFit:
-    """One finding's fitted operating point and its metrics on the calibration data."""
+    """One finding's operating point and its metrics on the calibration data (a thresholds.json record).
+
+    threshold: NaN when refused. status: one of STATUSES. guarantee: True when ``lower_bound`` is a
+    one-sided ``confidence`` lower bound >= ``target`` on the rule's metric. lower_bound: that bound
+    at the chosen threshold (also given, as information, for ``@point`` rules; NaN otherwise).
+    n_needed: samples of the relevant class needed for the guarantee (None for other rules).
+    ``<rate>_ci``: two-sided exact intervals at ``level`` by ``interval`` (Clopper-Pearson)."""
 
     finding: str
     method: str
@@ -107,12 +99,29 @@ class ThresholdFit:
     n_pos: int
     n_neg: int
     prevalence: float
+    status: str = "not_a_guarantee"
+    guarantee: bool = False
+    target: float = math.nan
+    confidence: float = 0.95
+    lower_bound: float = math.nan
+    n_needed: int | None = None
+    accuracy: float = math.nan
+    sensitivity_ci: list[float] = field(default_factory=_nan2)
+    specificity_ci: list[float] = field(default_factory=_nan2)
+    ppv_ci: list[float] = field(default_factory=_nan2)
+    npv_ci: list[float] = field(default_factory=_nan2)
+    accuracy_ci: list[float] = field(default_factory=_nan2)
+    level: float = 0.95
+    interval: str = "clopper-pearson"
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (NaN becomes None; counts become ints where defined)."""
         out: dict[str, Any] = {}
         for k, v in dataclasses.asdict(self).items():
-            if isinstance(v, (float, np.floating)):
+            if isinstance(v, list):
+                v = [None if not math.isfinite(float(x)) else float(x) for x in v]
+            elif isinstance(v, (float, np.floating)):
                 v = float(v)
                 v = None if not math.isfinite(v) else (int(v) if k in ("tp", "fp", "tn", "fn") else v)
             elif isinstance(v, np.integer):
@@ -122,108 +131,121 @@ class ThresholdFit:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ThresholdFit":
-        """Inverse of :meth:`to_dict` (None -> NaN); extra keys (e.g. intervals) are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(d)
+        """Inverse of :meth:`to_dict` (None -> NaN); older records without the guarantee fields
+        load with their defaults; extra keys are ignored."""
+        missing = set(_CORE) - set(d)
         if missing:
             raise CalibrationError(f"threshold record lacks {sorted(missing)}")
-        vals = {k: (math.nan if d[k] is None else d[k]) for k in names}
+        vals: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if f.name.endswith("_ci"):
+                v = [math.nan if x is None else float(x) for x in (v or [None, None])]
+            elif v is None and f.name not in ("n_needed",):
+                v = math.nan
+            vals[f.name] = v
         return cls(**vals)
 
 
-def _candidates(y: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:
-    """Counts at every distinct score (descending) from sklearn's ROC curve, inf threshold dropped."""
-    from sklearn.metrics import roc_curve
+def fit_threshold(
+    y_true: Any,
+    y_score: Any,
+    method: str | Method,
+    *,
+    finding: str = "finding",
+    confidence: float = 0.95,
+    groups: Any = None,
+    level: float = 0.95,
+) -> ThresholdFit:
+    """Fit one finding's operating point. y_true, y_score, groups: (n_samples,), masked entries removed.
 
-    fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
-    keep = np.isfinite(thr)
-    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
-    tp, fp = np.rint(tpr[keep] * n_pos), np.rint(fpr[keep] * n_neg)
-    return {
-        "thr": thr[keep],
-        "tp": tp,
-        "fp": fp,
-        "fn": n_pos - tp,
-        "tn": n_neg - fp,
-        "sens": tpr[keep],
-        "spec": 1.0 - fpr[keep],
-    }
-
-
-def _above_all(s: np.ndarray) -> float:
-    """A finite threshold above every score: nothing is called positive."""
-    return float(np.nextafter(s.max(), np.inf))
-
-
-def _select(method: Method, y: np.ndarray, s: np.ndarray) -> tuple[float, str | None]:
-    """(threshold, reason it is NaN or None) for one finding with both classes present."""
-    c = _candidates(y, s)
-    thr, eps = c["thr"], 1e-12
-    if method.kind == "youden":
-        return float(thr[np.argmax(c["sens"] - (1.0 - c["spec"]))]), None
-    if method.kind == "sensitivity":  # sensitivity rises as the threshold falls: first hit is highest
-        return float(thr[np.argmax(c["sens"] >= method.target - eps)]), None
-    if method.kind == "specificity":
-        ok = np.flatnonzero(c["spec"] >= method.target - eps)
-        return (float(thr[ok[-1]]) if ok.size else _above_all(s)), None
-    if method.kind == "f1":
-        f1 = 2 * c["tp"] / (2 * c["tp"] + c["fp"] + c["fn"])
-        return float(thr[np.argmax(f1)]), None
-    if method.kind == "ppv":
-        ok = np.flatnonzero(c["tp"] / (c["tp"] + c["fp"]) >= method.target - eps)
-        if not ok.size:
-            return math.nan, f"no threshold reaches PPV >= {method.target:g}"
-        return float(thr[ok[-1]]), None
-    if method.kind == "cost":  # candidate 0: call nothing positive (all positives missed)
-        cost = np.concatenate([[method.cost_fn * y.sum()], method.cost_fp * c["fp"] + method.cost_fn * c["fn"]])
-        best = int(np.argmin(cost))
-        return (_above_all(s) if best == 0 else float(thr[best - 1])), None
-    raise CalibrationError(f"unknown method kind {method.kind!r}")  # pragma: no cover
-
-
-def fit_threshold(y_true: Any, y_score: Any, method: str | Method, *, finding: str = "finding") -> ThresholdFit:
-    """Fit one finding's threshold. y_true, y_score: (n_samples,) with masked entries already removed."""
+    confidence: of the one-sided bound behind a guaranteed rule; level: of the two-sided exact
+    intervals reported beside every rate. Warns (InsufficientDataWarning) when a guarantee is
+    refused for too few samples, UndefinedMetricWarning when a threshold is undefined otherwise."""
+    if not 0.0 < confidence < 1.0:
+        raise CalibrationError(f"confidence must be in (0, 1), got {confidence!r}")
     m = parse_method(method)
     y = np.asarray(y_true, dtype=np.float64) >= 0.5
     s = np.asarray(y_score, dtype=np.float64)
+    g = None if groups is None else np.asarray(groups).reshape(-1)
     n_pos = int(y.sum())
-    one_class = f"only one class ({n_pos} positive, {y.size - n_pos} negative)"
+    one_class = n_pos == 0 or n_pos == y.size
+    lb, need, note = math.nan, None, ""
     if m.kind == "fixed":
-        thr, why = float(m.value), None
-        if n_pos == 0 or n_pos == y.size:
-            warnings.warn(
-                f"{finding}: {one_class}: sensitivity/specificity at the fixed threshold undefined",
-                UndefinedMetricWarning,
-                stacklevel=3,
-            )
-    elif n_pos == 0 or n_pos == y.size:
-        thr, why = math.nan, one_class
+        thr, status = float(m.value), "not_a_guarantee"
+        if one_class:
+            note = f"only one class ({n_pos} positive, {y.size - n_pos} negative)"
+            warnings.warn(f"{finding}: {note}: rates at the fixed threshold are undefined", UndefinedMetricWarning, 3)
+    elif m.kind in TARGETED and m.guarantee:
+        thr, status, lb, need, note = guaranteed_threshold(m, y, s, g, confidence)
+        if status == "insufficient_data":
+            warnings.warn(f"{finding}: no threshold: {note} (status insufficient_data)", InsufficientDataWarning, 3)
+        elif status == "unreachable":
+            warnings.warn(f"{finding}: no threshold: {note} (status unreachable)", UndefinedMetricWarning, 3)
+    elif one_class:
+        thr, status = math.nan, "undefined"
+        note = f"only one class ({n_pos} positive, {y.size - n_pos} negative)"
+        warnings.warn(f"{finding}: threshold for {m} undefined: {note}; set to NaN", UndefinedMetricWarning, 3)
     else:
-        thr, why = _select(m, y, s)
-    if why:
-        warnings.warn(
-            f"{finding}: threshold for {m} undefined: {why}; set to NaN", UndefinedMetricWarning, stacklevel=3
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        r = binary_metrics_at(y.astype(np.float64), s, thr)
+        thr, note = point_threshold(m, y, s)
+        status = "not_a_guarantee" if math.isfinite(thr) else "undefined"
+        if note:
+            warnings.warn(f"{finding}: threshold for {m} undefined: {note}; set to NaN", UndefinedMetricWarning, 3)
+    return _record(finding, m, thr, y, s, g, status=status, lb=lb, need=need, note=note, conf=confidence, level=level)
+
+
+def _record(
+    finding: str,
+    m: Method,
+    thr: float,
+    y: np.ndarray,
+    s: np.ndarray,
+    g: np.ndarray | None,
+    *,
+    status: str,
+    lb: float,
+    need: int | None,
+    note: str,
+    conf: float,
+    level: float,
+) -> ThresholdFit:
+    n, n_pos = int(y.size), int(y.sum())
+    rec: dict[str, Any] = {k: math.nan for k in ("tp", "fp", "tn", "fn", "f1", *_RATES)}
+    rec.update({f"{k}_ci": _nan2() for k in _RATES})
+    if math.isfinite(thr):
+        pred = s >= thr
+        tp, fp = int(np.sum(pred & y)), int(np.sum(pred & ~y))
+        fn, tn = n_pos - tp, n - n_pos - fp
+        rec.update(tp=tp, fp=fp, tn=tn, fn=fn, f1=(2 * tp / (2 * tp + fp + fn)) if (tp + fp + fn) else math.nan)
+        ci = confusion_intervals(y, pred, g, level=level)
+        rec.update({k: ci[k] for k in _RATES}, **{f"{k}_ci": ci[f"{k}_ci"] for k in _RATES})
+        if m.kind in TARGETED and not m.guarantee:  # the bound the point rule happens to have, for information
+            x_eff, n_eff, _ = _target_counts(m.kind, y, pred, g)
+            lb = lower_bound(x_eff, n_eff, conf) if n_eff > 0 else math.nan
     return ThresholdFit(
         finding=finding,
         method=str(m),
         threshold=thr,
-        sensitivity=r["sensitivity"],
-        specificity=r["specificity"],
-        ppv=r["ppv"],
-        npv=r["npv"],
-        f1=r["f1"],
-        tp=r["tp"],
-        fp=r["fp"],
-        tn=r["tn"],
-        fn=r["fn"],
-        n_pos=r["n_pos"],
-        n_neg=r["n_neg"],
-        prevalence=r["prevalence"],
+        n_pos=n_pos,
+        n_neg=n - n_pos,
+        prevalence=n_pos / n if n else math.nan,
+        status=status,
+        guarantee=status == "guaranteed",
+        target=float(m.target) if m.target is not None else math.nan,
+        confidence=float(conf),
+        lower_bound=lb,
+        n_needed=need,
+        level=float(level),
+        note=note,
+        **rec,
     )
+
+
+def _target_counts(kind: str, y: np.ndarray, pred: np.ndarray, g: np.ndarray | None) -> tuple[float, float, float]:
+    rows, ok = {"sensitivity": (y, pred), "specificity": (~y, ~pred), "ppv": (pred, y), "npv": (~pred, ~y)}[kind]
+    return effective_counts(ok[rows], None if g is None else g[rows])
 
 
 def resolve_methods(method: str | Sequence[str] | Mapping[str, str], findings: Sequence[str]) -> list[Method]:
@@ -250,18 +272,22 @@ def resolve_methods(method: str | Sequence[str] | Mapping[str, str], findings: S
 def fit_thresholds(
     y_true: Any,
     y_score: Any,
-    mask: Any,
-    method: str | Sequence[str] | Mapping[str, str],
+    mask: Any = None,
+    method: str | Sequence[str] | Mapping[str, str] = "youden",
     *,
+    confidence: float = 0.95,
     findings: Sequence[str] | None = None,
+    groups: Any = None,
+    level: float = 0.95,
 ) -> list[ThresholdFit]:
-    """Fit one threshold per finding on validation data.
+    """Fit one operating point per finding on calibration data.
 
-    y_true (n_samples, n_findings) 0/1 (soft labels binarised at >= 0.5), y_score (n_samples,
-    n_findings) probabilities, mask (n_samples, n_findings) bool or None (True = label known).
-    method: one spec for all, a list with one spec per finding, or a dict finding -> spec (key "*"
-    or "default" for the rest; needs ``findings``). findings: names (default "0", "1", ...).
-    """
+    y_true (n_samples, n_findings) 0/1 (binarised at >= 0.5), y_score (n_samples, n_findings)
+    scores, mask (n_samples, n_findings) bool or None (True = label known), groups (n_samples,)
+    patient ids or None. method: one spec for all, a list with one per finding, or a dict finding
+    -> spec (key "*" or "default" for the rest; needs ``findings``). confidence: of the guarantee.
+    Returns one :class:`ThresholdFit` per finding (``.threshold`` NaN when refused, ``.status``,
+    ``.lower_bound``)."""
     try:
         y, s, m = _matrices(y_true, y_score, mask)
     except ValueError as exc:
@@ -273,8 +299,22 @@ def fit_thresholds(
         findings = [str(j) for j in range(f)]
     if len(findings) != f:
         raise CalibrationError(f"{len(findings)} finding names for {f} score columns")
+    g = None if groups is None else np.asarray(groups).reshape(-1)
+    if g is not None and g.size != y.shape[0]:
+        raise CalibrationError(f"groups must have one patient id per row ({y.shape[0]}), got {g.size}")
     methods = resolve_methods(method, findings)
-    return [fit_threshold(y[m[:, j], j], s[m[:, j], j], methods[j], finding=str(findings[j])) for j in range(f)]
+    return [
+        fit_threshold(
+            y[m[:, j], j],
+            s[m[:, j], j],
+            methods[j],
+            finding=str(findings[j]),
+            confidence=confidence,
+            groups=None if g is None else g[m[:, j]],
+            level=level,
+        )
+        for j in range(f)
+    ]
 
 
 def apply_thresholds(y_score: Any, thresholds: Any) -> np.ndarray:

@@ -72,6 +72,7 @@ def calibrate_run(
     probability: Optional[str] = None,
     n_boot: int = 1000,
     level: float = 0.95,
+    confidence: float = 0.95,
     seed: int = 0,
     force: bool = False,
     batch_size: int = 32,
@@ -80,10 +81,22 @@ def calibrate_run(
     on_bad_image: str = "error",
 ) -> dict[str, Any]:
     """Fit per-finding thresholds (and optionally probability calibration) on a held-out split,
-    store them as a new version of model.json and in thresholds.json. Returns the thresholds.json data."""
+    store them as a new version of model.json and in thresholds.json. Returns the thresholds.json data.
+
+    thresholds.json: {run, manifest, split, manifest_hash, n_images, n_patients, ci_level,
+    confidence, interval_method, n_boot, ..., "thresholds": [record per finding]}. Each record is
+    :meth:`chestxr.evaluation.thresholds.ThresholdFit.to_dict` plus auroc_ci / f1_ci (bootstrap by
+    patient, with ``*_ci_n_valid``). The fields other tools read:
+    ``finding``, ``method`` (e.g. "sensitivity:0.9", "youden", "sensitivity:0.9@point"),
+    ``threshold`` (null when refused), ``status`` ("guaranteed" | "not_a_guarantee" |
+    "insufficient_data" | "unreachable" | "undefined"), ``guarantee`` (bool), ``target`` (X),
+    ``confidence``, ``lower_bound`` (one-sided Clopper-Pearson bound at the threshold),
+    ``n_pos``, ``n_neg``, ``n_needed`` (samples needed for the guarantee), ``note`` (why refused),
+    ``<rate>`` and ``<rate>_ci`` (two-sided exact, ``level``)."""
     from chestxr.evaluation.thresholds import fit_thresholds
     from chestxr.modeling.checkpoint import update_metadata
-    from chestxr.evaluation.metrics import bootstrap_metrics, expected_calibration_error
+    from chestxr.evaluation.bootstrap import bootstrap_intervals
+    from chestxr.evaluation.metrics import expected_calibration_error
 
     run = load_run(run_dir)
     labeled, logits, kept, skipped = _labeled_predictions(
@@ -119,17 +132,28 @@ def calibrate_run(
         scores = scores_from_logits(logits, {**run.meta, "probability_calibration": None})
     spec: Any = dict(per_finding or {})
     spec = {**{"*": method}, **spec} if spec else method
-    fits = fit_thresholds(y_true, scores, mask, spec, findings=findings)
+    fits = fit_thresholds(
+        y_true, scores, mask, spec, findings=findings, confidence=confidence, groups=groups, level=level
+    )
     thresholds = np.array([f.threshold for f in fits], dtype=np.float64)
-    ci = bootstrap_metrics(
-        y_true, scores, mask, thresholds, groups=groups, n_boot=n_boot, level=level, seed=seed, findings=findings
+    boot = bootstrap_intervals(
+        y_true,
+        scores,
+        mask,
+        thresholds,
+        groups=groups,
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+        findings=findings,
+        keys=("auroc", "f1"),
     )
     records = []
     for j, fit in enumerate(fits):
         rec = fit.to_dict()
-        for key in ("sensitivity", "specificity", "ppv", "npv", "f1"):
-            rec[f"{key}_ci"] = [float(x) for x in ci[key][j]]
-        rec["auroc_ci"] = [float(x) for x in ci["auroc"][j]]
+        for key in ("auroc", "f1"):
+            rec[f"{key}_ci"] = [float(x) for x in boot[key]["ci"][j]]
+            rec[f"{key}_ci_n_valid"] = int(boot[key]["n_valid"][j])
         if fit.finding in ece:
             rec["ece"] = ece[fit.finding]
         records.append(rec)
@@ -142,6 +166,8 @@ def calibrate_run(
         "n_skipped": len(skipped),
         "n_patients": int(len(set(groups.tolist()))),
         "ci_level": level,
+        "confidence": confidence,
+        "interval_method": "clopper-pearson (effective counts by patient)",
         "n_boot": n_boot,
         "training_patient_overlap": n_overlap,
         "forced": bool(force and n_overlap),
@@ -178,8 +204,12 @@ def evaluate_run(
     cache_dir: Optional[str] = None,
     on_bad_image: str = "error",
     title: Optional[str] = None,
+    promise_alpha: float = 0.05,
 ) -> dict[str, Path]:
     """Evaluate on a labeled split and write report.html, metrics.csv/json, predictions.csv.
+
+    Each stored operating point is checked with a one-sided exact binomial test at false-alarm
+    rate ``promise_alpha`` (:mod:`chestxr.evaluation.promise`).
 
     The folder is built under a temporary name and swapped in only when complete (staged_output_dir);
     a run folder is refused as ``out_dir``."""
@@ -198,6 +228,7 @@ def evaluate_run(
             cache_dir=cache_dir,
             on_bad_image=on_bad_image,
             title=title,
+            promise_alpha=promise_alpha,
         )
     return rebase_paths(written, staged, Path(out_dir))
 
@@ -216,9 +247,11 @@ def _evaluate_into(
     cache_dir: Optional[str],
     on_bad_image: str,
     title: Optional[str],
+    promise_alpha: float = 0.05,
 ) -> dict[str, Path]:
     """evaluate_run's work, written into the (staged) folder ``out``."""
-    from chestxr.evaluation.metrics import evaluate_predictions, multiclass_metrics
+    from chestxr.evaluation.evaluate import evaluate_predictions
+    from chestxr.evaluation.metrics import multiclass_metrics
     from chestxr.reporting.report import write_evaluation_report
 
     labeled, logits, kept, skipped = _labeled_predictions(
@@ -248,6 +281,7 @@ def _evaluate_into(
         level=level,
         seed=seed,
         promised=promised,
+        promise_alpha=promise_alpha,
     )
     multiclass = None
     if run.meta.get("task") == "multiclass":
