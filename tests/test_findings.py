@@ -197,3 +197,21 @@ def test_select_findings():
         select_findings(have, LabelPolicy(), [])
     with pytest.raises(ConfigError):
         select_findings(have, LabelPolicy(), ["A", "A"])
+
+
+def test_soft_labels_in_evaluation_follow_eval_bounds():
+    """A soft label of 0.5 used to count as a positive in the metrics; by default every value
+    strictly between 0 and 1 is now left out, and labels.eval_bounds makes the rule explicit."""
+    from chestxr.data.labels import evaluation_labels
+
+    raw = np.array([[1.0], [0.0], [0.5], [0.3], [0.8], [-1.0], [np.nan]])
+    y, m = evaluation_labels(raw, LabelPolicy(blank="zeros"), ["A"])
+    assert m[:, 0].tolist() == [True, True, False, False, False, False, True]
+    assert y[m[:, 0], 0].tolist() == [1.0, 0.0, 0.0]
+    y, m = evaluation_labels(raw, LabelPolicy(blank="masked", eval_bounds=(0.3, 0.8)), ["A"])
+    assert m[:, 0].tolist() == [True, True, False, True, True, False, False]
+    assert y[:5, 0].tolist() == [1.0, 0.0, 0.0, 0.0, 1.0]
+    y, m = evaluation_labels(raw, LabelPolicy(eval_bounds=(0.5, 0.5)), ["A"])  # the old >= 0.5 rule
+    assert m[2, 0] and y[2, 0] == 1.0 and y[3, 0] == 0.0
+    with pytest.raises(ConfigError, match="labels.eval_bounds"):
+        validate_label_policy(LabelPolicy(eval_bounds=(0.8, 0.2)))

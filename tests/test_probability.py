@@ -141,3 +141,25 @@ def test_ece_before_uses_sigmoid_of_logits():
     row = compare_ece(logits, y, None, cal)[0]
     assert row["ece_before"] == pytest.approx(expected_calibration_error(y[:, 0], expit(logits[:, 0])))
     assert math.isfinite(row["ece_after"])
+
+
+def test_platt_refuses_a_negative_slope_instead_of_inverting_the_ranking():
+    """Anti-informative scores (AUROC ~0.15): an unconstrained Platt fit has a < 0 and would turn
+    the AUROC into ~0.85 silently. The finding keeps sigmoid(logit) and a warning names it."""
+    from sklearn.metrics import roc_auc_score
+
+    from chestxr.evaluation.probability import ProbabilityCalibrator, RefusedCalibrationWarning
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((400, 2)) < 0.4).astype(float)
+    z = np.stack([rng.normal(-1.5 * y[:, 0], 1.0), rng.normal(1.5 * y[:, 1], 1.0)], axis=1)  # col 0 inverted
+    assert roc_auc_score(y[:, 0], z[:, 0]) < 0.2
+    with pytest.warns(RefusedCalibrationWarning, match="Pneumothorax: Platt scaling refused: fitted slope a = -"):
+        cal = fit_probability_calibrator(z, y, None, "platt", findings=["Pneumothorax", "Effusion"])
+    assert cal.params[0]["identity"] and "slope" in cal.params[0]["refused"] and cal.params[1]["a"] > 0
+    p = cal.apply(z)
+    assert roc_auc_score(y[:, 0], p[:, 0]) == pytest.approx(roc_auc_score(y[:, 0], z[:, 0]))  # ranking kept
+    d = cal.to_dict()
+    d["params"][1] = {"a": -0.5, "b": 0.0}
+    with pytest.raises(CalibrationError, match="slope a must be > 0"):
+        ProbabilityCalibrator.from_dict(d)

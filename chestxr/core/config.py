@@ -29,11 +29,17 @@ class LabelPolicy:
     and finding) | a float in [0, 1]. blank (not mentioned): "zeros" | "masked".
     ``per_finding`` overrides either for named findings, e.g. ``{"Atelectasis": {"uncertain": "ones"}}``.
     ``no_finding``: "keep" (a regular column if present) | "drop" (removed from the finding list).
+    ``eval_bounds`` [low, high]: how a soft label (a manifest value strictly between 0 and 1) counts
+    in EVALUATION metrics (calibration, evaluate): <= low is a negative, >= high a positive, strictly
+    between is left out of the metrics (masked). The default [0, 1] leaves every soft value out, so
+    the most uncertain label (0.5) is never counted as a positive; [0.5, 0.5] restores the old
+    binarisation at >= 0.5. Training targets are not affected.
     """
 
     uncertain: Union[str, float] = "masked"
     blank: str = "masked"
     soft_range: tuple[float, float] = (0.55, 0.85)
+    eval_bounds: tuple[float, float] = (0.0, 1.0)
     per_finding: dict[str, dict[str, Any]] = field(default_factory=dict)
     no_finding: str = "drop"
 

@@ -192,6 +192,7 @@ def validate_label_policy(policy: LabelPolicy) -> None:
     _check_rule(policy.uncertain, "labels.uncertain", uncertain=True)
     _check_rule(policy.blank, "labels.blank", uncertain=False)
     _check_range(policy.soft_range, "labels.soft_range")
+    _check_range(policy.eval_bounds, "labels.eval_bounds")
     if policy.no_finding not in ("keep", "drop"):
         raise ConfigError(f"labels.no_finding: {policy.no_finding!r} is not one of ['keep', 'drop']")
     if not isinstance(policy.per_finding, dict):

@@ -3,8 +3,9 @@
 Two label views are kept apart on purpose:
 - training ``targets``/``mask`` follow the config's label policy (uncertain -> ones/zeros/soft/masked);
 - evaluation ``eval_true``/``eval_mask`` never count an uncertain (-1) label, whatever the training
-  policy did with it, and treat blanks as the policy says (zeros or masked). Soft labels are
-  binarised at 0.5 for metrics.
+  policy did with it, and treat blanks as the policy says (zeros or masked). Soft labels (values
+  strictly between 0 and 1) follow ``labels.eval_bounds`` [low, high]: <= low negative, >= high
+  positive, strictly between masked (default [0, 1]: every soft value is left out of the metrics).
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ def evaluation_labels(labels: np.ndarray, policy: LabelPolicy, findings: list[st
         per_finding={k: {kk: vv for kk, vv in v.items() if kk != "uncertain"} for k, v in policy.per_finding.items()},
     )
     targets, mask = apply_label_policy(labels, findings, eval_policy, seed=0)
-    return (targets >= 0.5).astype(np.float32), mask
+    lo, hi = (float(v) for v in policy.eval_bounds)
+    positive, negative = targets >= hi, targets <= lo
+    mask = mask & (positive | negative)  # strictly between the bounds: not counted
+    return np.where(positive, 1.0, 0.0).astype(np.float32), mask
 
 
 def labeled_from_manifest(

@@ -5,7 +5,10 @@ Methods (fitted on a validation split, one set of parameters per finding):
 
 * ``temperature``: p = sigmoid(z / T), T > 0 minimising the log loss (ranking unchanged).
 * ``platt``: p = sigmoid(a * z + b) fitted by logistic regression on the logit, with Platt's
-  smoothed targets (N+ + 1) / (N+ + 2) and 1 / (N- + 2) so separable data cannot diverge.
+  smoothed targets (N+ + 1) / (N+ + 2) and 1 / (N- + 2) so separable data cannot diverge. The
+  slope must be positive: a fitted a <= 0 would invert (or flatten) the model's ranking, so for
+  that finding Platt scaling is REFUSED: it keeps the identity map and warns
+  (:class:`RefusedCalibrationWarning`, naming the finding and the slope); the record says why.
 * ``isotonic``: a non-decreasing step-wise linear map (sklearn IsotonicRegression on the logits,
   clipped outside the fitted range); stored as its breakpoints x (logits) / y (probabilities) and
   applied with linear interpolation, so it round-trips through JSON (no pickle). It over-fits
@@ -35,6 +38,10 @@ FORMAT = "chestxr.probability_calibrator"
 
 class SmallSampleWarning(UserWarning):
     """A calibrator was fitted on fewer samples than it needs to be reliable."""
+
+
+class RefusedCalibrationWarning(UserWarning):
+    """A finding's calibrator was refused (e.g. a non-positive Platt slope) and the identity kept."""
 
 
 def _log_loss(z: np.ndarray, t: np.ndarray) -> float:
@@ -132,6 +139,10 @@ class ProbabilityCalibrator:
         for j, p in enumerate(params):
             if not isinstance(p, Mapping) or not (p.get("identity") or all(k in p for k in need)):
                 raise CalibrationError(f"calibrator params[{j}] must hold {need} or identity")
+            if method == "platt" and not p.get("identity") and not float(p["a"]) > 0:
+                raise CalibrationError(
+                    f"calibrator params[{j}]: Platt slope a must be > 0 (a <= 0 inverts the ranking)"
+                )
             if method == "temperature" and not p.get("identity") and not float(p["temperature"]) > 0:
                 raise CalibrationError(f"calibrator params[{j}]: temperature must be > 0")
             if method == "isotonic" and not p.get("identity"):
@@ -183,7 +194,18 @@ def fit_probability_calibrator(
         elif method == "temperature":
             params.append(_fit_temperature(zj, yj))
         elif method == "platt":
-            params.append(_fit_platt(zj, yj))
+            ab = _fit_platt(zj, yj)
+            if not ab["a"] > 0:
+                warnings.warn(
+                    f"{name}: Platt scaling refused: fitted slope a = {ab['a']:.3g} <= 0 would invert the "
+                    "ranking (scores anti-informative on this split: check the labels and finding order); "
+                    "keeping sigmoid(logit)",
+                    RefusedCalibrationWarning,
+                    stacklevel=2,
+                )
+                params.append({"identity": True, "refused": f"platt slope {ab['a']:.3g} <= 0"})
+            else:
+                params.append(ab)
         else:
             params.append(_fit_isotonic(zj, yj, name))
     return ProbabilityCalibrator(
