@@ -54,9 +54,9 @@ def test_run_folder_contract(synth, tmp_path):
     assert meta["thresholds"] is None
     splits = pd.read_csv(run / "splits.csv")
     train_patients = set(splits.loc[splits["split"] == "train", "patient_id"].astype(str))
-    from chestxr.core.fileio import hash_strings
+    from chestxr.core.patient_ids import hash_patients, read_key
 
-    assert set(meta["training_patients_sha"]) == set(hash_strings(sorted(train_patients)))
+    assert meta["training_patients_sha"] == hash_patients(train_patients, read_key(run))
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2, 3]
     assert np.isfinite(metrics["train_loss"]).all()

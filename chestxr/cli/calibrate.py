@@ -105,5 +105,6 @@ def run(args: argparse.Namespace) -> int:
         f"{lvl}% exact intervals with effective counts by patient; {data['n_images']} images, "
         f"{data['n_patients']} patients; not_a_guarantee = point estimate only)"
     )
+    print(f"training-patient overlap: {data.get('training_patient_overlap_text')}")
     print(f"thresholds written to {args.checkpoint}/thresholds.json and model.json")
     return 0

@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         on_bad_image=args.on_bad_image,
     )
+    import json
+
+    info = json.loads(written["metrics_json"].read_text()).get("model_info", {})
+    print(f"training-patient overlap: {info.get('training_patient_overlap_text')}")
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

@@ -129,10 +129,17 @@ def resolve_findings(manifest_findings: list[str], config: Config) -> list[str]:
 def load_training_splits(config: Config, *, run_dir: Optional[Path] = None) -> dict[str, LabeledSet]:
     """{"train", "val", "test"?} LabeledSets for a training run.
 
-    Uses the manifest's split column when it has train and val rows; else separate val/test
-    manifests when configured; else makes a patient-level stratified split
-    (data.val_fraction/test_fraction, seeded) and writes it to ``run_dir/splits.csv`` so calibrate
-    and evaluate can use the same split (``--manifest RUN/splits.csv --split val``).
+    - separate val/test manifests when configured (data.val_manifest/test_manifest): refused when
+      one of their patients is also in the training manifest;
+    - else the manifest's split column when it has one. A row the user assigned to a split never
+      moves: with train and val rows it is used as is; with train but no val rows, val is carved
+      out of the train rows only (patient level, data.val_fraction of the train images) and test
+      rows are untouched (one warning says so); refused when that is impossible;
+    - else (no split column) a patient-level stratified split (data.val_fraction/test_fraction,
+      seeded).
+    Whenever chestxr made or completed the split it writes ``run_dir/splits.csv`` so calibrate and
+    evaluate can use the same split (``--manifest RUN/splits.csv --split val``). Patient IDs are
+    compared trimmed and case-folded.
     """
     from chestxr.data.manifest import read_manifest, write_manifest
     from chestxr.data.splits import split_manifest
@@ -146,19 +153,85 @@ def load_training_splits(config: Config, *, run_dir: Optional[Path] = None) -> d
     if config.data.val_manifest:
         out["train"] = labeled_from_manifest(manifest, findings, policy, seed=seed)
         val = read_manifest(config.data.val_manifest, views=config.data.views)
+        _refuse_shared_patients(manifest, val, "data.val_manifest")
         out["val"] = labeled_from_manifest(val, findings, policy, seed=seed)
         if config.data.test_manifest:
             test = read_manifest(config.data.test_manifest, views=config.data.views)
+            _refuse_shared_patients(manifest, test, "data.test_manifest")
             out["test"] = labeled_from_manifest(test, findings, policy, seed=seed)
         return out
-    splits = set(manifest.frame["split"]) if "split" in manifest.frame.columns else set()
-    if not {"train", "val"} <= splits:
+    splits = set(manifest.frame["split"]) - {""} if "split" in manifest.frame.columns else set()
+    if not splits:
         manifest = split_manifest(
             manifest, val=config.data.val_fraction, test=config.data.test_fraction, seed=config.seed
         )
+        if run_dir is not None:
+            write_manifest(manifest, Path(run_dir) / "splits.csv")
+    elif "val" not in splits:
+        manifest = _carve_val_from_train(manifest, config)
         if run_dir is not None:
             write_manifest(manifest, Path(run_dir) / "splits.csv")
     for name in ("train", "val", "test"):
         if (manifest.frame["split"] == name).any():
             out[name] = labeled_from_manifest(manifest, findings, policy, seed=seed, split=name)
     return out
+
+
+def _carve_val_from_train(manifest, config: Config):
+    """The manifest with val carved out of its train rows only (other splits untouched)."""
+    import warnings
+
+    from chestxr.core.patient_ids import normalize_id
+    from chestxr.data.splits import split_manifest
+
+    frame = manifest.frame
+    is_train = (frame["split"] == "train").to_numpy()
+    n_patients = len({normalize_id(p) for p in frame.loc[is_train, "patient_id"]})
+    fraction = config.data.val_fraction
+    fix = (
+        "add val rows to the split column, give data.val_manifest, or drop the split column "
+        "to let chestxr split by patient"
+    )
+    if not is_train.any():
+        have = sorted(set(frame["split"]) - {""})
+        raise ManifestError(manifest.source, [f"column 'split': no train rows (values present: {have}); {fix}"])
+    if not 0 < fraction < 1 or n_patients < 2:
+        raise ManifestError(
+            manifest.source,
+            [
+                f"column 'split': no val rows, and val cannot be carved out of the train rows "
+                f"({n_patients} train patient(s), data.val_fraction={fraction:g}; needs >= 2 patients and a "
+                f"fraction in (0, 1)); {fix}"
+            ],
+        )
+    train_part = replace(manifest, frame=frame[is_train].reset_index(drop=True))
+    carved = split_manifest(train_part, val=fraction, test=0.0, seed=config.seed).frame["split"].to_numpy()
+    if not (carved == "val").any() or not (carved == "train").any():
+        raise ManifestError(manifest.source, [f"column 'split': val cannot be carved out of the train rows; {fix}"])
+    new = frame.copy()
+    new.loc[is_train, "split"] = carved
+    n_val = int((carved == "val").sum())
+    n_val_patients = len({normalize_id(p) for p in new.loc[new["split"] == "val", "patient_id"]})
+    warnings.warn(
+        f"{manifest.source}: the split column has no val rows; val = {n_val_patients} patient(s), {n_val} image(s) "
+        "carved out of the train rows only (data.val_fraction); other rows keep their split",
+        stacklevel=3,
+    )
+    return replace(manifest, frame=new)
+
+
+def _refuse_shared_patients(train, other, what: str) -> None:
+    """ManifestError when a patient of ``other`` (IDs trimmed + case-folded) is in the training manifest."""
+    from chestxr.core.patient_ids import normalize_id
+
+    trained = {normalize_id(p) for p in train.frame["patient_id"] if str(p) != ""}
+    shared = sorted({str(p) for p in other.frame["patient_id"] if normalize_id(p) in trained})
+    if shared:
+        raise ManifestError(
+            other.source,
+            [
+                f"column 'patient_id': {len(shared)} patient(s) of {what} are also in the training manifest "
+                f"{train.source} (first: {shared[0]!r}); validation on training patients is optimistic. "
+                "Remove them from one of the two manifests"
+            ],
+        )

@@ -23,7 +23,9 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from chestxr.core.patient_ids import normalize_id
 from chestxr.data.findings import match_findings
+from chestxr.data.id_checks import check_id_spellings, check_shared_studies
 from chestxr.data.schema import (
     MAX_LISTED,
     SPLIT_ALIASES,
@@ -516,6 +518,10 @@ def load_manifest(
         out["study_id"] = sid
     else:
         out["study_id"] = written.copy()
+    if "patient_id" in final:
+        check_id_spellings(out["patient_id"], rows, col)
+        if "study_id" in final:
+            check_shared_studies(out["patient_id"], out["study_id"], rows, col)
     out["view"] = _normalized(frame["view"], normalize_view) if "view" in final else np.full(n, "", dtype=object)
     out["split"] = _check_split(frame, rows, out["patient_id"], "patient_id" in final, col)
 
@@ -625,7 +631,8 @@ def _check_split(frame: pd.DataFrame, rows: np.ndarray, pid: np.ndarray, has_pid
         )
     ok = ~unknown & ~blank
     if has_pid and ok.any():
-        sub = pd.DataFrame({"pid": pid[ok], "split": split[ok], "row": rows[ok]})
+        # IDs compared trimmed + case-folded (chestxr.core.patient_ids.normalize_id): "P1" and "p1 " are one patient
+        sub = pd.DataFrame({"pid": [normalize_id(p) for p in pid[ok]], "split": split[ok], "row": rows[ok]})
         firsts = sub.groupby(["pid", "split"], sort=False)["row"].min().reset_index()
         n_splits = firsts.groupby("pid", sort=False)["split"].transform("size")
         leak = firsts[n_splits > 1].sort_values(["pid", "row"])

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from chestxr.core.errors import ConfigError, ManifestError
+from chestxr.core.patient_ids import normalize_id
 from chestxr.data.manifest import SPLITS, Manifest, Problem
 
 
@@ -58,7 +59,7 @@ def split_manifest(manifest: Manifest, *, val: float, test: float, seed: int) ->
                 )
             ],
         )
-    codes, patients = pd.factorize(pid)
+    codes, patients = pd.factorize(np.array([normalize_id(p) for p in pid], dtype=object))  # "P1" == "p1 "
     n_pat, n_img = len(patients), len(frame)
     positive = np.nan_to_num(manifest.labels(), nan=0.0) >= 0.5
     pos = (

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from chestxr import __version__
 from chestxr.core.config import Config, config_to_dict, write_config
 from chestxr.core.errors import CheckpointError, TrainingError
-from chestxr.core.fileio import hash_strings, prepare_output_dir, write_text_atomic
+from chestxr.core.fileio import prepare_output_dir, write_text_atomic
 from chestxr.data.labels import LabeledSet, load_training_splits
 from chestxr.imaging.dataset import build_dataset, collate, seed_worker
 from chestxr.modeling.distributed import (
@@ -135,8 +135,21 @@ def _pos_weight(config: Config, train: LabeledSet, device) -> Optional[torch.Ten
     return torch.tensor(vals, dtype=torch.float32, device=device)
 
 
-def build_metadata(config: Config, findings: list[str], train_set: LabeledSet) -> dict[str, Any]:
-    """The self-description stored in model.json (everything predict needs)."""
+def build_metadata(
+    config: Config, findings: list[str], train_set: LabeledSet, run_dir: Optional[Path] = None
+) -> dict[str, Any]:
+    """The self-description stored in model.json (everything predict needs).
+
+    Training patients are stored as keyed hashes (HMAC-SHA256 under the run's secret key in
+    ``run_dir/patient_hash.key``, see :mod:`chestxr.core.patient_ids`); without ``run_dir`` none are stored.
+    """
+    from chestxr.core.patient_ids import training_patient_record
+
+    patients = (
+        training_patient_record(run_dir, train_set.patient_ids.tolist())
+        if run_dir is not None
+        else {"training_patients_sha": []}
+    )
     cfg = config_to_dict(config)
     n = len(findings)
     return {
@@ -152,7 +165,7 @@ def build_metadata(config: Config, findings: list[str], train_set: LabeledSet) -
         "thresholds": None,
         "probability_calibration": None,
         "config": cfg,
-        "training_patients_sha": sorted(set(hash_strings(sorted(set(train_set.patient_ids.tolist()))))),
+        **patients,
         "training_manifest_hash": train_set.manifest_hash,
         "versions": {"chestxr": __version__, "torch": torch.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -237,6 +250,10 @@ def train(
                 raise CheckpointError(f"{run_dir}: nothing to resume (no last/state.json); start without --resume")
         elif info.is_main:
             prepare_output_dir(run_dir, overwrite=overwrite)
+        if info.is_main:
+            from chestxr.core.patient_ids import load_or_create_key
+
+            load_or_create_key(run_dir)  # the other ranks read it after the barrier
         barrier(info)
         seed_everything(config.seed)
         splits = load_training_splits(config, run_dir=run_dir if (info.is_main and not resume) else None)
@@ -351,7 +368,7 @@ def _fit(
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
     loss_fn = _make_loss(pos_weight=_pos_weight(config, train_set, device), info=info, ovr=ovr)
-    metadata = build_metadata(config, findings, train_set)
+    metadata = build_metadata(config, findings, train_set, run_dir)
 
     start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "per_member": None}
     skipped: dict[tuple[str, int], str] = {}

@@ -360,9 +360,22 @@ def write_evaluation_report(
         calibration_overview=plot_reliability_overview(curves),
         subgroups=subgroups,
         multiclass=_multiclass_context(multiclass, findings),
+        overlap=_overlap_context(model_info),
     )
     write_text_atomic(paths["html"], html)
     return paths
+
+
+def _overlap_context(model_info: dict[str, Any]) -> dict[str, Any] | None:
+    """{"count", "n_patients", "text"} from model_info's training_patient_overlap* keys, or None."""
+    if "training_patient_overlap" not in model_info:
+        return None
+    count = model_info.get("training_patient_overlap")
+    n = model_info.get("n_patients_scored")
+    text = model_info.get("training_patient_overlap_text") or (
+        f"{count} of {n} patients" if count is not None else "unknown"
+    )
+    return {"count": count, "n_patients": n, "text": text}
 
 
 def _multiclass_context(multiclass: dict[str, Any] | None, classes: Sequence[str]) -> dict[str, Any] | None:

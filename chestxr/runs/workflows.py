@@ -4,6 +4,7 @@ predict new studies into a review worklist. Each returns what it wrote; the CLI 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -11,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 from chestxr.core.config import LabelPolicy, _from_dict
-from chestxr.data.labels import LabeledSet, load_labeled_set
 from chestxr.core.errors import CalibrationError, ManifestError
+from chestxr.core.fileio import rebase_paths, staged_output_dir
+from chestxr.core.patient_ids import Overlap, normalize_id, training_overlap
+from chestxr.data.labels import LabeledSet, load_labeled_set
 from chestxr.runs.inference import LoadedRun, load_run, predict_paths, scores_from_logits, thresholds_from_meta
-from chestxr.core.fileio import hash_strings, rebase_paths, staged_output_dir
 
 
 def _policy(meta: dict[str, Any]) -> LabelPolicy:
@@ -50,16 +52,26 @@ def _labeled_predictions(
     return labeled, preds.logits, preds.indices, preds.skipped
 
 
-def _check_not_training_patients(run: LoadedRun, patients: np.ndarray, *, force: bool, what: str) -> int:
-    trained = set(run.meta.get("training_patients_sha") or [])
-    overlap = sorted(set(hash_strings(sorted(set(patients.tolist())))) & trained)
-    if overlap and not force:
+def _check_not_training_patients(run: LoadedRun, patients: np.ndarray, *, force: bool, what: str) -> Overlap:
+    """How many scored patients trained the model (IDs trimmed + case-folded; keyed hashes, see
+    chestxr.core.patient_ids). Calibration refuses a non-zero overlap unless ``force``; every caller
+    states the count."""
+    overlap = training_overlap(run.run_dir, run.meta, patients.tolist())
+    if overlap.count and not force:
         raise CalibrationError(
-            f"{len(overlap)} patient(s) of the {what} split were in the model's training data; "
+            f"{overlap.count} patient(s) of the {what} split were in the model's training data; "
             "thresholds fitted on them would be optimistic. Use a held-out split (e.g. --split val) "
             "or pass --force to do it anyway"
         )
-    return len(overlap)
+    if overlap.count:
+        warnings.warn(
+            f"{overlap.count} of {overlap.n_patients} patients of the {what} data were in the model's training "
+            "data: its numbers are optimistic",
+            stacklevel=2,
+        )
+    elif overlap.count is None:
+        warnings.warn(f"training-patient overlap of the {what} data is {overlap.describe()}", stacklevel=2)
+    return overlap
 
 
 def calibrate_run(
@@ -93,10 +105,10 @@ def calibrate_run(
     ``confidence``, ``lower_bound`` (one-sided Clopper-Pearson bound at the threshold),
     ``n_pos``, ``n_neg``, ``n_needed`` (samples needed for the guarantee), ``note`` (why refused),
     ``<rate>`` and ``<rate>_ci`` (two-sided exact, ``level``)."""
-    from chestxr.evaluation.thresholds import fit_thresholds
-    from chestxr.modeling.checkpoint import update_metadata
     from chestxr.evaluation.bootstrap import bootstrap_intervals
     from chestxr.evaluation.metrics import expected_calibration_error
+    from chestxr.evaluation.thresholds import fit_thresholds
+    from chestxr.modeling.checkpoint import update_metadata
 
     run = load_run(run_dir)
     labeled, logits, kept, skipped = _labeled_predictions(
@@ -111,7 +123,7 @@ def calibrate_run(
     n_overlap = _check_not_training_patients(run, labeled.patient_ids[kept], force=force, what="calibration")
     findings = run.findings
     y_true, mask = labeled.eval_true[kept], labeled.eval_mask[kept]
-    groups = labeled.patient_ids[kept]
+    groups = np.array([normalize_id(p) for p in labeled.patient_ids[kept]], dtype=object)  # bootstrap clusters
     prob_record, ece = None, {}
     if probability:
         from chestxr.evaluation.probability import fit_probability_calibrator
@@ -169,8 +181,9 @@ def calibrate_run(
         "confidence": confidence,
         "interval_method": "clopper-pearson (effective counts by patient)",
         "n_boot": n_boot,
-        "training_patient_overlap": n_overlap,
-        "forced": bool(force and n_overlap),
+        "training_patient_overlap": n_overlap.count,
+        "training_patient_overlap_text": n_overlap.describe(),
+        "forced": bool(force and n_overlap.count),
         "probability_calibration": prob_record["method"] if prob_record else None,
         "thresholds": records,
     }
@@ -263,12 +276,12 @@ def _evaluate_into(
         cache_dir=cache_dir,
         on_bad_image=on_bad_image,
     )
-    _check_not_training_patients(run, labeled.patient_ids[kept], force=True, what="evaluation")
+    overlap = _check_not_training_patients(run, labeled.patient_ids[kept], force=True, what="evaluation")
     findings = run.findings
     scores = scores_from_logits(logits, run.meta)
     thresholds = thresholds_from_meta(run.meta)
     y_true, mask = labeled.eval_true[kept], labeled.eval_mask[kept]
-    groups = labeled.patient_ids[kept]
+    groups = np.array([normalize_id(p) for p in labeled.patient_ids[kept]], dtype=object)  # bootstrap clusters
     promised = {r["finding"]: r for r in (run.meta.get("thresholds") or [])} or None
     evaluation = evaluate_predictions(
         y_true,
@@ -300,6 +313,9 @@ def _evaluate_into(
         "manifest": str(manifest),
         "split": split,
         "manifest_hash": labeled.manifest_hash,
+        "training_patient_overlap": overlap.count,
+        "training_patient_overlap_text": overlap.describe(),
+        "n_patients_scored": overlap.n_patients,
         "n_skipped": len(skipped),
         "skipped": [{"path": _relative(labeled.paths[i], Path(manifest).parent), "reason": r} for i, r in skipped],
     }
@@ -398,8 +414,8 @@ def _predict_into(
     max_thumbnails: int,
 ) -> dict[str, Path]:
     """predict_run's work, written into the (staged) folder ``out``."""
-    from chestxr.runs.inference import collect_inputs, study_key_for_file
     from chestxr.reporting.review import write_review_report
+    from chestxr.runs.inference import collect_inputs, study_key_for_file
 
     if manifest is not None:
         from chestxr.data.manifest import read_manifest
