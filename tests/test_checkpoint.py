@@ -296,3 +296,57 @@ def test_lambda_schedule_param_groups_and_foreign_rng_values(tmp_path):
     assert opt2.param_groups[0]["lr"] == pytest.approx(3e-4)
     for k, v in model2.state_dict().items():
         assert torch.equal(v, model.state_dict()[k])
+
+
+# ----------------------------------------------------------------------------- hostile JSON (issue 17.8)
+
+
+@pytest.mark.parametrize("kind", ["brackets", "deep_but_parseable", "oversize"])
+def test_hostile_model_json_is_a_checkpoint_error_naming_the_file(kind, tmp_path, capsys):
+    from chestxr.cli.main import main
+    from chestxr.core.errors import CheckpointError
+
+    try:
+        from chestxr.modeling.checkpoint import MAX_JSON_BYTES, MAX_JSON_DEPTH, read_metadata
+    except ImportError:  # before the fix: the defaults it documents now
+        from chestxr.modeling.checkpoint import read_metadata
+
+        MAX_JSON_BYTES, MAX_JSON_DEPTH = 64 * 2**20, 64
+
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "model.json"
+    if kind == "brackets":
+        path.write_text("[" * 200_000)
+        phrase = "nested"
+    elif kind == "deep_but_parseable":
+        depth = MAX_JSON_DEPTH + 5  # json.loads parses it; walking it later must not recurse blindly
+        path.write_text(
+            '{"findings": ["A"], "backbone": "tiny", "mode": "multilabel", "x": ' + "[" * depth + "]" * depth + "}"
+        )
+        phrase = f"nested deeper than {MAX_JSON_DEPTH}"
+    else:
+        with open(path, "wb") as fh:  # sparse: costs no disk
+            fh.truncate(MAX_JSON_BYTES + 1)
+        phrase = f"over the {MAX_JSON_BYTES:,}-byte cap"
+    with pytest.raises(CheckpointError, match=rf"model\.json: .*{phrase}") as info:
+        read_metadata(run)
+    assert str(path) in str(info.value)
+    image = tmp_path / "x.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    code = main(["predict", "--checkpoint", str(run), str(image), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(path) in err
+
+
+def test_hostile_state_json_is_a_checkpoint_error(tmp_path):
+    from chestxr.core.errors import CheckpointError
+    from chestxr.modeling.checkpoint import load_training_state, save_training_state
+
+    model = torch.nn.Linear(2, 1)
+    folder = tmp_path / "last"
+    save_training_state(folder, model=model, optimizer=None, scheduler=None, epoch=1, rng={}, extra={})
+    state = next(folder.rglob("state.json"))
+    state.write_text('{"epoch": 1, "model": ' + "[" * 100_000 + "}")
+    with pytest.raises(CheckpointError, match=r"state\.json: .*nested"):
+        load_training_state(folder, model=model, optimizer=None, scheduler=None)

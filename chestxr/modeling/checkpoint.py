@@ -10,6 +10,10 @@ as one journaled transaction (:mod:`chestxr.core.locking`).
 ``last/`` (``save_training_state``) holds ``state.safetensors`` (model, optimizer and scheduler
 tensors, RNG byte states) and ``state.json`` (everything else), written into a temp folder that
 replaces the old one only when complete. Loading never unpickles: a pickle file is refused.
+
+Reading is hostile-input safe: model.json and state.json over ``MAX_JSON_BYTES`` (64 MiB) or nested
+deeper than ``MAX_JSON_DEPTH`` (64) are refused with a CheckpointError naming the file (never a
+RecursionError or a memory blow-up).
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ from chestxr.core.locking import JOURNAL, commit_files, folder_lock, recover_tra
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "model.json"
+#: cap on the size of model.json / state.json read from a run folder (a model.json of 1M hashed
+#: training patients is about 20 MB); larger files are refused before they are read
+MAX_JSON_BYTES = 64 * 2**20
+#: cap on their nesting depth (chestxr writes fewer than 10 levels; optimizer states about 6)
+MAX_JSON_DEPTH = 64
 STATE_FILE = "state.safetensors"
 STATE_META = "state.json"
 FORMAT = "chestxr-model"
@@ -89,15 +98,56 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A run-folder JSON file (model.json, state.json), refused with a CheckpointError naming the file
+    when it is over MAX_JSON_BYTES, nested deeper than MAX_JSON_DEPTH, or not a JSON object."""
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found (is this a chestxr run folder?)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read JSON ({exc})") from None
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise CheckpointError(
+                f"{path}: {size:,} bytes, over the {MAX_JSON_BYTES:,}-byte cap for run-folder JSON files "
+                "(chestxr.modeling.checkpoint.MAX_JSON_BYTES); it is not a chestxr file or it is corrupt"
+            )
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise CheckpointError(f"{path}: grew over the {MAX_JSON_BYTES:,}-byte cap while being read")
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read JSON ({_one_line(exc)})") from None
+    except RecursionError:
+        raise CheckpointError(
+            f"{path}: JSON nested too deeply to read (a crafted or corrupt file); chestxr files are nested "
+            f"at most {MAX_JSON_DEPTH} levels"
+        ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object at the top level")
+    if _json_depth(data) > MAX_JSON_DEPTH:
+        raise CheckpointError(
+            f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels (MAX_JSON_DEPTH); "
+            "not a chestxr file (crafted or corrupt)"
+        )
     return data
+
+
+def _json_depth(obj: Any) -> int:
+    """Nesting depth of parsed JSON (iterative: never recurses, whatever the input)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _run_dir(path: str | Path) -> Path:
