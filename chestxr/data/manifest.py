@@ -24,6 +24,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from chestxr.core.csvsafe import TRIGGERS, escape_cell
 from chestxr.core.errors import ManifestError
 from chestxr.data.manifest_reader import load_manifest
 from chestxr.data.schema import (
@@ -180,7 +181,7 @@ def write_manifest(manifest_or_frame: Union[Manifest, pd.DataFrame], path: Union
             out = out.drop(columns=col)
     first = [c for c in CORE_COLUMNS if c in out.columns]
     out = out[first + [c for c in out.columns if c not in first]]
-    header = ",".join(_quote(str(c)) for c in out.columns) + "\n"
+    header = ",".join(_quote(escape_cell(str(c))) for c in out.columns) + "\n"
 
     def writer(tmp: str, chunk: int = 100_000) -> None:  # chunked: memory stays flat for big manifests
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
@@ -208,6 +209,8 @@ def _csv_cells(series: pd.Series) -> list[str]:
     if pd.api.types.is_float_dtype(series.dtype) or pd.api.types.is_integer_dtype(series.dtype):
         return format_numbers(series.to_numpy(dtype=np.float64)).tolist()
     values = series.fillna("").astype(str).tolist()
+    if any(v[:1] in ("'", *TRIGGERS) for v in values):  # spreadsheet formulas -> text (chestxr.core.csvsafe)
+        values = [escape_cell(v) for v in values]
     joined = "\x00" + "\x00".join(values) + "\x00"
     if any(ch in joined for ch in ',"\n\r') or any(p in joined for p in (" \x00", "\x00 ", "\t\x00", "\x00\t")):
         values = [_quote(v) for v in values]

@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from chestxr.core.csvsafe import unescape_cell
 from chestxr.core.patient_ids import normalize_id
 from chestxr.data.findings import match_findings
 from chestxr.data.id_checks import check_id_spellings, check_shared_studies
@@ -219,6 +220,18 @@ def _parse(raw: bytes, ncol: int, n_expected: int, ragged: bool, numeric: Sequen
     return pd.DataFrame(good, columns=range(ncol), dtype=object)
 
 
+def _unescape_formula_cells(frame: pd.DataFrame) -> None:
+    """In place: text cells written escaped against spreadsheet formulas ('=x, '+1@, see
+    chestxr.core.csvsafe) read back as written before escaping (=x, +1@)."""
+    for c in frame.columns:
+        if not pd.api.types.is_object_dtype(frame[c].dtype):
+            continue
+        values = frame[c].astype(str)
+        hit = values.str.match(r"^'+[=+\-@\t\r]", na=False).to_numpy()
+        if hit.any():
+            frame.loc[hit, c] = values[hit].str[1:]
+
+
 def _existing(paths: list[str]) -> np.ndarray:
     """bool per path: is it an existing file? One directory scan per unique folder."""
     listing: dict[str, set[str]] = {}
@@ -296,7 +309,7 @@ def load_manifest(
     if raw is None:
         return col.result, None
     header, counts, rows = _field_counts(raw)
-    names = [h.strip() for h in header]
+    names = [unescape_cell(h.strip()) for h in header]  # chestxr.core.csvsafe: '=x (written escaped) is =x
     ncol = len(names)
     ragged = counts != ncol
     if ragged.any():
@@ -325,6 +338,8 @@ def load_manifest(
         wanted = set(match_findings([canon[i] for i in numeric], list(findings)).values())
         numeric = [i for i in numeric if canon[i] in wanted]
     frame = _parse(raw, ncol, len(rows), bool(ragged.any()), numeric)
+    if b"'" in raw:
+        _unescape_formula_cells(frame)
     strip = _has_padding(raw)  # else no cell needs stripping
 
     # column names: empty, metadata case (lower-cased), duplicates (first one kept)

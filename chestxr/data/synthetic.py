@@ -27,6 +27,7 @@ from typing import Mapping
 
 import numpy as np
 
+from chestxr.core.csvsafe import escape_row
 from chestxr.core.errors import ConfigError
 from chestxr.core.fileio import write_text_atomic
 
@@ -459,12 +460,14 @@ def generate_synthetic_dataset(
     header = ["path", "patient_id", "study_id", "view"] + (["split"] if with_split else []) + ["sex", "age", *findings]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow(escape_row(header))
     for s in specs:
         pid = f"p{s.patient:04d}"
         split = [split_of[s.patient]] if with_split else []
         writer.writerow(
-            [s.path, pid, f"{pid}_s{s.study}", s.view, *split, s.sex, s.age, *(s.labels[f] for f in findings)]
+            escape_row(
+                [s.path, pid, f"{pid}_s{s.study}", s.view, *split, s.sex, s.age, *(s.labels[f] for f in findings)]
+            )
         )
     manifest = out / "manifest.csv"
     write_text_atomic(manifest, buf.getvalue())

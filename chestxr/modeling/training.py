@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from chestxr import __version__
 from chestxr.core.config import Config, config_to_dict, write_config
+from chestxr.core.csvsafe import escape_row
 from chestxr.core.errors import CheckpointError, TrainingError
 from chestxr.core.fileio import prepare_output_dir, write_text_atomic
 from chestxr.data.labels import LabeledSet, load_training_splits
@@ -177,10 +178,10 @@ def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
         return
     keys = list(dict.fromkeys(k for row in history for k in row))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
+    w = csv.writer(buf)
+    w.writerow(escape_row(keys))
     for row in history:
-        w.writerow(row)
+        w.writerow(escape_row(row.get(k, "") for k in keys))
     write_text_atomic(path, buf.getvalue())
 
 
@@ -495,7 +496,7 @@ def _write_skipped(
     w = csv.writer(buf)
     w.writerow(["split", "path", "reason"])
     for (split, i), r in sorted(skipped.items()):
-        w.writerow([split, (train_set if split == "train" else val_set).paths[i], r])
+        w.writerow(escape_row([split, (train_set if split == "train" else val_set).paths[i], r]))
     write_text_atomic(run_dir / "skipped.csv", buf.getvalue())
 
 

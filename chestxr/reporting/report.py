@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from chestxr.core.csvsafe import escape_frame
 from chestxr.core.fileio import to_jsonable, write_json_atomic, write_text_atomic, write_with_atomic
 from chestxr.reporting.plots import plot_finding_panels, plot_reliability_overview, render_template
 from chestxr.reporting.review import write_review_report
@@ -316,7 +317,7 @@ def write_evaluation_report(
         "predictions_csv": out / "predictions.csv",
     }
     metrics_table = build_metrics_table(findings, evaluation)
-    write_with_atomic(paths["metrics_csv"], lambda tmp: metrics_table.to_csv(tmp, index=False))
+    write_with_atomic(paths["metrics_csv"], lambda tmp: escape_frame(metrics_table).to_csv(tmp, index=False))
     pred_table = build_predictions_table(
         findings=findings,
         predictions=predictions,
@@ -326,7 +327,7 @@ def write_evaluation_report(
         thresholds=thresholds,
         groups=groups,
     )
-    write_with_atomic(paths["predictions_csv"], lambda tmp: pred_table.to_csv(tmp, index=False))
+    write_with_atomic(paths["predictions_csv"], lambda tmp: escape_frame(pred_table).to_csv(tmp, index=False))
     doc = {
         **evaluation,
         "title": title,

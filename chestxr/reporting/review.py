@@ -20,6 +20,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
+from chestxr.core.csvsafe import escape_frame
 from chestxr.core.fileio import write_text_atomic, write_with_atomic
 from chestxr.reporting.plots import array_to_png, overlay_heatmap, png_data_uri, render_template
 
@@ -167,8 +168,9 @@ def write_review_report(
         "predictions_csv": out / "predictions.csv",
         "study_predictions_csv": out / "study_predictions.csv",
     }
-    write_with_atomic(paths["predictions_csv"], lambda tmp: images.to_csv(tmp, index=False))
-    write_with_atomic(paths["study_predictions_csv"], lambda tmp: studies.to_csv(tmp, index=False))
+    # text cells that a spreadsheet would run as formulas get a leading apostrophe (chestxr.core.csvsafe)
+    write_with_atomic(paths["predictions_csv"], lambda tmp: escape_frame(images).to_csv(tmp, index=False))
+    write_with_atomic(paths["study_predictions_csv"], lambda tmp: escape_frame(studies).to_csv(tmp, index=False))
 
     image_probs = predictions[[f"prob_{x}" for x in findings]].to_numpy(dtype=float)
     image_ids = predictions["image_id"].tolist()

@@ -462,7 +462,9 @@ def _predict_into(
         )
         from chestxr.core.fileio import write_text_atomic
 
-        write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
+        from chestxr.core.csvsafe import escape_frame
+
+        write_text_atomic(out / "skipped.csv", escape_frame(skipped).to_csv(index=False))
         written["skipped"] = out / "skipped.csv"
     return written
 
