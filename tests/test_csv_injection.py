@@ -76,7 +76,7 @@ def test_predictions_and_study_predictions_csv(tmp_path):
 
 
 def test_evaluation_metrics_and_predictions_csv(tmp_path):
-    from chestxr.evaluation.metrics import evaluate_predictions
+    from chestxr.evaluation.evaluate import evaluate_predictions
     from chestxr.reporting.report import write_evaluation_report
 
     rng = np.random.default_rng(0)
