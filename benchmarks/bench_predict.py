@@ -10,7 +10,7 @@ Models: the ``tiny`` and ``resnet18`` backbones (random weights; 14 findings; 22
 Pipelines (each after an untimed warm-up on a few images; same paths, same preprocessing):
 
 * per-image loop: ``read_image`` -> eval transform -> ``model(x[None])``, one at a time, eval + no_grad;
-* chestxr batch: ``inference.predict_paths`` (what ``chestxr predict`` runs: Dataset + 2 DataLoader
+* chestxr batch: ``Run.logits`` (what ``chestxr predict`` runs: Dataset + 2 DataLoader
   workers decoding in parallel, batch 32, channels_last);
 * TorchScript: the file ``chestxr.export.export_model`` writes, loaded with ``torch.jit.load``, fed
   by the same batched pipeline;
@@ -106,7 +106,7 @@ class _OrtModule:
 
 
 def _batched(run, fn: Callable, paths: list[str], *, batch: int, workers: int):
-    """Logits (n, f) for ``paths`` with the predict_paths data pipeline and ``fn`` as the model."""
+    """Logits (n, f) for ``paths`` with the Run.logits data pipeline and ``fn`` as the model."""
     import numpy as np
     import torch
     from torch.utils.data import DataLoader
@@ -176,12 +176,12 @@ def bench_set(
     import torch
 
     from chestxr.runs.export import export_model
-    from chestxr.runs.inference import load_run, predict_paths
+    from chestxr.runs.run import Run
 
     run_dir = tmp / f"run-{backbone}"
     if not run_dir.exists():
         make_run(run_dir, backbone)
-    run = load_run(run_dir, device="cpu")
+    run = Run.load(run_dir, device="cpu")
     warm = paths[: min(4, len(paths))]
     x = torch.randn(
         batch, 3, run.preprocessing.size, run.preprocessing.size, generator=torch.Generator().manual_seed(0)
@@ -209,8 +209,8 @@ def bench_set(
         return logits
 
     ref = row(
-        "chestxr batch (predict_paths, 2 workers)",
-        lambda ps: predict_paths(run, ps, batch_size=batch, num_workers=workers).logits,
+        "chestxr batch (Run.logits, 2 workers)",
+        lambda ps: run.logits(ps, batch_size=batch, num_workers=workers).logits,
         model_fn=lambda t: run.model(t.contiguous(memory_format=torch.channels_last)),
     )
     rows[-1]["max_abs_diff"] = 0.0

@@ -18,7 +18,7 @@ findings, and per finding). Test patients are never used for training or for cho
   chestxr's ``train.max_minutes`` follows) and its FINAL weights are evaluated.
 * chestxr: ``chestxr.modeling.training.train(load_config(CONFIG, ["train.max_minutes=B", "seed=S",
   "data.manifest=OUT/split.csv", "data.cache_dir=OUT/cache"]))``; the saved best model (by
-  validation mean AUROC) is loaded with ``load_run`` and scored with ``predict_paths``.
+  validation mean AUROC) is loaded with ``Run.load`` and scored with ``Run.logits``.
 
 Per seed the two recipes alternate (seed 0: baseline first, seed 1: chestxr first, ...) so that
 the load of a shared machine falls on both alike. Writes RESULTS/nih_recipe.csv (one row per run:
@@ -203,7 +203,7 @@ def run_chestxr(
 
     from chestxr.core.config import load_config
     from chestxr.modeling.training import train
-    from chestxr.runs.inference import load_run, predict_paths
+    from chestxr.runs.run import Run
 
     config = load_config(
         config_path,
@@ -231,8 +231,8 @@ def run_chestxr(
         "test_logits": None,
     }
     if score_test:
-        run = load_run(run_dir, device="cpu")
-        result["test_logits"] = predict_paths(run, sets["test"].paths, num_workers=0).logits
+        run = Run.load(run_dir, device="cpu")
+        result["test_logits"] = run.logits(sets["test"].paths, num_workers=0).logits
     return result
 
 

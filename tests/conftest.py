@@ -1,14 +1,49 @@
 """Shared fixtures. Real data lives in ../shared/data (or $CHESTXR_SHARED/data); tests that need it skip
-cleanly when it is absent. Everything else is generated in tmp_path."""
+cleanly when it is absent. Everything else is generated in tmp_path.
+
+The tiny training recipe every test uses is here once: ``TINY_OVERRIDES`` (config overrides: 32 px
+``tiny`` backbone, one epoch, no DataLoader workers), ``tiny_args(...)`` (the same as CLI ``--set``
+arguments) and ``tiny_config(manifest, ...)`` (a Config). ``tiny_run`` is one session-wide run trained
+with it on ``synth_manifest``; tests that write into a run folder use ``tiny_run_copy``.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+#: the tiny recipe as dotted config overrides (``chestxr train --set ...`` / ``load_config(None, ...)``).
+TINY_OVERRIDES = (
+    "model.backbone=tiny",
+    "preprocessing.size=32",
+    "preprocessing.cache_size=48",
+    "data.num_workers=0",
+    "train.batch_size=16",
+    "train.epochs=1",
+)
+FINDINGS = ["Opacity", "Cardiomegaly", "Effusion", "Nodule"]
+
+
+def tiny_overrides(*extra: str) -> list[str]:
+    """TINY_OVERRIDES followed by ``extra`` (later overrides win)."""
+    return [*TINY_OVERRIDES, *extra]
+
+
+def tiny_args(*extra: str) -> list[str]:
+    """The tiny recipe (plus ``extra`` overrides) as CLI arguments: ``["--set", "model.backbone=tiny", ...]``."""
+    return [arg for o in tiny_overrides(*extra) for arg in ("--set", o)]
+
+
+def tiny_config(manifest: str | Path, *extra: str):
+    """A validated Config for the tiny recipe on ``manifest`` (``extra``: more dotted overrides)."""
+    from chestxr.core.config import load_config
+
+    return load_config(None, tiny_overrides(f"data.manifest={manifest}", *extra))
 
 
 def shared_data_dir() -> Path:
@@ -37,6 +72,37 @@ def pytest_configure(config):
             torch.set_num_threads(1)
         except ImportError:  # pragma: no cover
             pass
+
+
+@pytest.fixture(scope="session")
+def synth_manifest(tmp_path_factory) -> Path:
+    """40 synthetic 48 px X-rays (PNG and DICOM, four findings), no split column; treat as read-only."""
+    from chestxr.data.synthetic import generate_synthetic_dataset
+
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("session") / "data", n_images=40, seed=3, size=48)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synth_manifest) -> Path:
+    """A run folder trained once per session with the tiny recipe, 2 epochs (lr 0.003) on ``synth_manifest``.
+
+    It made its own patient-level split: ``tiny_run / "splits.csv"`` (paths relative to the run folder)
+    has train/val/test rows for calibrate/evaluate. Read-only: copy it (``tiny_run_copy``) to change it.
+    """
+    from chestxr.modeling.training import train
+
+    with pytest.MonkeyPatch.context() as mp:  # session-scoped: the autouse env fixture is not active yet
+        mp.setenv("CHESTXR_NO_PROGRESS", "1")
+        config = tiny_config(synth_manifest, "train.epochs=2", "train.lr=0.003", "name=session")
+        return train(config, out_dir=synth_manifest.parent.parent / "run", log=lambda s: None)
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of ``tiny_run`` beside it (so the relative paths of its splits.csv still resolve)."""
+    dst = tiny_run.parent / f"run-{tmp_path.name}"
+    shutil.copytree(tiny_run, dst)
+    return dst
 
 
 @pytest.fixture(autouse=True)

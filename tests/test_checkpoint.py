@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import chestxr
 import chestxr.modeling.checkpoint as ckpt
 from chestxr.core.errors import CheckpointError
 from chestxr.modeling.checkpoint import (
@@ -23,6 +24,7 @@ from chestxr.modeling.checkpoint import (
     update_metadata,
 )
 from chestxr.modeling.models import build_model
+from chestxr.modeling.run_metadata import ThresholdRecord
 
 FINDINGS = ["Atelectasis", "Effusion", "Pneumonia"]
 META = {
@@ -56,11 +58,15 @@ def test_round_trip_same_outputs(tmp_path, mode, in_channels, dropout):
         assert not loaded.training
         with torch.no_grad():
             assert torch.equal(loaded(x), model(x))
-    assert meta["findings"] == FINDINGS and meta["mode"] == mode and meta["in_channels"] == in_channels
-    assert meta["dropout"] == dropout and meta["backbone"] == "tiny" and meta["version"] == 1
-    assert meta["thresholds"] is None and meta["calibration"] is None
-    assert meta["torch_version"] == torch.__version__ and meta["preprocessing"]["size"] == 32
-    assert meta["training_patients_sha"] == ["ab12", "cd34"] and len(meta["weights_sha256"]) == 64
+    assert meta.findings == FINDINGS and meta.mode == mode and meta.in_channels == in_channels
+    assert meta.dropout == dropout and meta.backbone == "tiny" and meta.version == 1
+    assert meta.thresholds is None and meta.calibration is None and meta.approval is None
+    assert meta.versions == {"chestxr": chestxr.__version__, "torch": torch.__version__}
+    assert meta.preprocessing.size == 32 and meta.label_policy.uncertain == "masked"
+    assert meta.training_patients_sha == ["ab12", "cd34"] and len(meta.weights_sha256) == 64
+    doc = json.loads((out_dir / "model.json").read_text())
+    assert "torch_version" not in doc and "chestxr_version" not in doc  # versions are stored once
+    assert doc["format"] == "chestxr-model" and doc["versions"]["torch"] == torch.__version__
 
 
 def test_save_model_checks_findings_against_outputs(tmp_path):
@@ -76,25 +82,27 @@ def test_update_metadata_keeps_every_version(tmp_path):
     model = build_model("tiny", 3)
     save_model(tmp_path, model, META)
     v1 = (tmp_path / "model.json").read_text()
-    meta2 = update_metadata(tmp_path, {"thresholds": [0.1, 0.2, float("nan")]}, reason="calibrate youden")
-    assert meta2["version"] == 2 and meta2["thresholds"] == [0.1, 0.2, None]
+    records = [ThresholdRecord(f, t, "youden") for f, t in zip(FINDINGS, [0.1, 0.2, float("nan")])]
+    meta2 = update_metadata(tmp_path, {"thresholds": records}, reason="calibrate youden")
+    assert meta2.version == 2 and [r.threshold for r in meta2.thresholds] == [0.1, 0.2, None]
+    assert meta2.decision_thresholds() == [0.1, 0.2, 0.5]
     assert (tmp_path / "model.v1.json").read_text() == v1
     v2 = (tmp_path / "model.json").read_text()
     meta3 = update_metadata(
         tmp_path, {"thresholds": [0.3, 0.3, 0.3], "calibration": {"method": "platt"}}, reason="recalibrate on site B"
-    )
-    assert meta3["version"] == 3 and read_metadata(tmp_path) == meta3
+    )  # a legacy bare list of numbers is read in finding order
+    assert meta3.version == 3 and read_metadata(tmp_path) == meta3
     assert (tmp_path / "model.v2.json").read_text() == v2
     assert json.loads((tmp_path / "model.v1.json").read_text())["thresholds"] is None
-    assert [h["reason"] for h in meta3["history"]] == ["saved", "calibrate youden", "recalibrate on site B"]
-    assert meta3["history"][-1]["changed"] == ["calibration", "thresholds"]
+    assert [h["reason"] for h in meta3.history] == ["saved", "calibrate youden", "recalibrate on site B"]
+    assert meta3.history[-1]["changed"] == ["calibration", "thresholds"]
     loaded, meta = load_model(tmp_path)  # the weights still match the new metadata
-    assert meta["thresholds"] == [0.3, 0.3, 0.3]
+    assert [(r.finding, r.threshold) for r in meta.thresholds] == [(f, 0.3) for f in FINDINGS]
     with pytest.raises(CheckpointError, match="findings"):
         update_metadata(tmp_path, {"findings": ["X", "Y", "Z"]}, reason="rename")
     with pytest.raises(CheckpointError, match="reason"):
         update_metadata(tmp_path, {"thresholds": None}, reason=" ")
-    assert read_metadata(tmp_path)["version"] == 3
+    assert read_metadata(tmp_path).version == 3
 
 
 def test_missing_or_corrupt_metadata_names_the_file(tmp_path):

@@ -120,7 +120,8 @@ def test_crash_after_commit_is_rolled_forward(run, monkeypatch):
     monkeypatch.setattr(locking.os, "replace", real)
     meta = ckpt.read_metadata(run)  # the reader finishes the committed transaction
     thr = json.loads((run / "thresholds.json").read_text())
-    assert meta["version"] == 2 and thr["model_version"] == 2 and thr["thresholds"] == meta["thresholds"] == rec
+    assert meta.version == 2 and thr["model_version"] == 2
+    assert thr["thresholds"] == [r.to_dict() for r in meta.thresholds] == rec
 
 
 def test_busy_run_folder_is_a_clear_error(run, monkeypatch):
@@ -145,6 +146,6 @@ def test_busy_run_folder_is_a_clear_error(run, monkeypatch):
     finally:
         holder.kill()
         holder.wait()
-    assert ckpt.read_metadata(run)["version"] == 1
+    assert ckpt.read_metadata(run).version == 1
     ckpt.update_metadata(run, {"thresholds": None}, reason="x")  # free again once the holder is gone
-    assert ckpt.read_metadata(run)["version"] == 2
+    assert ckpt.read_metadata(run).version == 2

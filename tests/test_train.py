@@ -115,9 +115,9 @@ def test_one_vs_rest_run(synth, tmp_path):
 
     run = train(cfg(synth, model__mode="ovr", train__epochs=2), out_dir=tmp_path / "ovr")
     model, meta = load_model(run)
-    assert meta["mode"] == "ovr" and len(model.members) == 4
+    assert meta.mode == "ovr" and len(model.members) == 4
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 4)
-    assert len(meta["best_val_auroc_per_finding"]) == 4
+    assert len(meta.best_val_auroc_per_finding) == 4
 
 
 def test_binary_single_finding(synth, tmp_path):
@@ -142,7 +142,7 @@ def test_finetune_with_other_findings(synth, tmp_path):
     )
     m1, _ = load_model(first)
     m2, meta2 = load_model(second)
-    assert meta2["findings"] == ["Nodule", "Cardiomegaly"]
+    assert meta2.findings == ["Nodule", "Cardiomegaly"]
     # lr 0: weights are exactly the transferred ones; head rows follow the finding names
     assert torch.equal(m2.head.weight[0], m1.head.weight[3])
     assert torch.equal(m2.head.weight[1], m1.head.weight[1])

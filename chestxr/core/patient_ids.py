@@ -29,7 +29,7 @@ import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from chestxr.core.fileio import write_bytes_atomic
 
@@ -108,15 +108,20 @@ class Overlap:
         return f"{self.count} of {self.n_patients} patients"
 
 
-def training_overlap(run_dir: str | Path, meta: dict[str, Any], ids: Iterable[object]) -> Overlap:
+def training_overlap(
+    run_dir: str | Path,
+    training_patients_sha: Iterable[str],
+    record: Optional[Mapping[str, Any]],
+    ids: Iterable[object],
+) -> Overlap:
     """Count the distinct patients in ``ids`` that are among the run's training patients.
 
-    Uses the run's key (HMAC scheme) or, for old runs, the fixed-salt hashes with a warning.
+    training_patients_sha, record: model.json's hashed training patients and its ``patient_hash`` record
+    (None for old runs). Uses the run's key (HMAC scheme) or, for old runs, the fixed-salt hashes with a warning.
     """
     ids = list(ids)
     distinct = {normalize_id(v) for v in ids}
-    trained = set(meta.get("training_patients_sha") or [])
-    record = meta.get("patient_hash")
+    trained = set(training_patients_sha or [])
     if not trained:
         return Overlap(None, len(distinct), "model.json lists no training patients")
     if not record:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.special import expit
 
 from chestxr.core.errors import CalibrationError
+from chestxr.core.numeric import sigmoid
 from chestxr.evaluation.metrics import UndefinedMetricWarning, _matrices, expected_calibration_error
 
 METHODS = ("temperature", "platt", "isotonic")
@@ -66,7 +66,7 @@ def _fit_platt(z: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
     def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
         u = ab[0] * z + ab[1]
-        r = expit(u) - t
+        r = sigmoid(u) - t
         return _log_loss(u, t), np.array([np.mean(r * z), np.mean(r)])
 
     res = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
@@ -89,11 +89,11 @@ def _fit_isotonic(z: np.ndarray, y: np.ndarray, name: str) -> dict[str, list[flo
 
 def _apply_one(method: str, params: Mapping[str, Any], z: np.ndarray) -> np.ndarray:
     if params.get("identity"):
-        return expit(z)
+        return sigmoid(z)
     if method == "temperature":
-        return expit(z / params["temperature"])
+        return sigmoid(z / params["temperature"])
     if method == "platt":
-        return expit(params["a"] * z + params["b"])
+        return sigmoid(params["a"] * z + params["b"])
     return np.interp(z, params["x"], params["y"])
 
 
@@ -236,7 +236,7 @@ def compare_ece(
             {
                 "finding": name,
                 "n": int(v.sum()),
-                "ece_before": expected_calibration_error(y[v, j], expit(z[v, j]), n_bins=n_bins),
+                "ece_before": expected_calibration_error(y[v, j], sigmoid(z[v, j]), n_bins=n_bins),
                 "ece_after": expected_calibration_error(y[v, j], after[v, j], n_bins=n_bins),
             }
         )

@@ -1,8 +1,9 @@
 """Checkpoints without pickle: safetensors weights + JSON metadata; resumable training state.
 
-A run folder holds ``model.safetensors`` (weights) and ``model.json`` (findings, mode, task, backbone,
-in_channels, preprocessing, label policy, thresholds, calibration, config, hashed training patients,
-versions, ``version``, ``history``, and the weights' sha256 so a mismatched pair is caught).
+A run folder holds ``model.safetensors`` (weights) and ``model.json``: a
+:class:`~chestxr.modeling.run_metadata.RunMetadata` (findings, mode, task, backbone, preprocessing,
+label policy, thresholds, calibration, config, hashed training patients, versions, ``version``,
+``history``, and the weights' sha256 so a mismatched pair is caught).
 :func:`update_metadata` never overwrites silently: the previous file is kept as ``model.v{N}.json``; it
 runs under the run folder's fcntl lock and writes model.json with its companion files (thresholds.json)
 as one journaled transaction (:mod:`chestxr.core.locking`).
@@ -19,13 +20,14 @@ RecursionError or a memory blow-up).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -33,6 +35,7 @@ from torch import nn
 from chestxr.core.errors import CheckpointError
 from chestxr.core.fileio import hash_file, make_temp_dir, to_jsonable, write_json_atomic, write_with_atomic
 from chestxr.core.locking import JOURNAL, commit_files, folder_lock, recover_transaction
+from chestxr.modeling.run_metadata import FORMAT_VERSION, FROZEN_FIELDS, RunMetadata
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -43,21 +46,8 @@ MAX_JSON_BYTES = 64 * 2**20
 MAX_JSON_DEPTH = 64
 STATE_FILE = "state.safetensors"
 STATE_META = "state.json"
-FORMAT = "chestxr-model"
-FORMAT_VERSION = 1
-#: metadata keys tied to the weights; update_metadata refuses to change them.
-FROZEN_KEYS = (
-    "format",
-    "format_version",
-    "findings",
-    "mode",
-    "backbone",
-    "in_channels",
-    "dropout",
-    "weights_sha256",
-    "version",
-    "history",
-)
+#: keys tied to the weights; update_metadata refuses to change them.
+FROZEN_KEYS = FROZEN_FIELDS
 
 
 def _now() -> str:
@@ -155,117 +145,71 @@ def _run_dir(path: str | Path) -> Path:
     return path.parent if path.name in (MODEL_FILE, META_FILE) else path
 
 
-def read_metadata(run_dir: str | Path) -> dict[str, Any]:
-    """The current ``model.json`` of a run folder (or of the folder of a model.json/.safetensors path)."""
+def read_metadata(run_dir: str | Path) -> RunMetadata:
+    """The current ``model.json`` of a run folder (or of the folder of a model.json/.safetensors path).
+
+    Raises CheckpointError naming the file when it is missing, not JSON, or not a valid model.json.
+    """
     folder = _run_dir(run_dir)
     path = folder / META_FILE
     if (folder / JOURNAL).exists():  # a calibrate crashed mid-commit: finish it before reading
         with folder_lock(folder):
             recover_transaction(folder)
-    meta = _read_json(path)
-    missing = [k for k in ("findings", "backbone", "mode") if k not in meta]
-    if missing:
-        raise CheckpointError(f"{path}: missing key(s) {missing}")
-    _check_metadata_types(path, meta)
-    if int(meta.get("format_version", 1)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written by a newer chestxr (format {meta['format_version']}); upgrade")
-    return meta
+    return RunMetadata.from_json(_read_json(path), path)
 
 
-def _check_metadata_types(path: Path, meta: dict[str, Any]) -> None:
-    """Refuse a model.json whose core fields have the wrong JSON types (hand-edited or crafted file)."""
-
-    def bad(key: str, expected: str) -> CheckpointError:
-        return CheckpointError(
-            f"{path}: {key!r} must be {expected}, got {meta[key]!r:.80}; "
-            "the file was edited or is not a chestxr model.json"
-        )
-
-    findings = meta["findings"]
-    if not (isinstance(findings, list) and findings and all(isinstance(f, str) and f for f in findings)):
-        raise bad("findings", "a non-empty list of finding names")
-    if len(set(findings)) != len(findings):
-        raise bad("findings", "a list of distinct names")
+def _metadata_for(model: nn.Module, metadata: RunMetadata | Mapping[str, Any]) -> RunMetadata:
+    """``metadata`` as RunMetadata, with backbone/mode/in_channels/dropout taken from the model's spec."""
+    spec = getattr(model, "chestxr_spec", None)
+    doc = metadata.to_json() if isinstance(metadata, RunMetadata) else dict(to_jsonable(dict(metadata)))
+    if "findings" not in doc:
+        raise CheckpointError("save_model: metadata needs 'findings' (the list of finding names)")
+    if spec is not None:
+        for key in ("backbone", "mode", "in_channels", "dropout"):
+            if key in doc and doc[key] != getattr(spec, key):
+                raise CheckpointError(
+                    f"save_model: metadata {key}={doc[key]!r} but the model has {getattr(spec, key)!r}"
+                )
+            doc[key] = getattr(spec, key)
+        if spec.n_findings != len(doc["findings"]):
+            raise CheckpointError(
+                f"save_model: {len(doc['findings'])} findings but the model has {spec.n_findings} outputs"
+            )
     for key in ("backbone", "mode"):
-        if not isinstance(meta[key], str):
-            raise bad(key, "a string")
-    for key in ("in_channels", "format_version", "version"):
-        if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], int)):
-            raise bad(key, "an integer")
-    if "dropout" in meta and (isinstance(meta["dropout"], bool) or not isinstance(meta["dropout"], (int, float))):
-        raise bad("dropout", "a number")
-    if "preprocessing" in meta and not isinstance(meta["preprocessing"], dict):
-        raise bad("preprocessing", "a JSON object")
-    for key in ("label_policy", "probability_calibration", "config"):
-        if meta.get(key) is not None and not isinstance(meta[key], dict):
-            raise bad(key, "a JSON object or null")
-
-    def number_or_null(v: Any) -> bool:
-        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-    thresholds = meta.get("thresholds")
-    if thresholds is not None:
-        ok = isinstance(thresholds, list) and all(
-            number_or_null(r)
-            or (isinstance(r, dict) and isinstance(r.get("finding"), str) and number_or_null(r.get("threshold")))
-            for r in thresholds
-        )
-        if not ok:
-            raise bad("thresholds", "null or a list of {\"finding\": name, \"threshold\": number or null}")
+        if key not in doc:
+            raise CheckpointError(f"save_model: metadata needs {key!r} for a model not built by build_model")
+    return RunMetadata.from_json(doc, "save_model: metadata")
 
 
-def save_model(run_dir: str | Path, model: nn.Module, metadata: dict[str, Any]) -> Path:
+def save_model(run_dir: str | Path, model: nn.Module, metadata: RunMetadata | Mapping[str, Any]) -> Path:
     """Write ``model.safetensors`` + ``model.json`` (each atomically) into ``run_dir``; returns run_dir.
 
-    metadata must hold ``findings``; backbone/mode/in_channels/dropout default to the model's
-    ``chestxr_spec``. thresholds/calibration default to None, version to 1; versions and time are added.
+    metadata: a RunMetadata, or a mapping with at least ``findings`` (hand-built models);
+    backbone/mode/in_channels/dropout come from the model's ``chestxr_spec``. The save stamps
+    ``versions`` (chestxr, torch), ``created`` (when unset), the weights' sha256 and the first
+    ``history`` entry.
     """
     import chestxr
 
     run_dir = Path(run_dir)
-    spec = getattr(model, "chestxr_spec", None)
-    meta = dict(metadata)
-    if "findings" not in meta:
-        raise CheckpointError("save_model: metadata needs 'findings' (the list of finding names)")
-    if spec is not None:
-        for key in ("backbone", "mode", "in_channels", "dropout"):
-            if key in meta and meta[key] != getattr(spec, key):
-                raise CheckpointError(
-                    f"save_model: metadata {key}={meta[key]!r} but the model has {getattr(spec, key)!r}"
-                )
-            meta[key] = getattr(spec, key)
-        if spec.n_findings != len(meta["findings"]):
-            raise CheckpointError(
-                f"save_model: {len(meta['findings'])} findings but the model has {spec.n_findings} outputs"
-            )
-    for key in ("backbone", "mode"):
-        if key not in meta:
-            raise CheckpointError(f"save_model: metadata needs {key!r} for a model not built by build_model")
-    meta.setdefault("in_channels", 3)
-    meta.setdefault("dropout", 0.0)
-    meta.setdefault("task", "multilabel")
-    for key in ("thresholds", "calibration", "probability_calibration", "preprocessing", "label_policy", "config"):
-        meta.setdefault(key, None)
-    meta.setdefault("training_patients_sha", [])
-    meta.update(
-        format=FORMAT,
-        format_version=FORMAT_VERSION,
-        chestxr_version=chestxr.__version__,
-        torch_version=torch.__version__,
-        created=meta.get("created") or _now(),
+    meta = _metadata_for(model, metadata)
+    created = meta.created or _now()
+    meta = dataclasses.replace(
+        meta,
+        versions={"chestxr": chestxr.__version__, "torch": torch.__version__},
+        created=created,
+        history=meta.history or [{"version": meta.version, "reason": "saved", "time": created}],
     )
-    meta.setdefault("version", 1)
-    meta.setdefault("history", [{"version": meta["version"], "reason": "saved", "time": meta["created"]}])
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_tensors(run_dir / MODEL_FILE, model.state_dict())
-    meta["weights_sha256"] = hash_file(run_dir / MODEL_FILE)
-    write_json_atomic(run_dir / META_FILE, meta)
+    meta = dataclasses.replace(meta, weights_sha256=hash_file(run_dir / MODEL_FILE))
+    write_json_atomic(run_dir / META_FILE, meta.to_json())
     return run_dir
 
 
 def load_model(
     run_dir_or_file: str | Path, *, map_location: str | torch.device = "cpu", verify: bool = True
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[nn.Module, RunMetadata]:
     """Rebuild the model from ``model.json`` and load ``model.safetensors`` strictly; model in eval mode.
 
     verify: check the weights' sha256 against the metadata (catches a weights/metadata mix-up).
@@ -276,26 +220,22 @@ def load_model(
     meta = read_metadata(run_dir)
     weights = run_dir / MODEL_FILE
     tensors = _load_tensors(weights, device=str(map_location))
-    if verify and meta.get("weights_sha256") and hash_file(weights) != meta["weights_sha256"]:
+    if verify and meta.weights_sha256 and hash_file(weights) != meta.weights_sha256:
         raise CheckpointError(
             f"{weights}: does not match {run_dir / META_FILE} (sha256 differs); the "
             "files come from different saves or one was modified"
         )
     try:
         model = build_model(
-            meta["backbone"],
-            len(meta["findings"]),
-            mode=meta["mode"],
-            in_channels=int(meta.get("in_channels", 3)),
-            dropout=float(meta.get("dropout", 0.0)),
+            meta.backbone, meta.n_findings, mode=meta.mode, in_channels=meta.in_channels, dropout=meta.dropout
         )
     except (ValueError, CheckpointError) as exc:
         raise CheckpointError(f"{run_dir / META_FILE}: cannot rebuild the model: {exc}") from None
     missing, unexpected = _diff_keys(model.state_dict(), tensors)
     if missing or unexpected:
         raise CheckpointError(
-            f"{weights}: does not fit {meta['backbone']} ({meta['mode']}, "
-            f"{len(meta['findings'])} findings): missing {missing[:5]}, "
+            f"{weights}: does not fit {meta.backbone} ({meta.mode}, "
+            f"{meta.n_findings} findings): missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
     try:
@@ -311,16 +251,16 @@ def _diff_keys(own: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], l
 
 def update_metadata(
     run_dir: str | Path,
-    changes: dict[str, Any],
+    changes: Mapping[str, Any],
     *,
     reason: str,
     companions: Callable[[int], dict[str, Any]] | None = None,
     lock_timeout: float | None = None,
-) -> dict[str, Any]:
-    """Write a new version of ``model.json`` with ``changes`` applied (top-level keys replaced).
+) -> RunMetadata:
+    """Write a new version of ``model.json`` with ``changes`` (RunMetadata field -> new value) applied.
 
     The current file is first kept as ``model.v{N}.json``; ``version`` becomes N+1 and ``history``
-    gains {version, reason, time, changed}. Keys tied to the weights (FROZEN_KEYS) cannot change.
+    gains {version, reason, time, changed}. Fields tied to the weights (FROZEN_FIELDS) cannot change.
 
     Serialised and transactional: everything happens under the run folder's lock (RunBusyError after
     ``lock_timeout`` s, default $CHESTXR_LOCK_TIMEOUT or 60), so the version number is read under the
@@ -331,26 +271,23 @@ def update_metadata(
     run_dir = _run_dir(run_dir)
     if not reason or not reason.strip():
         raise CheckpointError("update_metadata: give a reason (it is recorded in the history)")
-    frozen = sorted(set(changes) & set(FROZEN_KEYS))
+    frozen = sorted(set(changes) & set(FROZEN_FIELDS))
     if frozen:
         raise CheckpointError(
             f"update_metadata: {frozen} cannot be changed (tied to the weights); train or fine-tune a new model instead"
         )
     with folder_lock(run_dir, timeout=lock_timeout):
         meta = read_metadata(run_dir)
-        version = int(meta.get("version", 1))
+        version = meta.version
         backup = run_dir / f"model.v{version}.json"
         current = (run_dir / META_FILE).read_bytes()
         if backup.exists() and backup.read_bytes() != current:
             raise CheckpointError(f"{backup} already exists with other content; refusing to overwrite it")
         if not backup.exists():
             write_with_atomic(backup, lambda tmp: Path(tmp).write_bytes(current))
-        new = {**meta, **to_jsonable(changes), "version": version + 1}
-        new["history"] = [
-            *meta.get("history", []),
-            {"version": version + 1, "reason": reason, "time": _now(), "changed": sorted(changes)},
-        ]
-        files = {META_FILE: new, **(companions(version + 1) if companions else {})}
+        entry = {"version": version + 1, "reason": reason, "time": _now(), "changed": sorted(changes)}
+        new = meta.replace(**changes, version=version + 1, history=[*meta.history, entry])
+        files = {META_FILE: new.to_json(), **(companions(version + 1) if companions else {})}
         commit_files(
             run_dir,
             {

@@ -209,7 +209,9 @@ class Predictions:
     @property
     def scores(self) -> np.ndarray:
         """Sigmoid probabilities (n, f)."""
-        return 1.0 / (1.0 + np.exp(-self.logits.astype(np.float64)))
+        from chestxr.core.numeric import sigmoid
+
+        return sigmoid(self.logits)
 
 
 @torch.no_grad()

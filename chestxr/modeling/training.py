@@ -9,6 +9,7 @@ skipped.csv (images skipped with on_bad_image=skip). Works unchanged under torch
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import random
@@ -21,11 +22,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from chestxr import __version__
 from chestxr.core.config import Config, config_to_dict, write_config
 from chestxr.core.csvsafe import escape_row
 from chestxr.core.errors import CheckpointError, TrainingError
 from chestxr.core.fileio import prepare_output_dir, write_text_atomic
+from chestxr.core.numeric import sigmoid
 from chestxr.data.labels import LabeledSet, load_training_splits
 from chestxr.imaging.dataset import build_dataset, collate, seed_worker
 from chestxr.modeling.distributed import (
@@ -38,6 +39,7 @@ from chestxr.modeling.distributed import (
     setup_distributed,
 )
 from chestxr.modeling.engine import mean_auroc, predict, resolve_amp, resolve_device, train_one_epoch
+from chestxr.modeling.run_metadata import RunMetadata
 
 
 def seed_everything(seed: int) -> None:
@@ -83,7 +85,7 @@ def _make_loss(
 def _build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     t = config.train
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -138,7 +140,7 @@ def _pos_weight(config: Config, train: LabeledSet, device) -> Optional[torch.Ten
 
 def build_metadata(
     config: Config, findings: list[str], train_set: LabeledSet, run_dir: Optional[Path] = None
-) -> dict[str, Any]:
+) -> RunMetadata:
     """The self-description stored in model.json (everything predict needs).
 
     Training patients are stored as keyed hashes (HMAC-SHA256 under the run's secret key in
@@ -146,31 +148,25 @@ def build_metadata(
     """
     from chestxr.core.patient_ids import training_patient_record
 
-    patients = (
-        training_patient_record(run_dir, train_set.patient_ids.tolist())
-        if run_dir is not None
-        else {"training_patients_sha": []}
+    patients: dict[str, Any] = (
+        training_patient_record(run_dir, train_set.patient_ids.tolist()) if run_dir is not None else {}
     )
-    cfg = config_to_dict(config)
     n = len(findings)
-    return {
-        "format": "chestxr-model",
-        "findings": findings,
-        "mode": config.model.mode,
-        "task": "binary" if n == 1 and config.model.task != "multiclass" else config.model.task,
-        "backbone": config.model.backbone,
-        "in_channels": config.preprocessing.channels,
-        "dropout": config.model.dropout,
-        "preprocessing": cfg["preprocessing"],
-        "label_policy": cfg["labels"],
-        "thresholds": None,
-        "probability_calibration": None,
-        "config": cfg,
-        **patients,
-        "training_manifest_hash": train_set.manifest_hash,
-        "versions": {"chestxr": __version__, "torch": torch.__version__},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return RunMetadata(
+        findings=list(findings),
+        mode=config.model.mode,
+        task="binary" if n == 1 and config.model.task != "multiclass" else config.model.task,
+        backbone=config.model.backbone,
+        in_channels=config.preprocessing.channels,
+        dropout=config.model.dropout,
+        preprocessing=config.preprocessing,
+        label_policy=config.labels,
+        config=config_to_dict(config),
+        training_patients_sha=list(patients.get("training_patients_sha", [])),
+        patient_hash=patients.get("patient_hash"),
+        training_manifest_hash=train_set.manifest_hash,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
 
 
 def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
@@ -209,7 +205,7 @@ def _validate(
     idx = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, int)
     order = np.argsort(idx, kind="stable")
     logits, idx = logits[order], idx[order]
-    scores = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    scores = sigmoid(logits)
     true, msk = val.eval_true[idx], val.eval_mask[idx]
     mean, per = mean_auroc(true, scores, msk)
     t = torch.as_tensor(true, dtype=torch.float32)
@@ -436,13 +432,18 @@ def _fit(
         if info.is_main:
             if ovr:
                 best_state, best = _update_ovr_best(eval_model, per, best, best_state, epoch)
+                per_member = [None if not math.isfinite(a) else float(a) for a in best["per_member"]]
                 save_model(
                     run_dir,
                     _assemble(eval_model, best_state),
-                    {**metadata, "best_epoch": best["epoch"] + 1, "best_val_auroc_per_finding": best["per_member"]},
+                    dataclasses.replace(metadata, best_epoch=best["epoch"] + 1, best_val_auroc_per_finding=per_member),
                 )
             elif improved:
-                save_model(run_dir, eval_model, {**metadata, "best_epoch": epoch + 1, "best_val_mean_auroc": val_auc})
+                save_model(
+                    run_dir,
+                    eval_model,
+                    dataclasses.replace(metadata, best_epoch=epoch + 1, best_val_mean_auroc=float(val_auc)),
+                )
         if improved:
             best = {**best, "score": val_auc, "epoch": epoch}
             bad_epochs = 0
@@ -479,7 +480,7 @@ def _fit(
     if skipped:
         say(f"{len(skipped)} image(s) skipped as unreadable; see {run_dir / 'skipped.csv'}")
     if info.is_main and not (run_dir / "model.safetensors").exists():
-        save_model(run_dir, model, {**metadata, "best_epoch": None})
+        save_model(run_dir, model, metadata)
     return run_dir
 
 
@@ -540,7 +541,7 @@ def _init_from_checkpoint(model: nn.Module, path: str, findings: list[str], say)
     from chestxr.modeling.models import transfer_findings
 
     old_model, meta = load_model(path)
-    state = transfer_findings(old_model.state_dict(), meta["findings"], findings, model)
+    state = transfer_findings(old_model.state_dict(), meta.findings, findings, model)
     model.load_state_dict(state)
-    kept = len({f.lower() for f in meta["findings"]} & {f.lower() for f in findings})
-    say(f"initialised from {path}: {len(meta['findings'])} -> {len(findings)} findings ({kept} head rows kept)")
+    kept = len({f.lower() for f in meta.findings} & {f.lower() for f in findings})
+    say(f"initialised from {path}: {meta.n_findings} -> {len(findings)} findings ({kept} head rows kept)")

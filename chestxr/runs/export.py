@@ -14,6 +14,7 @@ random batch of a different size than the traced one; a difference above ``atol`
 :class:`~chestxr.errors.ChestXRError` and leaves nothing under ``out_path``. Both files are written
 atomically (temp file + rename).
 """
+
 from __future__ import annotations
 
 import time
@@ -24,7 +25,9 @@ from typing import Any, Literal, Optional
 import numpy as np
 import torch
 
+from chestxr.core.config import config_to_dict
 from chestxr.core.errors import ChestXRError, OutputExistsError
+from chestxr.modeling.run_metadata import RunMetadata
 
 FORMATS = ("torchscript", "onnx")
 ONNX_OPSET = 17
@@ -64,17 +67,26 @@ def _require_onnx() -> None:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as exc:
-        raise ChestXRError(f"ONNX export needs the packages onnx and onnxruntime ({exc.name} is missing); "
-                           "`pip install onnx onnxruntime` or use --format torchscript") from None
+        raise ChestXRError(
+            f"ONNX export needs the packages onnx and onnxruntime ({exc.name} is missing); "
+            "`pip install onnx onnxruntime` or use --format torchscript"
+        ) from None
 
 
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: str) -> None:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-            torch.onnx.export(model, (example,), path, input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                              opset_version=ONNX_OPSET, dynamo=False)
+            torch.onnx.export(
+                model,
+                (example,),
+                path,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=ONNX_OPSET,
+                dynamo=False,
+            )
     except Exception as exc:
         raise ChestXRError(f"cannot export the model to ONNX ({type(exc).__name__}: {exc})") from None
 
@@ -105,9 +117,8 @@ def export_model(
     Raises CheckpointError for a missing/broken run, OutputExistsError when ``out_path`` exists
     and not ``overwrite``, ChestXRError when export or the check fails.
     """
-    from chestxr.modeling.checkpoint import load_model
-    from chestxr.runs.inference import thresholds_from_meta
     from chestxr.core.fileio import hash_file, write_json_atomic, write_with_atomic
+    from chestxr.modeling.checkpoint import load_model
 
     if format not in FORMATS:
         raise ChestXRError(f"export format must be one of {list(FORMATS)}, got {format!r}")
@@ -120,9 +131,9 @@ def export_model(
         _require_onnx()
     model, meta = load_model(run_dir, map_location="cpu")
     model.eval()
-    pre = dict(meta.get("preprocessing") or {})
+    pre = config_to_dict(meta.preprocessing) if meta.preprocessing is not None else {}
     size = int(example_size or pre.get("size") or 224)
-    channels = int(meta.get("in_channels", pre.get("channels", 3)))
+    channels = meta.in_channels
     if size < 8:
         raise ChestXRError(f"example size must be >= 8 pixels, got {size}")
     example = _random_batch(2, channels, size, seed=0)
@@ -142,12 +153,15 @@ def export_model(
             _write_onnx(model, example, tmp)
             got = _run_onnx(tmp, check)
         if got.shape != expected.shape:
-            raise ChestXRError(f"exported {format} model gives shape {got.shape} for a batch of 3, "
-                               f"the eager model {expected.shape}")
+            raise ChestXRError(
+                f"exported {format} model gives shape {got.shape} for a batch of 3, the eager model {expected.shape}"
+            )
         diff = float(np.max(np.abs(got - expected))) if expected.size else 0.0
         if not diff <= atol:
-            raise ChestXRError(f"exported {format} model differs from the eager model by {diff:.3g} "
-                               f"(allowed {atol:g}) on a random batch; not written")
+            raise ChestXRError(
+                f"exported {format} model differs from the eager model by {diff:.3g} "
+                f"(allowed {atol:g}) on a random batch; not written"
+            )
         result["max_abs_diff"] = diff
 
     write_with_atomic(out_path, write)
@@ -156,18 +170,25 @@ def export_model(
         "file": out_path.name,
         "sha256": hash_file(out_path),
         "input": {"name": "image", "shape": ["batch", channels, size, size], "dtype": "float32"},
-        "output": {"name": "logits", "shape": ["batch", len(meta["findings"])], "dtype": "float32",
-                   "scores": "sigmoid(logits), or probability_calibration when set"},
-        "findings": list(meta["findings"]),
-        "mode": meta.get("mode"),
-        "task": meta.get("task"),
-        "backbone": meta.get("backbone"),
+        "output": {
+            "name": "logits",
+            "shape": ["batch", meta.n_findings],
+            "dtype": "float32",
+            "scores": "sigmoid(logits), or probability_calibration when set",
+        },
+        "findings": list(meta.findings),
+        "mode": meta.mode,
+        "task": meta.task,
+        "backbone": meta.backbone,
         "preprocessing": pre,
-        "thresholds": meta.get("thresholds"),
-        "probability_thresholds": thresholds_from_meta(meta).tolist(),
-        "probability_calibration": meta.get("probability_calibration"),
-        "source": {"run_dir": str(Path(run_dir)), "weights_sha256": meta.get("weights_sha256"),
-                   "metadata_version": meta.get("version")},
+        "thresholds": [r.to_dict() for r in meta.thresholds] if meta.thresholds is not None else None,
+        "probability_thresholds": meta.decision_thresholds(),
+        "probability_calibration": meta.probability_calibration,
+        "source": {
+            "run_dir": str(Path(run_dir)),
+            "weights_sha256": meta.weights_sha256,
+            "metadata_version": meta.version,
+        },
         "check": {"max_abs_diff": result["max_abs_diff"], "atol": atol, "batch": 3},
         "opset": ONNX_OPSET if format == "onnx" else None,
         "versions": {"torch": torch.__version__, **_versions(meta)},
@@ -177,7 +198,7 @@ def export_model(
     return out_path
 
 
-def _versions(meta: dict[str, Any]) -> dict[str, Any]:
+def _versions(meta: RunMetadata) -> dict[str, Any]:
     from chestxr import __version__
 
-    return {"chestxr": __version__, "trained_with": meta.get("versions")}
+    return {"chestxr": __version__, "trained_with": meta.versions}

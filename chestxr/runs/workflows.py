@@ -6,43 +6,47 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from chestxr.core.config import LabelPolicy, _from_dict
 from chestxr.core.errors import CalibrationError, ManifestError
 from chestxr.core.fileio import rebase_paths, staged_output_dir
+from chestxr.core.numeric import sigmoid
 from chestxr.core.patient_ids import Overlap, normalize_id, training_overlap
 from chestxr.data.labels import LabeledSet, load_labeled_set
-from chestxr.runs.inference import LoadedRun, load_run, predict_paths, scores_from_logits, thresholds_from_meta
+from chestxr.modeling.run_metadata import ThresholdRecord
+from chestxr.runs.run import Run
+
+RunLike = Run | str | Path
+BadImagePolicy = Literal["error", "skip"]
 
 
-def _policy(meta: dict[str, Any]) -> LabelPolicy:
-    return _from_dict(LabelPolicy, dict(meta.get("label_policy") or {}), "label_policy")
+def _as_run(run: RunLike) -> Run:
+    """A loaded Run (``run`` itself, or the run folder it names)."""
+    return run if isinstance(run, Run) else Run.load(run)
 
 
 def _labeled_predictions(
-    run: LoadedRun,
+    run: Run,
     manifest: str | Path,
     *,
     split: Optional[str],
     batch_size: int,
     num_workers: int,
     cache_dir: Optional[str],
-    on_bad_image: str,
+    on_bad_image: BadImagePolicy,
 ) -> tuple[LabeledSet, np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """(labeled rows that were read, logits (n, f), kept row indices, skipped (index, reason))."""
     labeled = load_labeled_set(
         manifest,
         findings=run.findings,
-        policy=_policy(run.meta),
+        policy=run.label_policy,
         split=split,
-        seed=int(run.meta.get("config", {}).get("seed", 0)),
+        seed=run.metadata.seed,
     )
-    preds = predict_paths(
-        run,
+    preds = run.logits(
         labeled.paths,
         batch_size=batch_size,
         num_workers=num_workers,
@@ -52,11 +56,13 @@ def _labeled_predictions(
     return labeled, preds.logits, preds.indices, preds.skipped
 
 
-def _check_not_training_patients(run: LoadedRun, patients: np.ndarray, *, force: bool, what: str) -> Overlap:
+def _check_not_training_patients(run: Run, patients: np.ndarray, *, force: bool, what: str) -> Overlap:
     """How many scored patients trained the model (IDs trimmed + case-folded; keyed hashes, see
     chestxr.core.patient_ids). Calibration refuses a non-zero overlap unless ``force``; every caller
     states the count."""
-    overlap = training_overlap(run.run_dir, run.meta, patients.tolist())
+    overlap = training_overlap(
+        run.run_dir, run.metadata.training_patients_sha, run.metadata.patient_hash, patients.tolist()
+    )
     if overlap.count and not force:
         raise CalibrationError(
             f"{overlap.count} patient(s) of the {what} split were in the model's training data; "
@@ -75,7 +81,7 @@ def _check_not_training_patients(run: LoadedRun, patients: np.ndarray, *, force:
 
 
 def calibrate_run(
-    run_dir: str | Path,
+    run_dir: RunLike,
     manifest: str | Path,
     *,
     split: Optional[str] = None,
@@ -90,7 +96,7 @@ def calibrate_run(
     batch_size: int = 32,
     num_workers: int = 2,
     cache_dir: Optional[str] = None,
-    on_bad_image: str = "error",
+    on_bad_image: BadImagePolicy = "error",
 ) -> dict[str, Any]:
     """Fit per-finding thresholds (and optionally probability calibration) on a held-out split,
     store them as a new version of model.json and in thresholds.json. Returns the thresholds.json data.
@@ -110,7 +116,7 @@ def calibrate_run(
     from chestxr.evaluation.thresholds import fit_thresholds
     from chestxr.modeling.checkpoint import update_metadata
 
-    run = load_run(run_dir)
+    run = _as_run(run_dir)
     labeled, logits, kept, skipped = _labeled_predictions(
         run,
         manifest,
@@ -128,7 +134,7 @@ def calibrate_run(
     if probability:
         from chestxr.evaluation.probability import fit_probability_calibrator
 
-        raw = 1 / (1 + np.exp(-logits.astype(np.float64)))
+        raw = sigmoid(logits)
         cal = fit_probability_calibrator(logits, y_true, mask, method=probability)
         calibrated = cal.apply(logits)
         prob_record = cal.to_dict()
@@ -141,7 +147,7 @@ def calibrate_run(
                 }
         scores = np.asarray(calibrated, dtype=np.float64)
     else:
-        scores = scores_from_logits(logits, {**run.meta, "probability_calibration": None})
+        scores = run.scores_from_logits(logits, calibrated=False)
     spec: Any = dict(per_finding or {})
     spec = {**{"*": method}, **spec} if spec else method
     fits = fit_thresholds(
@@ -191,19 +197,19 @@ def calibrate_run(
     new = update_metadata(
         run.run_dir,
         {
-            "thresholds": records,
+            "thresholds": [ThresholdRecord.from_dict(r) for r in records],
             "probability_calibration": prob_record,
             "calibration": {k: v for k, v in data.items() if k != "thresholds"},
         },
         reason=f"calibrate on {Path(manifest).name}" + (f" split={split}" if split else ""),
         companions=lambda version: {"thresholds.json": {**data, "model_version": version}},
     )
-    data["model_version"] = new["version"]
+    data["model_version"] = new.version
     return data
 
 
 def evaluate_run(
-    run_dir: str | Path,
+    run_dir: RunLike,
     manifest: str | Path,
     out_dir: str | Path,
     *,
@@ -215,7 +221,7 @@ def evaluate_run(
     batch_size: int = 32,
     num_workers: int = 2,
     cache_dir: Optional[str] = None,
-    on_bad_image: str = "error",
+    on_bad_image: BadImagePolicy = "error",
     title: Optional[str] = None,
     promise_alpha: float = 0.05,
 ) -> dict[str, Path]:
@@ -226,7 +232,7 @@ def evaluate_run(
 
     The folder is built under a temporary name and swapped in only when complete (staged_output_dir);
     a run folder is refused as ``out_dir``."""
-    run = load_run(run_dir)
+    run = _as_run(run_dir)
     with staged_output_dir(out_dir, overwrite=overwrite) as staged:
         written = _evaluate_into(
             staged,
@@ -248,7 +254,7 @@ def evaluate_run(
 
 def _evaluate_into(
     out: Path,
-    run: LoadedRun,
+    run: Run,
     manifest: str | Path,
     *,
     split: Optional[str],
@@ -258,7 +264,7 @@ def _evaluate_into(
     batch_size: int,
     num_workers: int,
     cache_dir: Optional[str],
-    on_bad_image: str,
+    on_bad_image: BadImagePolicy,
     title: Optional[str],
     promise_alpha: float = 0.05,
 ) -> dict[str, Path]:
@@ -278,11 +284,11 @@ def _evaluate_into(
     )
     overlap = _check_not_training_patients(run, labeled.patient_ids[kept], force=True, what="evaluation")
     findings = run.findings
-    scores = scores_from_logits(logits, run.meta)
-    thresholds = thresholds_from_meta(run.meta)
+    scores = run.scores_from_logits(logits)
+    thresholds = run.thresholds
     y_true, mask = labeled.eval_true[kept], labeled.eval_mask[kept]
     groups = np.array([normalize_id(p) for p in labeled.patient_ids[kept]], dtype=object)  # bootstrap clusters
-    promised = {r["finding"]: r for r in (run.meta.get("thresholds") or [])} or None
+    promised = {r.finding: r.to_dict() for r in (run.metadata.thresholds or [])} or None
     evaluation = evaluate_predictions(
         y_true,
         scores,
@@ -297,19 +303,19 @@ def _evaluate_into(
         promise_alpha=promise_alpha,
     )
     multiclass = None
-    if run.meta.get("task") == "multiclass":
+    if run.task == "multiclass":
         rows = mask.all(axis=1) & (y_true.sum(axis=1) == 1)
         multiclass = multiclass_metrics(y_true[rows], scores[rows])
     frame = labeled.frame.iloc[kept].reset_index(drop=True)
     predictions = _prediction_frame(frame, findings, scores, Path(manifest).parent)
     model_info = {
         "run": str(run.run_dir),
-        "backbone": run.meta.get("backbone"),
-        "mode": run.meta.get("mode"),
-        "task": run.meta.get("task"),
+        "backbone": run.metadata.backbone,
+        "mode": run.metadata.mode,
+        "task": run.metadata.task,
         "findings": findings,
-        "calibrated": bool(run.meta.get("thresholds")),
-        "model_version": run.meta.get("version"),
+        "calibrated": run.calibrated,
+        "model_version": run.metadata.version,
         "manifest": str(manifest),
         "split": split,
         "manifest_hash": labeled.manifest_hash,
@@ -363,7 +369,7 @@ def _prediction_frame(frame: pd.DataFrame, findings: list[str], scores: np.ndarr
 
 
 def predict_run(
-    run_dir: str | Path,
+    run_dir: RunLike,
     out_dir: str | Path,
     *,
     manifest: Optional[str | Path] = None,
@@ -374,14 +380,14 @@ def predict_run(
     batch_size: int = 32,
     num_workers: int = 2,
     cache_dir: Optional[str] = None,
-    on_bad_image: str = "error",
+    on_bad_image: BadImagePolicy = "error",
     max_thumbnails: int = 500,
 ) -> dict[str, Path]:
     """Predict a manifest or files/folders (DICOM folders need no manifest) and write the review worklist.
 
     The folder is built under a temporary name and swapped in only when complete (staged_output_dir);
     a run folder is refused as ``out_dir``."""
-    run = load_run(run_dir)
+    run = _as_run(run_dir)
     with staged_output_dir(out_dir, overwrite=overwrite) as staged:
         written = _predict_into(
             staged,
@@ -401,7 +407,7 @@ def predict_run(
 
 def _predict_into(
     out: Path,
-    run: LoadedRun,
+    run: Run,
     *,
     manifest: Optional[str | Path],
     inputs: Sequence[str],
@@ -410,7 +416,7 @@ def _predict_into(
     batch_size: int,
     num_workers: int,
     cache_dir: Optional[str],
-    on_bad_image: str,
+    on_bad_image: BadImagePolicy,
     max_thumbnails: int,
 ) -> dict[str, Path]:
     """predict_run's work, written into the (staged) folder ``out``."""
@@ -437,13 +443,13 @@ def _predict_into(
     else:
         raise ManifestError("<predict>", ["give --manifest M or image files/folders to predict"])
     paths = frame["path"].astype(str).tolist()
-    preds = predict_paths(
-        run, paths, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, on_bad_image=on_bad_image
+    preds = run.logits(
+        paths, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, on_bad_image=on_bad_image
     )
     kept = preds.indices
-    scores = scores_from_logits(preds.logits, run.meta)
+    scores = run.scores_from_logits(preds.logits)
     table = _prediction_frame(frame.iloc[kept].reset_index(drop=True), run.findings, scores, base)
-    thresholds = run.thresholds()
+    thresholds = run.thresholds
     thumbs, heat = _thumbnails_and_cams(
         run, [paths[i] for i in kept], table, scores, thresholds, explain=explain, limit=max_thumbnails
     )
@@ -460,9 +466,8 @@ def _predict_into(
         skipped = pd.DataFrame(
             {"path": [_relative(paths[i], base) for i, _ in preds.skipped], "reason": [r for _, r in preds.skipped]}
         )
-        from chestxr.core.fileio import write_text_atomic
-
         from chestxr.core.csvsafe import escape_frame
+        from chestxr.core.fileio import write_text_atomic
 
         write_text_atomic(out / "skipped.csv", escape_frame(skipped).to_csv(index=False))
         written["skipped"] = out / "skipped.csv"
@@ -470,7 +475,7 @@ def _predict_into(
 
 
 def _thumbnails_and_cams(
-    run: LoadedRun,
+    run: Run,
     paths: list[str],
     table: pd.DataFrame,
     scores: np.ndarray,
