@@ -231,3 +231,100 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "evaluation report:" in printed and "review worklist:" in printed
     assert (out / "report" / "report.html").exists() and (out / "review" / "review.html").exists()
     assert json.loads((out / "run" / "model.json").read_text())["thresholds"] is not None
+
+
+def _calibrate(run, method="youden", *extra):
+    args = ["calibrate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "val"]
+    return main(args + ["--method", method, "--bootstrap", "20", *extra])
+
+
+def test_approve_binds_thresholds_and_recalibration_voids_it(trained, tmp_path, capsys):
+    from chestxr.runs.approval import approval_status
+
+    run = fresh_run(trained, tmp_path)
+    assert main(["approve", str(run), "--reviewer", "Dr A"]) == 2  # nothing to approve yet
+    assert "calibrate" in capsys.readouterr().err
+    assert _calibrate(run) == 0
+    assert approval_status(run)["state"] == "not_approved"
+    assert main(["approve", str(run), "--reviewer", "Dr A. Radiologist", "--note", "pilot <b>ward</b>"]) == 0
+    meta = json.loads((run / "model.json").read_text())
+    rec = meta["approval"]
+    assert rec["reviewer"] == "Dr A. Radiologist" and rec["time"].endswith("Z") and len(rec["binding_sha256"]) == 64
+    assert meta["history"][-1]["reason"] == "approved by Dr A. Radiologist"
+    status = approval_status(run)
+    assert status["state"] == "approved" and "Dr A. Radiologist" in status["banner"]
+    out = tmp_path / "pred"
+    args = ["predict", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--workers", "0"]
+    assert main(args + ["--out", str(out), "--require-approval"]) == 0
+    html = (out / "review.html").read_text()
+    assert "Approved for clinical use" in html and "Dr A. Radiologist" in html and "<b>ward</b>" not in html
+    # re-calibration changes the thresholds: the approval is void, predict --require-approval refuses
+    assert _calibrate(run, "f1") == 0
+    status = approval_status(run)
+    assert status["state"] == "void" and "changed since the approval" in status["reason"]
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "pred2"), "--require-approval"]) == 2
+    err = capsys.readouterr().err
+    assert "NOT APPROVED FOR CLINICAL USE" in err and "void" in err and not (tmp_path / "pred2").exists()
+    assert main(args + ["--out", str(tmp_path / "pred3")]) == 0
+    assert "NOT APPROVED FOR CLINICAL USE" in (tmp_path / "pred3" / "review.html").read_text()
+
+
+def test_approval_is_bound_to_the_weights(trained, tmp_path):
+    from chestxr.runs.approval import approval_status, binding_hash
+
+    run = fresh_run(trained, tmp_path)
+    assert _calibrate(run) == 0 and main(["approve", str(run), "--reviewer", "Dr B"]) == 0
+    meta = json.loads((run / "model.json").read_text())
+    assert binding_hash(meta, "0" * 64) != meta["approval"]["binding_sha256"]
+    with open(run / "model.safetensors", "ab") as fh:  # the weights file changes under the approval
+        fh.write(b"\0")
+    assert approval_status(run)["state"] == "void"
+
+
+def test_guaranteed_rule_from_the_cli_refuses_with_counts_and_card(trained, tmp_path, capsys):
+    from chestxr.calibration import InsufficientDataWarning
+
+    run = fresh_run(trained, tmp_path)
+    with pytest.warns(InsufficientDataWarning, match="Nodule: no threshold: .* needs at least 299 positives .*; has "):
+        assert _calibrate(run, "youden", "--finding-method", "Nodule=sensitivity:0.99", "--confidence", "0.95") == 0
+    assert "insufficient_data" in capsys.readouterr().out
+    rec = {r["finding"]: r for r in json.loads((run / "thresholds.json").read_text())["thresholds"]}["Nodule"]
+    assert rec["status"] == "insufficient_data" and rec["threshold"] is None and rec["n_needed"] == 299
+    assert rec["guarantee"]["status"] == "insufficient_data" and rec["n_pos"] < 299
+    ev = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run),
+                "--manifest",
+                str(run / "splits.csv"),
+                "--split",
+                "test",
+                "--out",
+                str(ev),
+                "--bootstrap",
+                "20",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["findings"]["Nodule"]["promise"]["holds"] is None
+    assert metrics["approval"]["state"] == "not_approved" and "NOT APPROVED" in (ev / "report.html").read_text()
+    card = tmp_path / "card"
+    use = tmp_path / "use.yaml"
+    use.write_text("intended_use: Pilot study of <script>x</script> triage\n")
+    assert main(["card", str(run), "--eval", str(ev), "--intended-use", str(use), "--out", str(card)]) == 0
+    md, html = (card / "model_card.md").read_text(), (card / "model_card.html").read_text()
+    for text in (md, html):
+        assert "NOT APPROVED FOR CLINICAL USE" in text and "REFUSED (insufficient_data)" in text
+        assert "Training data" in text and "CLAIM" in text and "Pilot study of" in text
+    assert "<script>x</script>" not in html and "<script>x</script>" not in md
+    assert main(["card", str(run), "--out", str(card)]) == 2  # exists: needs --overwrite
+    use.write_text("intended_use: x\nbogus: 1\n")
+    assert main(["card", str(run), "--intended-use", str(use), "--out", str(card), "--overwrite"]) == 2

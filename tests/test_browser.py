@@ -121,6 +121,7 @@ def test_evaluation_report_renders(browser, tmp_path):
     assert page.locator("#summary tbody tr").count() == 3 + 2  # findings + macro + micro
     assert page.locator("tr.finding-row").nth(2).locator("td").first.inner_text() == FINDINGS[2]  # shown as text
     assert page.locator("#promise-warning").is_visible()
+    assert "NOT APPROVED FOR CLINICAL USE" in page.locator("#approval-banner").inner_text()
     assert page.locator("table.subgroup").count() == 2  # view, age band
     assert page.locator("table.subgroup").first.locator("tbody tr").count() == 2 * 3
     assert _check_images_and_screenshot(page, tmp_path / "report.png") == 4
@@ -158,3 +159,90 @@ def test_review_report_renders(browser, tmp_path):
     assert page.locator("#thresholds tbody tr").count() == 3
     n_img = _check_images_and_screenshot(page, tmp_path / "review.png")
     assert n_img >= n  # thumbnails + overlays
+
+
+def test_model_card_renders(browser, tmp_path):
+    """The card from plain records: sections present, refusal and approval shown, names escaped."""
+    from chestxr.evaluation.evaluate import evaluate_predictions
+    from chestxr.evaluation.thresholds import fit_thresholds
+    from chestxr.reporting.card import build_card, write_model_card
+    from chestxr.reporting.report import compute_subgroup_metrics
+
+    rng = np.random.default_rng(2)
+    n = 120
+    y = (rng.random((n, 3)) < [0.4, 0.1, 0.3]).astype(float)
+    s = np.clip(0.5 * y + 0.5 * rng.random((n, 3)), 0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits = fit_thresholds(y, s, None, ["specificity:0.9", "sensitivity:0.9", "youden"], findings=FINDINGS)
+        thr = np.array([f.threshold for f in fits])
+        records = [f.to_dict() for f in fits]
+        ev = evaluate_predictions(y, s, None, thr, FINDINGS, n_boot=20, promised={r["finding"]: r for r in records})
+    frame = pd.DataFrame({"sex": np.where(np.arange(n) % 2, "F", "M")})
+    ev["subgroups"] = compute_subgroup_metrics(
+        findings=FINDINGS, predictions=frame, y_true=y, mask=np.ones_like(y, bool), y_score=s, thresholds=thr
+    )
+    meta = {
+        "findings": FINDINGS,
+        "backbone": "tiny",
+        "mode": "multilabel",
+        "version": 3,
+        "thresholds": records,
+        "config": {"name": "card <i>test</i>", "train": {"lr": 0.001}},
+        "versions": {"chestxr": "0.1.0", "torch": "2.x"},
+    }
+    approval = {
+        "state": "approved",
+        "reviewer": "Dr <b>C</b>",
+        "time": "2026-12-02T01:00:00Z",
+        "note": None,
+        "reason": "",
+        "banner": "Approved for clinical use by Dr <b>C</b>",
+    }
+    card = build_card(
+        meta,
+        evaluations=[("test", ev)],
+        approval=approval,
+        data_summary={
+            "source": "splits.csv",
+            "splits": [
+                {
+                    "split": "train",
+                    "n_images": 80,
+                    "n_patients": 80,
+                    "positives": "Effusion 30",
+                    "views": "PA 80",
+                    "sex": "F 40, M 40",
+                    "age": "40-59 80",
+                }
+            ],
+        },
+    )
+    paths = write_model_card(tmp_path / "card", card)
+    page, external = _open(browser, paths["html"])
+    assert external == [] and page.dialogs == [] and page.locator("script").count() == 0
+    for section in (
+        "model-details",
+        "intended-use",
+        "training-data",
+        "operating-points",
+        "evaluations",
+        "ethics",
+        "caveats",
+        "software",
+        "checklists",
+    ):
+        assert page.locator(f"#{section}").is_visible(), section
+    banner = page.locator("#approval-banner").inner_text()
+    assert "Approved for clinical use" in banner and "Dr <b>C</b>" in banner  # escaped: shown as text
+    rows = page.locator("#operating-points-table tbody tr")
+    assert rows.count() == 3
+    assert "REFUSED (insufficient_data)" in rows.nth(1).inner_text()  # 0.9 needs 29 positives
+    assert "guarantee" not in rows.nth(2).inner_text().split("not a guarantee")[0]
+    assert page.locator("table.evaluation-table tbody tr").count() == 3
+    assert page.locator("table.subgroup tbody tr").count() == 2 * 3
+    assert "Research use only" in page.locator("#use").inner_text()
+    page.screenshot(path=str(tmp_path / "card.png"), full_page=False)
+    assert (tmp_path / "card.png").stat().st_size > 1000
+    md = paths["md"].read_text()
+    assert "## Operating points" in md and "&lt;script&gt;" in md and "<script>" not in md

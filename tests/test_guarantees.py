@@ -130,7 +130,7 @@ def test_point_rules_report_exact_intervals_and_say_not_a_guarantee():
     y, s = np.array([1, 1, 1, 0, 0, 0, 0]), np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.05])
     fit = fit_threshold(y, s, "f1")
     cp = binomtest(int(fit.tp), int(fit.tp + fit.fn)).proportion_ci(0.95, "exact")
-    assert fit.status == "not_a_guarantee" and not fit.guarantee
+    assert fit.status == "not_a_guarantee" and not fit.guaranteed
     assert fit.sensitivity_ci == pytest.approx([cp.low, cp.high])
     assert fit.sensitivity_ci[1] < 1.0 or fit.sensitivity_ci[0] < 1.0  # never [1, 1]
 

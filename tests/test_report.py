@@ -139,7 +139,8 @@ def test_html_shows_metrics_and_flags_broken_promise(written):
     assert 'id="promise-warning"' in html and "NOT HELD" in html
     assert f"{ev['Nodule']['auroc']:.3f}" in html
     lo, hi = ev["Mass"]["auroc_delong_ci"]
-    assert f"DeLong [{lo:.3f}, {hi:.3f}]" in html
+    assert f"DeLong (image-level) [{lo:.3f}, {hi:.3f}]" in html
+    assert "Clopper-Pearson" in html and "one-sided exact binomial test" in html
     assert html.count('class="finding-row"') == 3
     assert "macro mean" in html and "micro mean" in html
     assert "By age band" in html and "By view" in html and "By sex" in html

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for r in data["thresholds"]:
 
-        def fmt(k):
+        def fmt(k, r=r):
             v, ci = r.get(k), r.get(f"{k}_ci") or [None, None]
             if v is None or None in ci:
                 return "n/a"

@@ -22,6 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-reduce", choices=["max", "mean"], default="max")
     p.add_argument("--explain", action="store_true", help="add Grad-CAM maps for positive findings")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="refuse (exit 2) unless the run's current thresholds are approved (chestxr approve)",
+    )
     add_inference_options(p)
     p.set_defaults(func=run)
 
@@ -40,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         num_workers=args.workers,
         on_bad_image=args.on_bad_image,
+        require_approval=args.require_approval,
     )
+    from chestxr.runs.approval import approval_status
+
+    print(approval_status(args.checkpoint)["banner"])
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

@@ -62,3 +62,7 @@ class OutputWriteError(ChestXRError):
 
 class RunBusyError(CheckpointError):
     """Another chestxr command holds the run folder's lock; wait for it to finish or retry."""
+
+
+class ApprovalError(ChestXRError):
+    """A run is not approved for clinical use (or cannot be approved as it stands)."""

@@ -78,7 +78,7 @@ def _nan2() -> list[float]:
 class ThresholdFit:
     """One finding's operating point and its metrics on the calibration data (a thresholds.json record).
 
-    threshold: NaN when refused. status: one of STATUSES. guarantee: True when ``lower_bound`` is a
+    threshold: NaN when refused. status: one of STATUSES. guaranteed: True when ``lower_bound`` is a
     one-sided ``confidence`` lower bound >= ``target`` on the rule's metric. lower_bound: that bound
     at the chosen threshold (also given, as information, for ``@point`` rules; NaN otherwise).
     n_needed: samples of the relevant class needed for the guarantee (None for other rules).
@@ -100,7 +100,7 @@ class ThresholdFit:
     n_neg: int
     prevalence: float
     status: str = "not_a_guarantee"
-    guarantee: bool = False
+    guaranteed: bool = False
     target: float = math.nan
     confidence: float = 0.95
     lower_bound: float = math.nan
@@ -116,7 +116,11 @@ class ThresholdFit:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (NaN becomes None; counts become ints where defined)."""
+        """JSON-able dict (NaN becomes None; counts become ints where defined): the thresholds.json record.
+
+        Flat keys as the fields, plus ``guarantee``: for a guaranteed rule (whatever its outcome)
+        {method: "clopper-pearson", metric, target, level (= confidence), status, lower_bound,
+        n_pos, n_needed} (the run contract's ThresholdGuarantee), else None."""
         out: dict[str, Any] = {}
         for k, v in dataclasses.asdict(self).items():
             if isinstance(v, list):
@@ -127,6 +131,18 @@ class ThresholdFit:
             elif isinstance(v, np.integer):
                 v = int(v)
             out[k] = v
+        out["guarantee"] = None
+        if self.n_needed is not None:  # a guaranteed rule was asked for
+            out["guarantee"] = {
+                "method": "clopper-pearson",
+                "metric": self.method.split(":", 1)[0],
+                "target": out["target"],
+                "level": out["confidence"],
+                "status": self.status,
+                "lower_bound": out["lower_bound"],
+                "n_pos": out["n_pos"],
+                "n_needed": self.n_needed,
+            }
         return out
 
     @classmethod
@@ -232,7 +248,7 @@ def _record(
         n_neg=n - n_pos,
         prevalence=n_pos / n if n else math.nan,
         status=status,
-        guarantee=status == "guaranteed",
+        guaranteed=status == "guaranteed",
         target=float(m.target) if m.target is not None else math.nan,
         confidence=float(conf),
         lower_bound=lb,

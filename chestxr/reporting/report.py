@@ -159,6 +159,9 @@ def build_metrics_table(findings: Sequence[str], evaluation: dict[str, Any]) -> 
                 row["promise_sensitivity"] = p.get("sensitivity")
                 row["promise_specificity"] = p.get("specificity")
                 row["promise_holds"] = p.get("holds")
+                row["promise_guarantee"] = p.get("guarantee")
+                tests = p.get("tests") or []
+                row["promise_p_value"] = tests[0].get("p_value") if len(tests) == 1 else None
             elif isinstance(value, (list, tuple, np.ndarray)) and len(value) == 2:
                 base = key[:-3] if key.endswith("_ci") else key
                 row[f"{base}_lo"], row[f"{base}_hi"] = value[0], value[1]
@@ -217,7 +220,12 @@ def _finding_rows(findings: Sequence[str], evaluation: dict[str, Any]) -> list[d
         m = dict(evaluation["findings"][finding])
         promise = m.get("promise")
         m["name"] = finding
-        m["promise_state"] = "none" if not promise else ("holds" if promise.get("holds") else "broken")
+        if not promise:
+            m["promise_state"] = "none"
+        elif promise.get("holds") is None:
+            m["promise_state"] = "refused"
+        else:
+            m["promise_state"] = "holds" if promise.get("holds") else "broken"
         m["undefined"] = not (m.get("n_pos") and m.get("n_neg"))
         for key in ("auroc", "auroc_delong", *_CI_KEYS):
             ci = m.get(f"{key}_ci") or (None, None)
@@ -255,6 +263,7 @@ def write_evaluation_report(
     title: str = "chestxr evaluation",
     multiclass: dict[str, Any] | None = None,
     n_bins: int = 10,
+    approval: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write report.html, metrics.csv, metrics.json and predictions.csv into ``out_dir`` (atomically).
 
@@ -335,6 +344,7 @@ def write_evaluation_report(
         "subgroups": subgroups,
         "thresholds": dict(zip(findings, thresholds.tolist())),
         "chestxr_version": __version__,
+        "approval": approval,
     }
     if multiclass is not None:
         doc["multiclass"] = multiclass
@@ -354,6 +364,8 @@ def write_evaluation_report(
         n_patients=n_patients,
         level=evaluation.get("level", 0.95),
         n_boot=evaluation.get("n_boot"),
+        promise_alpha=evaluation.get("promise_alpha", 0.05),
+        approval=approval,
         findings=rows,
         broken=[r["name"] for r in rows if r["promise_state"] == "broken"],
         averages=[(name, evaluation[name]) for name in ("macro", "micro") if name in evaluation],

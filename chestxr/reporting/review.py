@@ -125,6 +125,7 @@ def write_review_report(
     borderline_logit: float = 0.5,
     title: str = "chestxr review worklist",
     model_info: Mapping[str, Any] | None = None,
+    approval: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write predictions.csv (per image), study_predictions.csv (per study) and review.html.
 
@@ -133,7 +134,9 @@ def write_review_report(
     (downscaled to 256 px for the page); heatmaps: (image_id, finding) -> (h, w) [0, 1] Grad-CAM
     maps, shown as overlays for positive findings of the study's highest-scoring image.
     Both CSVs get, per finding, call_<f> ("positive"/"negative" at prob >= threshold),
-    margin_<f> (prob - threshold) and logit_margin_<f>. Returns ``{"html", "predictions_csv",
+    margin_<f> (prob - threshold) and logit_margin_<f>. approval: the run's approval status
+    (:func:`chestxr.runs.approval.approval_status`), shown as a banner; None shows "NOT APPROVED".
+    Returns ``{"html", "predictions_csv",
     "study_predictions_csv"}`` -> paths (written atomically).
     """
     import datetime as _dt
@@ -237,6 +240,7 @@ def write_review_report(
         borderline_logit=borderline_logit,
         version=__version__,
         model_info=[(str(k), str(v)) for k, v in (model_info or {}).items()],
+        approval=dict(approval) if approval else None,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     write_text_atomic(paths["html"], html)

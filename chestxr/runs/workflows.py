@@ -271,6 +271,7 @@ def _evaluate_into(
     """evaluate_run's work, written into the (staged) folder ``out``."""
     from chestxr.evaluation.evaluate import evaluate_predictions
     from chestxr.evaluation.metrics import multiclass_metrics
+    from chestxr.runs.approval import approval_status
     from chestxr.reporting.report import write_evaluation_report
 
     labeled, logits, kept, skipped = _labeled_predictions(
@@ -338,6 +339,7 @@ def _evaluate_into(
         model_info=model_info,
         title=title or f"chestxr evaluation: {Path(manifest).name}",
         multiclass=multiclass,
+        approval=approval_status(run.run_dir, run.metadata.to_json()),
     )
 
 
@@ -382,12 +384,20 @@ def predict_run(
     cache_dir: Optional[str] = None,
     on_bad_image: BadImagePolicy = "error",
     max_thumbnails: int = 500,
+    require_approval: bool = False,
 ) -> dict[str, Path]:
     """Predict a manifest or files/folders (DICOM folders need no manifest) and write the review worklist.
 
+    review.html carries the run's approval status (:mod:`chestxr.runs.approval`); with
+    ``require_approval`` a run that is not approved is refused (ApprovalError) before any work.
+
     The folder is built under a temporary name and swapped in only when complete (staged_output_dir);
     a run folder is refused as ``out_dir``."""
+    from chestxr.runs.approval import approval_status, require_approval as _require
+
     run = _as_run(run_dir)
+    meta = run.metadata.to_json()
+    approval = _require(run.run_dir, meta) if require_approval else approval_status(run.run_dir, meta)
     with staged_output_dir(out_dir, overwrite=overwrite) as staged:
         written = _predict_into(
             staged,
@@ -401,6 +411,7 @@ def predict_run(
             cache_dir=cache_dir,
             on_bad_image=on_bad_image,
             max_thumbnails=max_thumbnails,
+            approval=approval,
         )
     return rebase_paths(written, staged, Path(out_dir))
 
@@ -418,6 +429,7 @@ def _predict_into(
     cache_dir: Optional[str],
     on_bad_image: BadImagePolicy,
     max_thumbnails: int,
+    approval: Optional[dict[str, Any]] = None,
 ) -> dict[str, Path]:
     """predict_run's work, written into the (staged) folder ``out``."""
     from chestxr.reporting.review import write_review_report
@@ -461,6 +473,7 @@ def _predict_into(
         thumbnails=thumbs,
         heatmaps=heat,
         study_reduce=study_reduce,
+        approval=approval,
     )
     if preds.skipped:
         skipped = pd.DataFrame(
