@@ -134,6 +134,8 @@ class TrainConfig:
 
     threads: torch CPU threads (None = torch's default, one per core). Set it to the CPU quota in
     containers or on shared machines: OpenMP threads oversubscribing busy cores run 5-10x slower.
+    tensorboard: also write loss, lr, images/s and per-finding val AUROC per epoch to RUN/tb/
+    (needs the ``tensorboard`` extra).
     """
 
     epochs: int = 10
@@ -153,6 +155,7 @@ class TrainConfig:
     max_minutes: Optional[float] = None
     device: str = "auto"
     threads: Optional[int] = None
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)

@@ -380,6 +380,11 @@ def _fit(
         say(f"resuming {run_dir} at epoch {start_epoch + 1}/{t.epochs}")
     best_state = _load_best_state(run_dir) if resume and ovr else None
 
+    tb = None  # flushed every epoch, so a crash loses nothing
+    if t.tensorboard and info.is_main:
+        from chestxr.modeling.tblog import TensorBoardLogger
+
+        tb = TensorBoardLogger(run_dir / "tb")
     started = time.perf_counter()
     bad_epochs = 0 if not history else _epochs_since_best(history, best)
     for epoch in range(start_epoch, t.epochs):
@@ -428,6 +433,8 @@ def _fit(
         }
         row.update({f"val_auroc_{f}": round(a, 6) for f, a in zip(findings, per)})
         history.append(row)
+        if tb is not None:
+            tb.log_epoch(row, findings)
         improved = (not math.isnan(val_auc)) and val_auc > best["score"]
         if info.is_main:
             if ovr:
@@ -477,6 +484,8 @@ def _fit(
         if t.max_minutes and (time.perf_counter() - started) / 60 > t.max_minutes:
             say(f"stopping: time budget train.max_minutes={t.max_minutes} reached")
             break
+    if tb is not None:
+        tb.close()
     if skipped:
         say(f"{len(skipped)} image(s) skipped as unreadable; see {run_dir / 'skipped.csv'}")
     if info.is_main and not (run_dir / "model.safetensors").exists():
