@@ -1,4 +1,5 @@
-"""``chestxr export --checkpoint RUN --format torchscript|onnx --out FILE``: a deployable model file."""
+"""``chestxr export --checkpoint RUN --format torchscript|onnx|monai-bundle --out PATH``: a deployable model
+file, or a MONAI Bundle folder (chestxr.runs.bundle)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a run's model to TorchScript or ONNX",
+        help="export a run's model to TorchScript, ONNX or a MONAI Bundle",
         description="Trace the run's best model at its preprocessing size and write it as TorchScript "
         "(torch.jit.load) or ONNX (dynamic batch axis; input 'image' (B, C, S, S), output 'logits' "
         "(B, n_findings)), plus FILE.json with the findings, preprocessing, thresholds and probability "
         "calibration. The exported outputs are checked against the eager model (|difference| <= 1e-4) "
-        "before the file is written.",
+        "before the file is written. --format monai-bundle writes a MONAI Bundle folder (configs/metadata.json, "
+        "configs/inference.json, models/model.ts) for MONAI Label / Deploy; needs the 'monai' extra.",
     )
     p.add_argument("--checkpoint", required=True, help="run folder written by `chestxr train`")
-    p.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
-    p.add_argument("--out", required=True, help="file to write, e.g. model.pt or model.onnx")
+    p.add_argument("--format", choices=["torchscript", "onnx", "monai-bundle"], default="torchscript")
+    p.add_argument("--out", required=True, help="file to write (model.pt, model.onnx) or the bundle folder")
     p.add_argument(
         "--example-size",
         type=int,
@@ -33,6 +35,16 @@ def run(args: argparse.Namespace) -> int:
 
     from chestxr.runs.export import export_model, sidecar_path
 
+    if args.format == "monai-bundle":
+        from chestxr.runs.bundle import export_monai_bundle
+
+        if args.example_size:
+            print("warning: --example-size is ignored for a MONAI Bundle (it uses the checkpoint's size)")
+        bundle = export_monai_bundle(args.checkpoint, args.out, overwrite=args.overwrite)
+        check = json.loads((bundle / "configs" / "metadata.json").read_text())["chestxr"]["check"]
+        print(f"monai-bundle: {bundle}")
+        print(f"max |traced - eager| on a random batch: {check['max_abs_diff']:.2e}")
+        return 0
     out = export_model(
         args.checkpoint, args.out, format=args.format, example_size=args.example_size, overwrite=args.overwrite
     )
