@@ -101,12 +101,11 @@ def test_monai_loaders_accept_it_offline(bundle):
 def test_bundle_inference_reproduces_chestxr_scores(bundle, trained):
     from monai.bundle import ConfigParser, ConfigWorkflow
 
-    from chestxr.runs.inference import load_run, predict_paths
+    from chestxr.runs.run import Run
 
     run_dir, pngs = trained
     files = sorted(str(p) for p in pngs.iterdir())
-    run = load_run(run_dir, device="cpu")
-    expected = 1 / (1 + np.exp(-predict_paths(run, files, num_workers=0).logits.astype(np.float64)))
+    expected = Run.load(run_dir, device="cpu").scores(files, num_workers=0)
 
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from chestxr.core.errors import ChestXRError, OutputExistsError
+from chestxr.modeling.run_metadata import RunMetadata
 
 BUNDLE_VERSION = "0.1.0"
 
@@ -69,6 +70,12 @@ def _normalization(pre: dict[str, Any], channels: int) -> dict[str, Any] | None:
     return None
 
 
+def _preprocessing(meta: RunMetadata) -> dict[str, Any]:
+    from chestxr.core.config import config_to_dict
+
+    return config_to_dict(meta.preprocessing) if meta.preprocessing is not None else {}
+
+
 def _resize_steps(pre: dict[str, Any], size: int) -> list[dict[str, Any]]:
     mode = pre.get("resize", "letterbox")
     resize = {"_target_": "Resized", "keys": "image", "mode": "bilinear", "anti_aliasing": True}
@@ -83,9 +90,8 @@ def _resize_steps(pre: dict[str, Any], size: int) -> list[dict[str, Any]]:
     return [{**resize, "spatial_size": [size, size]}]  # stretch
 
 
-def inference_config(meta: dict[str, Any], *, channels: int, size: int) -> dict[str, Any]:
-    """The ``configs/inference.json`` content for a run's metadata (see the module docstring)."""
-    pre = dict(meta.get("preprocessing") or {})
+def inference_config(pre: dict[str, Any], *, channels: int, size: int) -> dict[str, Any]:
+    """The ``configs/inference.json`` content for a run's preprocessing section (see the module docstring)."""
     steps: list[dict[str, Any]] = [
         {"_target_": "LoadImaged", "keys": "image", "reader": "PILReader", "reverse_indexing": False,
          "image_only": True},
@@ -140,15 +146,13 @@ def inference_config(meta: dict[str, Any], *, channels: int, size: int) -> dict[
     }
 
 
-def bundle_metadata(meta: dict[str, Any], *, channels: int, size: int) -> dict[str, Any]:
+def bundle_metadata(meta: RunMetadata, *, channels: int, size: int) -> dict[str, Any]:
     """The ``configs/metadata.json`` content (MONAI's bundle metadata keys + a "chestxr" section)."""
     import monai
 
     from chestxr import __version__
-    from chestxr.runs.inference import thresholds_from_meta
 
-    findings = list(meta["findings"])
-    pre = dict(meta.get("preprocessing") or {})
+    findings = list(meta.findings)
     return {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
         "version": BUNDLE_VERSION,
@@ -157,7 +161,7 @@ def bundle_metadata(meta: dict[str, Any], *, channels: int, size: int) -> dict[s
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__,
         "required_packages_version": {},
-        "name": f"chestxr {meta.get('backbone', 'model')} ({len(findings)} findings)",
+        "name": f"chestxr {meta.backbone} ({len(findings)} findings)",
         "task": "Multi-label chest X-ray classification",
         "description": "Frontal chest radiograph -> one logit per finding (sigmoid -> score); compare scores "
         "with the per-finding thresholds in chestxr.thresholds.",
@@ -193,15 +197,15 @@ def bundle_metadata(meta: dict[str, Any], *, channels: int, size: int) -> dict[s
         },
         "chestxr": {
             "findings": findings,
-            "mode": meta.get("mode"),
-            "task": meta.get("task"),
-            "backbone": meta.get("backbone"),
-            "preprocessing": pre,
-            "thresholds": meta.get("thresholds"),
-            "probability_thresholds": thresholds_from_meta(meta).tolist(),
-            "probability_calibration": meta.get("probability_calibration"),
+            "mode": meta.mode,
+            "task": meta.task,
+            "backbone": meta.backbone,
+            "preprocessing": _preprocessing(meta),
+            "thresholds": [r.to_dict() for r in meta.thresholds] if meta.thresholds is not None else None,
+            "probability_thresholds": meta.decision_thresholds(),
+            "probability_calibration": meta.probability_calibration,
             "scores": "sigmoid(logits), or probability_calibration applied to the logits when set",
-            "source": {"weights_sha256": meta.get("weights_sha256"), "metadata_version": meta.get("version")},
+            "source": {"weights_sha256": meta.weights_sha256, "metadata_version": meta.version},
             "chestxr_version": __version__,
         },
     }
@@ -245,15 +249,15 @@ def export_monai_bundle(
         )
     model, meta = load_model(run_dir, map_location="cpu")
     model.eval()
-    pre = dict(meta.get("preprocessing") or {})
+    pre = _preprocessing(meta)
     size = int(pre.get("size") or 224)
-    channels = int(meta.get("in_channels", pre.get("channels", 3)))
+    channels = int(meta.in_channels)
     example, check = _random_batch(2, channels, size, seed=0), _random_batch(3, channels, size, seed=1)
     with torch.no_grad():
         expected = model(check).float().numpy()
     traced = _trace_torchscript(model, example)
     metadata = bundle_metadata(meta, channels=channels, size=size)
-    inference = inference_config(meta, channels=channels, size=size)
+    inference = inference_config(pre, channels=channels, size=size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -283,14 +287,14 @@ def export_monai_bundle(
         metadata["chestxr"]["model_ts_sha256"] = hash_file(tmp / "models" / "model.ts")
         (tmp / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         (tmp / "configs" / "inference.json").write_text(json.dumps(inference, indent=2) + "\n", encoding="utf-8")
-        cal = meta.get("probability_calibration")
+        cal = meta.probability_calibration
         (tmp / "docs" / "README.md").write_text(
             _README.format(
                 name=metadata["name"],
                 channels=channels,
                 size=size,
-                n=len(meta["findings"]),
-                findings=", ".join(meta["findings"]),
+                n=meta.n_findings,
+                findings=", ".join(meta.findings),
                 calibration=(
                     f"; this run also has {cal.get('method')} probability calibration "
                     "(chestxr.probability_calibration in metadata.json), which these scores do not include"
