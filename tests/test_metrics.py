@@ -14,6 +14,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from chestxr.core.errors import ChestXRError
 from chestxr.core.fileio import to_jsonable
+from chestxr.evaluation.bootstrap import bootstrap_metrics, bootstrap_replicates, draw_resample_counts, weighted_auroc
+from chestxr.evaluation.evaluate import evaluate_predictions
 from chestxr.evaluation.metrics import (
     MetricInputError,
     UndefinedMetricWarning,
@@ -21,13 +23,9 @@ from chestxr.evaluation.metrics import (
     average_precision,
     binary_metrics_at,
     delong_ci,
-    expected_calibration_error,
     multiclass_metrics,
-    reliability_curve,
 )
-from chestxr.evaluation.bootstrap import bootstrap_metrics, bootstrap_replicates, draw_resample_counts, weighted_auroc
-from chestxr.evaluation.evaluate import evaluate_predictions
-from chestxr.evaluation.promise import check_promise
+from chestxr.evaluation.reliability import expected_calibration_error, reliability_bins
 
 # positives score 0.35 and 0.8, negatives 0.1 and 0.4
 S4 = np.array([0.1, 0.4, 0.35, 0.8])
@@ -111,14 +109,16 @@ def test_delong_matches_brute_force_variance(seed):
     assert hi == pytest.approx(ref_auc + z * ref_se, abs=1e-12)
 
 
-def test_ece_and_reliability_curve_hand_values():
+def test_ece_and_reliability_bins_hand_values():
     y, s = [0, 1, 1, 0], [0.05, 0.15, 0.95, 0.85]
     # bins 0, 1, 9, 8 hold one sample each: gaps 0.05, 0.85, 0.05, 0.85
     assert expected_calibration_error(y, s) == pytest.approx(0.45)
-    mid, frac, count = reliability_curve(y, s, n_bins=10)
-    np.testing.assert_allclose(mid, np.arange(10) / 10 + 0.05)
-    assert count.tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 1, 1]
+    bins = reliability_bins(y, s, n_bins=10)
+    np.testing.assert_allclose(bins.edges, np.linspace(0, 1, 11))
+    assert bins.count.tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 1, 1]
+    frac, mean = bins.frac_pos, bins.mean_score
     assert frac[0] == 0 and frac[1] == 1 and frac[8] == 0 and frac[9] == 1 and np.isnan(frac[2])
+    assert mean[0] == 0.05 and mean[1] == 0.15 and np.isnan(mean[2])  # x = mean score, not the bin midpoint
     assert expected_calibration_error([1, 0], [1.0, 0.0]) == 0.0  # score 1.0 falls in the last bin
 
 

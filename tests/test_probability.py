@@ -12,7 +12,8 @@ from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 
 from chestxr.core.errors import CalibrationError
-from chestxr.evaluation.metrics import UndefinedMetricWarning, expected_calibration_error
+from chestxr.evaluation.metrics import UndefinedMetricWarning
+from chestxr.evaluation.reliability import expected_calibration_error
 from chestxr.evaluation.probability import (
     ProbabilityCalibrator,
     SmallSampleWarning,

@@ -28,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0.05,
         help="false-alarm rate of the one-sided exact binomial test of each stored promise",
     )
+    p.add_argument(
+        "--reliability-bins",
+        choices=["uniform", "quantile"],
+        default="uniform",
+        help="reliability diagram bins: equal width (default) or quantile (about equal counts)",
+    )
     p.add_argument("--overwrite", action="store_true")
     add_inference_options(p)
     p.set_defaults(func=run)
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         level=args.ci,
         seed=args.seed,
         promise_alpha=args.promise_alpha,
+        reliability_bins=args.reliability_bins,
         overwrite=args.overwrite,
         batch_size=args.batch_size,
         num_workers=args.workers,

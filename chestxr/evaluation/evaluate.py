@@ -32,10 +32,10 @@ from chestxr.evaluation.metrics import (
     average_precision,
     binary_metrics_at,
     delong_ci,
-    expected_calibration_error,
     rates_from_counts,
 )
 from chestxr.evaluation.promise import DEFAULT_ALPHA, check_promise
+from chestxr.evaluation.reliability import expected_calibration_error
 
 EXACT_KEYS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 INTERVAL_METHODS = {

@@ -1,5 +1,5 @@
 """Per-finding point metrics: AUROC, AP, sensitivity/specificity/PPV/NPV/F1 at a threshold, DeLong
-(image-level) intervals, calibration error. Intervals for proportions: :mod:`.intervals`; the
+(image-level) intervals. Calibration error and reliability bins: :mod:`.reliability`. Intervals for proportions: :mod:`.intervals`; the
 patient bootstrap: :mod:`.bootstrap`; ``evaluate_predictions`` (the one call the report uses):
 :mod:`.evaluate`.
 
@@ -174,44 +174,6 @@ def delong_ci(y_true: Any, y_score: Any, *, level: float = 0.95, name: str | Non
     se = math.sqrt(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / k)
     z = float(norm.ppf(0.5 + level / 2.0))
     return auc, max(0.0, auc - z * se), min(1.0, auc + z * se)
-
-
-def reliability_curve(y_true: Any, y_score: Any, *, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(bin_mid (n_bins,), frac_pos (n_bins,), count (n_bins,)) over equal-width bins of [0, 1].
-
-    Bins are [k/n_bins, (k+1)/n_bins), the last one closed; frac_pos is NaN for empty bins.
-    y_score must be probabilities in [0, 1].
-    """
-    y, s = _binary_pair(y_true, y_score)
-    idx = _bin_index(s, n_bins)
-    count = np.bincount(idx, minlength=n_bins)
-    frac = _ratio(np.bincount(idx, weights=y.astype(np.float64), minlength=n_bins), count)
-    mid = (np.arange(n_bins) + 0.5) / n_bins
-    return mid, np.asarray(frac, dtype=np.float64).reshape(n_bins), count
-
-
-def expected_calibration_error(y_true: Any, y_score: Any, *, n_bins: int = 10) -> float:
-    """ECE = sum over equal-width bins of (bin count / n) * |fraction positive - mean score|.
-
-    y_true, y_score: (n_samples,), scores in [0, 1]. NaN for empty input."""
-    y, s = _binary_pair(y_true, y_score)
-    if y.size == 0:
-        return math.nan
-    idx = _bin_index(s, n_bins)
-    gap = np.bincount(idx, weights=y.astype(np.float64), minlength=n_bins) - np.bincount(
-        idx, weights=s, minlength=n_bins
-    )
-    return float(np.abs(gap).sum() / y.size)
-
-
-def _bin_index(s: np.ndarray, n_bins: int) -> np.ndarray:
-    if n_bins < 1:
-        raise MetricInputError(f"n_bins must be >= 1, got {n_bins}")
-    if s.size and (s.min() < 0.0 or s.max() > 1.0):
-        raise MetricInputError(
-            f"scores must be probabilities in [0, 1] (got {s.min():g}..{s.max():g}); apply a sigmoid"
-        )
-    return np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
 
 
 def multiclass_metrics(y_true: Any, y_score: Any) -> dict[str, Any]:

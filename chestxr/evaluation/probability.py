@@ -29,7 +29,8 @@ import numpy as np
 
 from chestxr.core.errors import CalibrationError
 from chestxr.core.numeric import sigmoid
-from chestxr.evaluation.metrics import UndefinedMetricWarning, _matrices, expected_calibration_error
+from chestxr.evaluation.metrics import UndefinedMetricWarning, _matrices
+from chestxr.evaluation.reliability import expected_calibration_error
 
 METHODS = ("temperature", "platt", "isotonic")
 ISOTONIC_MIN_SAMPLES = 1000

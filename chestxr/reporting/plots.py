@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from chestxr.evaluation.reliability import MIN_BIN_COUNT, ReliabilityBins
+
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 DPI = 80
 
@@ -136,13 +138,13 @@ def plot_finding_panels(
     y_true: np.ndarray,
     y_score: np.ndarray,
     threshold: float,
-    reliability: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    reliability: ReliabilityBins | None,
 ) -> str | None:
     """ROC, precision-recall and reliability panels for one finding, as a PNG data URI.
 
     y_true, y_score: (n,) over the unmasked rows only (labels 0/1). The operating point at
-    ``threshold`` (score >= threshold is positive) is marked on ROC and PR. ``reliability``:
-    ``(bin_mid, frac_pos, count)`` from :func:`chestxr.metrics.reliability_curve` or None.
+    ``threshold`` (score >= threshold is positive) is marked on ROC and PR. ``reliability``: the
+    bins from :func:`chestxr.evaluation.reliability.reliability_bins` or None.
     Returns None when the finding has no rows at all.
     """
     from sklearn.metrics import precision_recall_curve, roc_curve
@@ -188,25 +190,35 @@ def plot_finding_panels(
     return figure_to_data_uri(fig)
 
 
-def _plot_reliability(ax: Any, reliability: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
-    """Observed positive fraction against mean predicted score per bin; point size ~ bin count."""
+def _plot_reliability(ax: Any, reliability: ReliabilityBins | None, *, min_count: int = MIN_BIN_COUNT) -> None:
+    """Observed fraction of positives (y) against the mean predicted probability in each bin (x, as
+    sklearn's calibration_curve); marker area ~ bin count; bins with fewer than ``min_count`` samples
+    are drawn as light hollow markers (their fraction is noisy), empty bins are left out."""
     ax.plot([0, 1], [0, 1], ls=":", lw=0.8, color="grey")
-    if reliability is not None:
-        mid, frac, count = (np.asarray(a, dtype=float) for a in reliability)
-        ok = np.isfinite(frac) & (count > 0)
-        if ok.any():
-            size = 8 + 40 * count[ok] / count[ok].max()
-            ax.plot(mid[ok], frac[ok], "-", lw=1.0, color="#2a8a4a")
-            ax.scatter(mid[ok], frac[ok], s=size, color="#2a8a4a", zorder=3)
-    ax.set(xlabel="predicted probability", ylabel="observed fraction", title="Calibration", xlim=(0, 1), ylim=(0, 1.02))
+    if reliability is not None and reliability.nonempty.any():
+        x, y, count = reliability.points()
+        size = 8 + 40 * count / count.max()
+        ax.plot(x, y, "-", lw=1.0, color="#2a8a4a", alpha=0.6, zorder=2)
+        solid = count >= min_count
+        ax.scatter(x[solid], y[solid], s=size[solid], color="#2a8a4a", zorder=3, label=f"bins with >= {min_count}")
+        if (~solid).any():
+            ax.scatter(
+                x[~solid], y[~solid], s=size[~solid], facecolors="none", edgecolors="#2a8a4a", alpha=0.35,
+                zorder=3, label=f"< {min_count} images",
+            )  # fmt: skip
+            ax.legend(loc="upper left", fontsize=6, frameon=False)
+    title = "Calibration" + (
+        " (quantile bins)" if reliability is not None and reliability.strategy == "quantile" else ""
+    )
+    ax.set(xlabel="mean predicted probability", ylabel="observed fraction", title=title, xlim=(0, 1), ylim=(0, 1.02))
 
 
-def plot_reliability_overview(
-    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-) -> str | None:
+def plot_reliability_overview(curves: dict[str, ReliabilityBins], *, min_count: int = MIN_BIN_COUNT) -> str | None:
     """One reliability plot with a line per finding (legend) - the report's calibration overview.
 
-    curves: finding -> ``(bin_mid, frac_pos, count)``. Returns a PNG data URI, or None if empty.
+    curves: finding -> its bins; each line joins (mean predicted probability, observed fraction) of
+    the bins holding >= ``min_count`` samples (sparser bins are omitted here; the per-finding panels
+    show them lighter). Returns a PNG data URI, or None if empty.
     """
     from matplotlib import colormaps
 
@@ -216,17 +228,16 @@ def plot_reliability_overview(
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls=":", lw=0.8, color="grey", label="perfect")
     cmap = colormaps["tab20"]
-    for i, (name, (mid, frac, count)) in enumerate(curves.items()):
-        mid, frac, count = (np.asarray(a, dtype=float) for a in (mid, frac, count))
-        ok = np.isfinite(frac) & (count > 0)
-        if ok.any():
-            ax.plot(mid[ok], frac[ok], "-o", ms=2.5, lw=1.0, color=cmap(i % 20), label=name)
+    for i, (name, bins) in enumerate(curves.items()):
+        x, y, _ = bins.points(min_count)
+        if x.size:
+            ax.plot(x, y, "-o", ms=2.5, lw=1.0, color=cmap(i % 20), label=name)
     ax.set(
-        xlabel="predicted probability",
+        xlabel="mean predicted probability",
         ylabel="observed fraction of positives",
         xlim=(0, 1),
         ylim=(0, 1.02),
-        title="Calibration (reliability) per finding",
+        title=f"Calibration per finding (bins with >= {min_count} images)",
     )
     ax.legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()

@@ -263,6 +263,7 @@ def write_evaluation_report(
     title: str = "chestxr evaluation",
     multiclass: dict[str, Any] | None = None,
     n_bins: int = 10,
+    reliability_strategy: str = "uniform",
     approval: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write report.html, metrics.csv, metrics.json and predictions.csv into ``out_dir`` (atomically).
@@ -272,10 +273,12 @@ def write_evaluation_report(
     probabilities; thresholds (f,); groups (n,) patient ids or None; evaluation: the dict from
     :func:`chestxr.metrics.evaluate_predictions` on the same arrays; multiclass: the dict from
     :func:`chestxr.metrics.multiclass_metrics` (accuracy + confusion matrix) or None.
+    ``n_bins``/``reliability_strategy`` ("uniform" | "quantile"): the reliability diagrams' bins
+    (:func:`chestxr.evaluation.reliability.reliability_bins`).
     Returns ``{"html", "metrics_csv", "metrics_json", "predictions_csv"}`` -> paths.
     """
     from chestxr import __version__
-    from chestxr.evaluation.metrics import reliability_curve
+    from chestxr.evaluation.reliability import reliability_bins
 
     findings = list(findings)
     y_true = np.asarray(y_true, dtype=float)
@@ -312,7 +315,7 @@ def write_evaluation_report(
     for j, finding in enumerate(findings):
         keep = mask[:, j]
         yt, ys = (y_true[keep, j] >= 0.5).astype(int), y_score[keep, j]
-        curve = reliability_curve(yt, ys, n_bins=n_bins) if yt.size else None
+        curve = reliability_bins(yt, ys, n_bins=n_bins, strategy=reliability_strategy) if yt.size else None
         if curve is not None:
             curves[finding] = curve
         panels[finding] = plot_finding_panels(

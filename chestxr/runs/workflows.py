@@ -13,7 +13,6 @@ import pandas as pd
 
 from chestxr.core.errors import CalibrationError, ManifestError
 from chestxr.core.fileio import rebase_paths, staged_output_dir
-from chestxr.core.numeric import sigmoid
 from chestxr.core.patient_ids import Overlap, normalize_id, training_overlap
 from chestxr.data.labels import LabeledSet, load_labeled_set
 from chestxr.modeling.run_metadata import ThresholdRecord
@@ -112,7 +111,6 @@ def calibrate_run(
     ``n_pos``, ``n_neg``, ``n_needed`` (samples needed for the guarantee), ``note`` (why refused),
     ``<rate>`` and ``<rate>_ci`` (two-sided exact, ``level``)."""
     from chestxr.evaluation.bootstrap import bootstrap_intervals
-    from chestxr.evaluation.metrics import expected_calibration_error
     from chestxr.evaluation.thresholds import fit_thresholds
     from chestxr.modeling.checkpoint import update_metadata
 
@@ -132,19 +130,15 @@ def calibrate_run(
     groups = np.array([normalize_id(p) for p in labeled.patient_ids[kept]], dtype=object)  # bootstrap clusters
     prob_record, ece = None, {}
     if probability:
-        from chestxr.evaluation.probability import fit_probability_calibrator
+        from chestxr.evaluation.probability import compare_ece, fit_probability_calibrator
 
-        raw = sigmoid(logits)
         cal = fit_probability_calibrator(logits, y_true, mask, method=probability)
         calibrated = cal.apply(logits)
         prob_record = cal.to_dict()
-        for j, f in enumerate(findings):
+        for row, j in zip(compare_ece(logits, y_true, mask, cal, findings=findings), range(len(findings))):
             m = mask[:, j]
-            if m.sum() and 0 < y_true[m, j].sum() < m.sum():
-                ece[f] = {
-                    "before": expected_calibration_error(y_true[m, j], raw[m, j]),
-                    "after": expected_calibration_error(y_true[m, j], calibrated[m, j]),
-                }
+            if m.sum() and 0 < y_true[m, j].sum() < m.sum():  # both classes: ECE is informative
+                ece[row["finding"]] = {"before": row["ece_before"], "after": row["ece_after"]}
         scores = np.asarray(calibrated, dtype=np.float64)
     else:
         scores = run.scores_from_logits(logits, calibrated=False)
@@ -224,8 +218,11 @@ def evaluate_run(
     on_bad_image: BadImagePolicy = "error",
     title: Optional[str] = None,
     promise_alpha: float = 0.05,
+    reliability_bins: Literal["uniform", "quantile"] = "uniform",
 ) -> dict[str, Path]:
     """Evaluate on a labeled split and write report.html, metrics.csv/json, predictions.csv.
+
+    ``reliability_bins``: equal-width or quantile bins for the report's reliability diagrams.
 
     Each stored operating point is checked with a one-sided exact binomial test at false-alarm
     rate ``promise_alpha`` (:mod:`chestxr.evaluation.promise`).
@@ -248,6 +245,7 @@ def evaluate_run(
             on_bad_image=on_bad_image,
             title=title,
             promise_alpha=promise_alpha,
+            reliability_bins=reliability_bins,
         )
     return rebase_paths(written, staged, Path(out_dir))
 
@@ -267,6 +265,7 @@ def _evaluate_into(
     on_bad_image: BadImagePolicy,
     title: Optional[str],
     promise_alpha: float = 0.05,
+    reliability_bins: str = "uniform",
 ) -> dict[str, Path]:
     """evaluate_run's work, written into the (staged) folder ``out``."""
     from chestxr.evaluation.evaluate import evaluate_predictions
@@ -339,6 +338,7 @@ def _evaluate_into(
         model_info=model_info,
         title=title or f"chestxr evaluation: {Path(manifest).name}",
         multiclass=multiclass,
+        reliability_strategy=reliability_bins,
         approval=approval_status(run.run_dir, run.metadata.to_json()),
     )
 
