@@ -59,6 +59,11 @@ def _number_or_none(v: Any) -> Optional[float]:
     return float(v)
 
 
+#: what every report and CSV shows for a finding whose threshold is NaN (it calls nothing)
+NOT_CALIBRATED = "not calibrated"
+#: the status of every finding of a run that was never calibrated (0.5 default, logit 0)
+UNCALIBRATED_RUN = "uncalibrated run (default 0.5)"
+
 @dataclass
 class ThresholdRecord:
     """One finding's operating point: probability ``threshold`` (None: refused / not defined) by ``method``.
@@ -176,12 +181,27 @@ class RunMetadata:
         return None
 
     def decision_thresholds(self) -> list[float]:
-        """(f,) probability thresholds in finding order: the stored one, else 0.5 (logit 0)."""
+        """(f,) probability thresholds in finding order.
+
+        One rule everywhere: in a calibrated run, a finding without a finite stored threshold
+        (calibration refused it or had no usable labels, or no record) is NaN, which calls nothing
+        and is shown as "not calibrated" (never replaced by 0.5). Only a run that was never
+        calibrated (``thresholds`` None/empty) uses 0.5 (logit 0) for every finding."""
+        if not self.thresholds:
+            return [0.5] * len(self.findings)
         out = []
         for f in self.findings:
             rec = self.threshold_for(f)
-            out.append(rec.threshold if rec is not None and rec.threshold is not None else 0.5)
+            t = rec.threshold if rec is not None else None
+            out.append(float(t) if isinstance(t, (int, float)) and math.isfinite(t) else math.nan)
         return out
+
+    def threshold_status(self) -> list[str]:
+        """Per finding: "calibrated", NOT_CALIBRATED (NaN threshold: calls nothing) or, for a run never
+        calibrated, UNCALIBRATED_RUN (the 0.5 default)."""
+        if not self.thresholds:
+            return [UNCALIBRATED_RUN] * len(self.findings)
+        return [NOT_CALIBRATED if math.isnan(t) else "calibrated" for t in self.decision_thresholds()]
 
     # ------------------------------------------------------------------ (de)serialisation
 

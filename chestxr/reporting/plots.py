@@ -37,8 +37,18 @@ def render_template(name: str, **context: Any) -> str:
         lstrip_blocks=True,
     )
     env.filters["fmt"] = format_number
+    env.filters["thr"] = format_threshold
     env.filters["pct"] = format_percent
     return env.get_template(name).render(**context)
+
+
+def format_threshold(value: Any) -> str:
+    """A threshold to 4 digits; None/NaN -> "not calibrated" (such a finding calls nothing)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "not calibrated"
+    return "not calibrated" if v != v else format_number(v, 4)
 
 
 def format_number(value: Any, digits: int = 3) -> str:

@@ -209,7 +209,10 @@ def build_predictions_table(
         else:
             out[f"label_{finding}"] = label
         out[f"prob_{finding}"] = y_score[:, j].astype(float)
-        out[f"pred_{finding}"] = (y_score[:, j] >= thresholds[j]).astype(int)
+        if np.isfinite(thresholds[j]):
+            out[f"pred_{finding}"] = (y_score[:, j] >= thresholds[j]).astype(int)
+        else:  # no threshold: calls nothing (chestxr.runs.inference.thresholds_from_meta)
+            out[f"pred_{finding}"] = "not calibrated"
     return out
 
 

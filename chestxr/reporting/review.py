@@ -9,7 +9,10 @@ thresholds, and sorted for review:
     3. the rest (highest logit margin first).
 
 A finding is *positive* when ``prob >= threshold``, *borderline* when it is below but within
-``borderline_logit`` of the threshold on the logit scale, otherwise *negative*. The logit scale
+``borderline_logit`` of the threshold on the logit scale, otherwise *negative*. A finding whose
+threshold is NaN (calibration refused or had no usable labels) calls nothing: its state, call and
+margins are "not calibrated" / blank, and it never makes a study positive or borderline. A NaN
+probability (never produced by predict, which skips non-finite outputs) is "no score". The logit scale
 keeps "near" meaningful for thresholds close to 0 or 1 (0.04 vs 0.05 is near; 0.50 vs 0.51 too).
 """
 
@@ -27,6 +30,7 @@ from chestxr.reporting.plots import array_to_png, overlay_heatmap, png_data_uri,
 __all__ = ["write_review_report", "build_study_table", "logit_margin", "classify_calls"]
 
 _EPS = 1e-6
+NOT_CALIBRATED = "not calibrated"  # the same words as chestxr.runs.inference.NOT_CALIBRATED
 THUMB_SIDE = 256
 
 
@@ -38,11 +42,15 @@ def logit_margin(prob: np.ndarray, threshold: np.ndarray) -> np.ndarray:
 
 
 def classify_calls(prob: np.ndarray, threshold: np.ndarray, *, borderline_logit: float) -> np.ndarray:
-    """(n, f) array of "positive" / "borderline" / "negative" (see the module docstring)."""
+    """(n, f) array of "positive" / "borderline" / "negative" / "not calibrated" / "no score"."""
     prob = np.asarray(prob, dtype=float)
+    thr = np.broadcast_to(np.asarray(threshold, dtype=float), prob.shape)
     out = np.full(prob.shape, "negative", dtype=object)
-    out[logit_margin(prob, threshold) > -borderline_logit] = "borderline"
-    out[prob >= np.asarray(threshold, dtype=float)] = "positive"
+    with np.errstate(invalid="ignore"):
+        out[logit_margin(prob, threshold) > -borderline_logit] = "borderline"
+        out[prob >= thr] = "positive"
+    out[~np.isfinite(prob)] = "no score"
+    out[~np.isfinite(thr)] = NOT_CALIBRATED
     return out
 
 
@@ -50,11 +58,14 @@ def _add_calls(frame: Any, findings: Sequence[str], thresholds: np.ndarray, bord
     """Append call_<f>, margin_<f> (prob - threshold) and logit_margin_<f> after the prob columns."""
     probs = frame[[f"prob_{x}" for x in findings]].to_numpy(dtype=float)
     calls = classify_calls(probs, thresholds, borderline_logit=borderline_logit)
-    lmargin = logit_margin(probs, thresholds)
+    usable = np.isfinite(probs) & np.isfinite(thresholds)[None, :]
+    lmargin = np.where(usable, logit_margin(np.nan_to_num(probs), np.nan_to_num(thresholds, nan=0.5)), np.nan)
     frame = frame.copy()
     for j, finding in enumerate(findings):
-        frame[f"call_{finding}"] = np.where(calls[:, j] == "positive", "positive", "negative")
-        frame[f"margin_{finding}"] = probs[:, j] - thresholds[j]
+        call = np.where(calls[:, j] == "positive", "positive", "negative").astype(object)
+        call[~usable[:, j]] = calls[~usable[:, j], j]  # "not calibrated" / "no score", never a call
+        frame[f"call_{finding}"] = call
+        frame[f"margin_{finding}"] = np.where(usable[:, j], probs[:, j] - thresholds[j], np.nan)
         frame[f"logit_margin_{finding}"] = lmargin[:, j]
     return frame, calls, lmargin
 
@@ -158,7 +169,8 @@ def write_review_report(
     studies, calls, lmargin = _add_calls(studies, findings, thresholds, borderline_logit)
 
     tier = np.where((calls == "positive").any(axis=1), 0, np.where((calls == "borderline").any(axis=1), 1, 2))
-    best = lmargin.max(axis=1) if len(findings) else np.zeros(len(studies))
+    usable = np.isfinite(lmargin)
+    best = np.where(usable, lmargin, -np.inf).max(axis=1) if len(findings) else np.zeros(len(studies))
     order = np.lexsort((-best, tier))  # tier first, then the strongest margin
     studies["review_tier"] = np.array(["positive", "borderline", "negative"], dtype=object)[tier]
     studies["review_rank"] = np.empty(len(studies), dtype=int)
@@ -201,6 +213,7 @@ def write_review_report(
                 "margin": float(row[f"margin_{finding}"]),
                 "logit_margin": float(lmargin[k, j]),
                 "state": calls[k, j],
+                "css": str(calls[k, j]).replace(" ", "-"),
                 "overlay": None,
             }
             if calls[k, j] == "positive" and members and heatmaps:
@@ -212,8 +225,8 @@ def write_review_report(
                     item["overlay"] = png_data_uri(array_to_png(rgb, max_side=THUMB_SIDE))
                     item["overlay_image"] = str(image_ids[top])
             items.append(item)
-        state_rank = {"positive": 0, "borderline": 1, "negative": 2}
-        items.sort(key=lambda it: (state_rank[it["state"]], -it["logit_margin"]))
+        state_rank = {"positive": 0, "borderline": 1, "negative": 2, NOT_CALIBRATED: 3, "no score": 4}
+        items.sort(key=lambda it: (state_rank[it["state"]], -np.nan_to_num(it["logit_margin"], nan=-np.inf)))
         cards.append(
             {
                 "rank": int(row["review_rank"]),

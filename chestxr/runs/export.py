@@ -182,7 +182,8 @@ def export_model(
         "backbone": meta.backbone,
         "preprocessing": pre,
         "thresholds": [r.to_dict() for r in meta.thresholds] if meta.thresholds is not None else None,
-        "probability_thresholds": meta.decision_thresholds(),
+        "probability_thresholds": meta.decision_thresholds(),  # null: not calibrated, calls nothing
+        "threshold_status": meta.threshold_status(),
         "probability_calibration": meta.probability_calibration,
         "source": {
             "run_dir": str(Path(run_dir)),

@@ -105,7 +105,8 @@ class Run:
 
     @property
     def thresholds(self) -> np.ndarray:
-        """(f,) probability thresholds: the calibrated ones, else 0.5 (logit 0)."""
+        """(f,) probability thresholds: the calibrated ones (NaN: not calibrated, calls nothing); 0.5 (logit 0)
+        for every finding of a run never calibrated. See RunMetadata.decision_thresholds."""
         return np.asarray(self.metadata.decision_thresholds(), dtype=np.float64)
 
     @property

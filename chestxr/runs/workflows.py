@@ -302,6 +302,8 @@ def _evaluate_into(
         promised=promised,
         promise_alpha=promise_alpha,
     )
+    for name, status in zip(findings, run.metadata.threshold_status()):
+        evaluation["findings"][name]["threshold_status"] = status  # shown beside the finding, metrics.csv/json
     multiclass = None
     if run.task == "multiclass":
         rows = mask.all(axis=1) & (y_true.sum(axis=1) == 1)
