@@ -58,7 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="confidence of the one-sided bound behind sensitivity:X / specificity:X / ppv:X / npv:X",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="allow calibrating on training patients")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="allow calibrating on training patients, and storing a finding as not calibrated "
+        "where model.json holds a threshold the new split cannot replace",
+    )
     add_inference_options(p)
     p.set_defaults(func=run)
 
@@ -105,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         f"{lvl}% exact intervals with effective counts by patient; {data['n_images']} images, "
         f"{data['n_patients']} patients; not_a_guarantee = point estimate only)"
     )
+    for r in data["thresholds"]:
+        if r.get("kept_note"):
+            print(f"{r['finding']}: {r['kept_note']}")
     print(f"training-patient overlap: {data.get('training_patient_overlap_text')}")
     print(f"thresholds written to {args.checkpoint}/thresholds.json and model.json")
     return 0

@@ -64,6 +64,7 @@ NOT_CALIBRATED = "not calibrated"
 #: the status of every finding of a run that was never calibrated (0.5 default, logit 0)
 UNCALIBRATED_RUN = "uncalibrated run (default 0.5)"
 
+
 @dataclass
 class ThresholdRecord:
     """One finding's operating point: probability ``threshold`` (None: refused / not defined) by ``method``.
