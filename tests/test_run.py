@@ -160,8 +160,9 @@ def test_old_run_folder_loads_with_every_field(legacy_run, synth_manifest):
     assert run.findings == FINDINGS and meta.backbone == "tiny" and meta.version == 2
     assert meta.versions == {"chestxr": "0.1.0", "torch": "2.4.0"} and meta.seed == 7
     assert run.preprocessing.size == 32 and run.label_policy.soft_range == (0.55, 0.85)
-    # the stored thresholds; an undefined one (null) falls back to 0.5
-    np.testing.assert_array_equal(run.thresholds, [0.5471882956211802, 0.2577293129228961, 0.5, 0.11075702136047708])
+    # the stored thresholds; an undefined one (null) is NaN: not calibrated, it calls nothing (issue 17.2)
+    np.testing.assert_array_equal(run.thresholds, [0.5471882956211802, 0.2577293129228961, np.nan, 0.11075702136047708])
+    assert meta.threshold_status() == ["calibrated", "calibrated", "not calibrated", "calibrated"]
     nodule = meta.threshold_for("Nodule")
     assert nodule.method == "sensitivity:0.9" and nodule.stats["ece"]["after"] == 0.19064041936779663
     assert nodule.stats["sensitivity_ci"] == [0.2333333333333334, 0.9208333333333332]
@@ -241,7 +242,8 @@ def test_metadata_round_trip_keeps_guarantee_and_unknown_keys():
         80,
     )
     assert (b.status, b.guarantee, b.threshold, b.n_needed) == ("insufficient_data", False, None, 299)
-    assert meta.decision_thresholds() == [0.25, 0.5] and meta.extra == {"site_note": "added by a user"}
+    np.testing.assert_array_equal(meta.decision_thresholds(), [0.25, np.nan])  # refused: not calibrated
+    assert meta.extra == {"site_note": "added by a user"}
     out = meta.to_json()
     assert out["thresholds"] == [guaranteed, refused] and out["site_note"] == "added by a user"
     assert RunMetadata.from_json(json.loads(json.dumps(out)), "x/model.json") == meta
