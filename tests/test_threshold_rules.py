@@ -146,3 +146,16 @@ def test_refused_threshold_replacing_a_good_one_needs_force(data, tmp_path, caps
     assert json.loads((run / "model.json").read_text())["version"] == version  # nothing written
     assert _calibrate(run, data["good"], *strict, "--force") == 0
     assert _thresholds(run)["Nodule"]["threshold"] is None
+
+
+def test_exported_metadata_says_not_calibrated_in_strict_json(data, tmp_path):
+    """The MONAI bundle metadata carries a null (strict JSON, never NaN or 0.5) and the status."""
+    from chestxr.modeling.checkpoint import read_metadata
+    from chestxr.runs.bundle import bundle_metadata
+
+    run = _copy_run(data, tmp_path)
+    assert _calibrate(run, data["no_pos"]) == 0
+    doc = bundle_metadata(read_metadata(run), channels=3, size=32)["chestxr"]
+    text = json.dumps(doc, allow_nan=False)  # raises on NaN
+    assert doc["probability_thresholds"][FINDINGS.index("Nodule")] is None and "NaN" not in text
+    assert doc["threshold_status"][FINDINGS.index("Nodule")] == "not calibrated"

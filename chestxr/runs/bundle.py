@@ -202,7 +202,9 @@ def bundle_metadata(meta: RunMetadata, *, channels: int, size: int) -> dict[str,
             "backbone": meta.backbone,
             "preprocessing": _preprocessing(meta),
             "thresholds": [r.to_dict() for r in meta.thresholds] if meta.thresholds is not None else None,
-            "probability_thresholds": meta.decision_thresholds(),
+            # null: not calibrated, that finding calls nothing (never a silent 0.5)
+            "probability_thresholds": [t if t == t else None for t in meta.decision_thresholds()],
+            "threshold_status": meta.threshold_status(),
             "probability_calibration": meta.probability_calibration,
             "scores": "sigmoid(logits), or probability_calibration applied to the logits when set",
             "source": {"weights_sha256": meta.weights_sha256, "metadata_version": meta.version},
@@ -221,7 +223,8 @@ A MONAI Bundle exported by chestxr from a trained run.
   --meta_file configs/metadata.json --bundle_root . --dataset_dir FOLDER_OF_PNGS` (set `--image_max 65535`
   for 16-bit PNGs). Scores are sigmoid(logits){calibration}.
 - Operating points: `configs/metadata.json` -> `chestxr.probability_thresholds` (one per finding, on the
-  score scale), fitted by `chestxr calibrate`; a score >= its threshold is a positive call.
+  score scale), fitted by `chestxr calibrate`; a score >= its threshold is a positive call; a null
+  threshold is "not calibrated" (see `chestxr.threshold_status`) and calls nothing.
 - DICOM: decode to a [0, 1] image (modality LUT, VOI LUT/window, MONOCHROME1 inverted) first, e.g. with
   `chestxr.imaging.read_image`, then apply the preprocessing after its ScaleIntensityRange step.
 """
