@@ -211,3 +211,44 @@ def test_bootstrap_counts_undefined_resamples_and_refuses_incomplete_intervals(m
         out = bootstrap_intervals(y1, s, None, [0.0], n_boot=400, seed=0, keys=("auroc", "sensitivity"))
     assert 0.55 * 400 < out["auroc"]["n_valid"][0] < 0.7 * 400 and not out["auroc"]["complete"][0]
     assert np.isnan(out["auroc"]["ci"][0]).all() and np.isnan(out["sensitivity"]["ci"][0]).all()
+
+
+@pytest.mark.slow
+def test_guarantee_experiment_smoke_on_real_nih(shared_data, tmp_path):
+    """experiments/guarantee_nih.py --smoke (1 seed, 0.3 training minutes) on the 421 NIH images:
+    every row has a verdict, every refusal names its counts, the summary line is written."""
+    import csv
+    import importlib.util
+    from pathlib import Path
+
+    if not (shared_data / "nih14" / "images").is_dir():
+        pytest.skip("NIH14 images not in the shared data")
+    script = Path(__file__).resolve().parent.parent / "experiments" / "guarantee_nih.py"
+    spec = importlib.util.spec_from_file_location("guarantee_nih", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert (
+            mod.main(
+                [
+                    "--smoke",
+                    "--shared",
+                    str(shared_data.parent),
+                    "--out",
+                    str(tmp_path / "runs"),
+                    "--results",
+                    str(tmp_path),
+                ]
+            )
+            == 0
+        )
+    rows = list(csv.DictReader(open(tmp_path / "guarantee_nih_smoke.csv", encoding="utf-8")))
+    assert len(rows) == 14 * len(mod.RULES)
+    assert {r["verdict"] for r in rows} <= {"held", "flagged", "refused", "not measurable"}
+    for r in rows:
+        if r["verdict"] == "refused":
+            assert r["status"] in ("insufficient_data", "unreachable") and r["n_needed"] and r["cal_n_pos"]
+        else:
+            assert r["status"] == "guaranteed" and float(r["cal_lower_bound"]) >= float(r["promised"])
+    assert "Promises made" in (tmp_path / "guarantee_nih_smoke.md").read_text()
