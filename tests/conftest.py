@@ -76,18 +76,20 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def synth_manifest(tmp_path_factory) -> Path:
-    """40 synthetic 48 px X-rays (PNG and DICOM, four findings), no split column; treat as read-only."""
+    """60 synthetic 48 px X-rays (PNG and DICOM, four findings) with a patient-level ``split`` column:
+    45 train, 8 val, 7 test images, every finding positive in val and in test. Read-only (write
+    variants under tmp_path)."""
     from chestxr.data.synthetic import generate_synthetic_dataset
 
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("session") / "data", n_images=40, seed=3, size=48)
+    root = tmp_path_factory.mktemp("session")
+    return generate_synthetic_dataset(root / "data", n_images=60, seed=1, size=48, with_split=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(synth_manifest) -> Path:
-    """A run folder trained once per session with the tiny recipe, 2 epochs (lr 0.003) on ``synth_manifest``.
-
-    It made its own patient-level split: ``tiny_run / "splits.csv"`` (paths relative to the run folder)
-    has train/val/test rows for calibrate/evaluate. Read-only: copy it (``tiny_run_copy``) to change it.
+    """A run folder trained once per session with the tiny recipe, 2 epochs (lr 0.003), on the train rows
+    of ``synth_manifest`` (val rows pick the best epoch; calibrate on ``--split val``, evaluate on
+    ``--split test``). Read-only: tests that calibrate or edit it use ``tiny_run_copy``.
     """
     from chestxr.modeling.training import train
 
@@ -99,7 +101,7 @@ def tiny_run(synth_manifest) -> Path:
 
 @pytest.fixture
 def tiny_run_copy(tiny_run, tmp_path) -> Path:
-    """A private copy of ``tiny_run`` beside it (so the relative paths of its splits.csv still resolve)."""
+    """A private copy of ``tiny_run`` (beside it, in the session folder)."""
     dst = tiny_run.parent / f"run-{tmp_path.name}"
     shutil.copytree(tiny_run, dst)
     return dst

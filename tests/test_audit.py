@@ -10,44 +10,17 @@ import pandas as pd
 import pytest
 
 from chestxr.cli.main import main
-from chestxr.core.config import config_from_dict
-from chestxr.modeling.training import train
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from chestxr.data.synthetic import generate_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("audit")
-    manifest = generate_synthetic_dataset(root / "data", n_images=60, seed=3, size=48)
-    cfg = {
-        "name": "a",
-        "seed": 0,
-        "data": {"num_workers": 0, "manifest": str(manifest)},
-        "preprocessing": {"size": 32, "cache_size": 48},
-        "model": {"backbone": "tiny"},
-        "train": {"epochs": 2, "batch_size": 16, "lr": 0.003},
-    }
-    run = train(config_from_dict(cfg), out_dir=root / "run")
-    return root, run
-
-
-def fresh_run(trained, tmp_path):
-    root, run = trained
-    dst = root / f"run-{tmp_path.name}"  # beside the original: splits.csv holds relative paths
-    shutil.copytree(run, dst)
-    return dst
-
-
-def test_calibrate_writes_new_version_and_thresholds(trained, tmp_path, capsys):
-    run = fresh_run(trained, tmp_path)
+def test_calibrate_writes_new_version_and_thresholds(tiny_run_copy, synth_manifest, capsys):
+    run = tiny_run_copy
     code = main(
         [
             "calibrate",
             "--checkpoint",
             str(run),
             "--manifest",
-            str(run / "splits.csv"),
+            str(synth_manifest),
             "--split",
             "val",
             "--method",
@@ -89,14 +62,14 @@ def test_calibrate_writes_new_version_and_thresholds(trained, tmp_path, capsys):
     assert [r["threshold"] for r in meta["thresholds"]] == [r["threshold"] for r in data["thresholds"]]
 
 
-def test_calibrate_refuses_training_patients(trained, tmp_path, capsys):
-    run = fresh_run(trained, tmp_path)
+def test_calibrate_refuses_training_patients(tiny_run_copy, synth_manifest, capsys):
+    run = tiny_run_copy
     args = [
         "calibrate",
         "--checkpoint",
         str(run),
         "--manifest",
-        str(run / "splits.csv"),
+        str(synth_manifest),
         "--split",
         "train",
         "--bootstrap",
@@ -109,8 +82,8 @@ def test_calibrate_refuses_training_patients(trained, tmp_path, capsys):
     assert json.loads((run / "thresholds.json").read_text())["forced"] is True
 
 
-def test_evaluate_reports_promise_and_files(trained, tmp_path):
-    run = fresh_run(trained, tmp_path)
+def test_evaluate_reports_promise_and_files(tiny_run_copy, synth_manifest, tmp_path):
+    run = tiny_run_copy
     assert (
         main(
             [
@@ -118,7 +91,7 @@ def test_evaluate_reports_promise_and_files(trained, tmp_path):
                 "--checkpoint",
                 str(run),
                 "--manifest",
-                str(run / "splits.csv"),
+                str(synth_manifest),
                 "--split",
                 "val",
                 "--bootstrap",
@@ -135,7 +108,7 @@ def test_evaluate_reports_promise_and_files(trained, tmp_path):
                 "--checkpoint",
                 str(run),
                 "--manifest",
-                str(run / "splits.csv"),
+                str(synth_manifest),
                 "--split",
                 "test",
                 "--out",
@@ -148,7 +121,7 @@ def test_evaluate_reports_promise_and_files(trained, tmp_path):
     )
     assert {"report.html", "metrics.csv", "metrics.json", "predictions.csv"} <= {p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
-    splits = pd.read_csv(run / "splits.csv")
+    splits = pd.read_csv(synth_manifest)
     assert metrics["n_images"] == int((splits["split"] == "test").sum())
     f = metrics["findings"]["Cardiomegaly"]
     assert "promise" in f and "auroc_ci" in f
@@ -160,7 +133,7 @@ def test_evaluate_reports_promise_and_files(trained, tmp_path):
                 "--checkpoint",
                 str(run),
                 "--manifest",
-                str(run / "splits.csv"),
+                str(synth_manifest),
                 "--split",
                 "test",
                 "--out",
@@ -173,12 +146,11 @@ def test_evaluate_reports_promise_and_files(trained, tmp_path):
     )
 
 
-def test_predict_folder_of_dicoms_without_manifest(trained, tmp_path):
-    root, _ = trained
-    run = fresh_run(trained, tmp_path)
+def test_predict_folder_of_dicoms_without_manifest(tiny_run, synth_manifest, tmp_path):
+    run = tiny_run
     folder = tmp_path / "incoming"
     folder.mkdir()
-    for p in sorted((root / "data" / "images").glob("*.dcm"))[:6]:
+    for p in sorted((synth_manifest.parent / "images").glob("*.dcm"))[:6]:
         shutil.copy(p, folder / p.name)
     out = tmp_path / "pred"
     assert main(["predict", "--checkpoint", str(run), str(folder), "--out", str(out)]) == 0
@@ -191,9 +163,9 @@ def test_predict_folder_of_dicoms_without_manifest(trained, tmp_path):
     assert (out / "review.html").stat().st_size > 1000
 
 
-def test_probability_calibration_changes_predicted_scores(trained, tmp_path):
-    run = fresh_run(trained, tmp_path)
-    manifest = str(run / "splits.csv")
+def test_probability_calibration_changes_predicted_scores(tiny_run_copy, synth_manifest, tmp_path):
+    run = tiny_run_copy
+    manifest = str(synth_manifest)
     assert main(["predict", "--checkpoint", str(run), "--manifest", manifest, "--out", str(tmp_path / "p0")]) == 0
     assert (
         main(
@@ -218,9 +190,17 @@ def test_probability_calibration_changes_predicted_scores(trained, tmp_path):
     assert main(["predict", "--checkpoint", str(run), "--manifest", manifest, "--out", str(tmp_path / "p1")]) == 0
     a = pd.read_csv(tmp_path / "p0" / "predictions.csv")
     b = pd.read_csv(tmp_path / "p1" / "predictions.csv")
-    assert not np.allclose(a["prob_Opacity"], b["prob_Opacity"])
-    # a monotone per-finding map: the ranking is unchanged
-    assert (a["prob_Opacity"].rank().to_numpy() == b["prob_Opacity"].rank().to_numpy()).all()
+    params = meta["probability_calibration"]["params"]
+    fitted = [f for f, p in zip(meta["findings"], params) if not p.get("identity")]
+    assert fitted, params  # at least one finding has both classes in the val split
+    for f, p in zip(meta["findings"], params):
+        col = f"prob_{f}"
+        if p.get("identity"):  # one class only: sigmoid kept
+            np.testing.assert_allclose(a[col], b[col], rtol=1e-6)
+            continue
+        assert not np.allclose(a[col], b[col]), f
+        # a monotone per-finding map (slope > 0): the ranking is unchanged
+        assert (a[col].rank().to_numpy() == b[col].rank().to_numpy()).all(), f
 
 
 @pytest.mark.slow

@@ -14,26 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_args
 from safetensors.torch import load_file
 
 from chestxr.cli.main import main
 
-ARGS = [
-    "--set",
-    "model.backbone=tiny",
-    "--set",
-    "preprocessing.size=32",
-    "--set",
-    "preprocessing.cache_size=48",
-    "--set",
-    "data.num_workers=0",
-    "--set",
-    "train.batch_size=16",
-    "--set",
-    "train.epochs=6",
-    "--set",
-    "train.lr=0.003",
-]
+ARGS = tiny_args("train.epochs=6", "train.lr=0.003")
 COMPARED = ["epoch", "train_loss", "val_loss", "val_mean_auroc", "lr"]
 
 
@@ -93,10 +79,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(synth, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def run_dir(synth) -> Path:
-    out = synth.parent.parent / "run"
-    assert main(["train", "--manifest", str(synth), "--out", str(out), *ARGS, "--set", "train.epochs=1"]) == 0
-    return out
+def run_dir(tiny_run) -> Path:
+    """The session's tiny trained run (tests/conftest.py); read-only."""
+    return tiny_run
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -9,24 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_args
 from safetensors.torch import load_file
 
 from chestxr.cli.main import main
 
-ARGS = [
-    "--set",
-    "model.backbone=tiny",
-    "--set",
-    "preprocessing.size=32",
-    "--set",
-    "preprocessing.cache_size=48",
-    "--set",
-    "data.num_workers=0",
-    "--set",
-    "train.batch_size=16",
-    "--set",
-    "train.epochs=2",
-]
+ARGS = tiny_args("train.epochs=2")
 TIMING = ["seconds", "train_images_per_s"]
 
 

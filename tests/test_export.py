@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from chestxr.cli.main import main
-from chestxr.core.config import config_from_dict
 from chestxr.core.errors import CheckpointError, ChestXRError, OutputExistsError
 from chestxr.runs.export import export_model, sidecar_path
 
@@ -18,26 +17,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::Deprec
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny multi-label model trained for one epoch on 32 px synthetic X-rays."""
-    from chestxr.data.synthetic import generate_synthetic_dataset
-    from chestxr.modeling.training import train
-
-    root = tmp_path_factory.mktemp("export")
-    manifest = generate_synthetic_dataset(root / "data", n_images=24, seed=3, size=48)
-    cfg = config_from_dict(
-        {
-            "name": "x",
-            "seed": 0,
-            "data": {"manifest": str(manifest), "num_workers": 0},
-            "preprocessing": {"size": 32, "cache_size": 48},
-            "model": {"backbone": "tiny"},
-            "train": {"epochs": 1, "batch_size": 8, "lr": 0.003},
-        }
-    )
-    with pytest.MonkeyPatch.context() as mp:  # module-scoped: the autouse env fixture is not active yet
-        mp.setenv("CHESTXR_NO_PROGRESS", "1")
-        return train(cfg, out_dir=root / "run", log=lambda s: None)
+def run_dir(tiny_run):
+    """The session's tiny multi-label run on 32 px synthetic X-rays (tests/conftest.py)."""
+    return tiny_run
 
 
 def _eager(run_dir, x):

@@ -12,23 +12,11 @@ import os
 from pathlib import Path
 
 import pydicom
+from conftest import tiny_args
 
 from chestxr.cli.main import main
 
-TINY = [
-    "--set",
-    "model.backbone=tiny",
-    "--set",
-    "preprocessing.size=32",
-    "--set",
-    "preprocessing.cache_size=48",
-    "--set",
-    "data.num_workers=0",
-    "--set",
-    "train.batch_size=16",
-    "--set",
-    "train.epochs=1",
-]
+TINY = tiny_args()
 MARKERS = {
     "PatientName": "ZZPRIVATEZZ^NAME",
     "PatientBirthDate": "19000101",

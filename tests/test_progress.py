@@ -11,14 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_args
 
 from chestxr.core.progress import Progress, progress_mode
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL = [
-    "--set", "data.num_workers=0", "--set", "preprocessing.size=32", "--set", "preprocessing.cache_size=48",
-    "--set", "model.backbone=tiny", "--set", "train.epochs=2", "--set", "train.batch_size=8",
-]  # fmt: skip
+SMALL = tiny_args("train.epochs=2", "train.batch_size=8")
 
 
 @pytest.fixture(scope="module")

@@ -20,26 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_args
 from dicom_factory import block_image, make_dataset, write_dicom
 from PIL import Image
 
 from chestxr.cli.main import main
 
 FINDINGS = ["Opacity", "Cardiomegaly", "Effusion", "Nodule"]
-TINY = [
-    "--set",
-    "model.backbone=tiny",
-    "--set",
-    "preprocessing.size=32",
-    "--set",
-    "preprocessing.cache_size=48",
-    "--set",
-    "data.num_workers=0",
-    "--set",
-    "train.batch_size=16",
-    "--set",
-    "train.epochs=1",
-]
+TINY = tiny_args()
 CR_DX = ["--set", "preprocessing.modalities=[CR,DX]"]
 
 #: file name -> a phrase its error must contain (None: the file is fine and must be read).

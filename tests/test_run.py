@@ -318,15 +318,15 @@ def test_run_predict_marks_unreadable_images(tiny_run, synth_manifest, tmp_path)
     np.testing.assert_allclose(result.scores[[0, 2]], run.scores([good[0], good[1]]))
 
 
-def test_calibrated_run_thresholds_drive_predict(tiny_run_copy):
+def test_calibrated_run_thresholds_drive_predict(tiny_run_copy, synth_manifest):
     meta = read_metadata(tiny_run_copy)
     records = [ThresholdRecord(f, t, "fixed") for f, t in zip(FINDINGS, [0.0, 1.0, 0.4, 0.6])]
     update_metadata(tiny_run_copy, {"thresholds": records}, reason="test thresholds")
     run = Run.load(tiny_run_copy, device="cpu")
     assert run.calibrated and run.metadata.version == meta.version + 1
     np.testing.assert_array_equal(run.thresholds, [0.0, 1.0, 0.4, 0.6])
-    splits = pd.read_csv(tiny_run_copy / "splits.csv")
-    paths = [str((tiny_run_copy / p).resolve()) for p in splits["path"][:5]]
+    frame = pd.read_csv(synth_manifest)
+    paths = [str(synth_manifest.parent / p) for p in frame["path"][:5]]
     result = run.predict(paths)
     assert result.positive[:, 0].all() and not result.positive[:, 1].any()
     np.testing.assert_array_equal(result.positive[:, 2], result.scores[:, 2] >= 0.4)

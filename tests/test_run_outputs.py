@@ -10,40 +10,24 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import tiny_args
 
 from chestxr.cli.main import main
 
-TINY = [
-    "--set",
-    "model.backbone=tiny",
-    "--set",
-    "preprocessing.size=32",
-    "--set",
-    "preprocessing.cache_size=48",
-    "--set",
-    "data.num_workers=0",
-    "--set",
-    "train.batch_size=16",
-    "--set",
-    "train.epochs=1",
-]
+TINY = tiny_args()
 INF = ["--workers", "0", "--bootstrap", "20"]
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    from chestxr.data.synthetic import generate_synthetic_dataset
-
-    return generate_synthetic_dataset(
-        tmp_path_factory.mktemp("outs") / "data", n_images=32, seed=4, size=48, with_split=True
-    )
+def synth(synth_manifest) -> Path:
+    """The session's synthetic manifest (tests/conftest.py)."""
+    return synth_manifest
 
 
 @pytest.fixture(scope="module")
-def run_dir(synth) -> Path:
-    out = synth.parent.parent / "run"
-    assert main(["train", "--manifest", str(synth), "--out", str(out), *TINY]) == 0
-    return out
+def run_dir(tiny_run) -> Path:
+    """The session's tiny trained run (tests/conftest.py); read-only."""
+    return tiny_run
 
 
 def evaluate(run_dir, synth, out, *extra) -> int:

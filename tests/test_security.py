@@ -14,24 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_args
 from dicom_factory import block_image, make_dataset
 
 from chestxr.cli.main import main
 
-TINY = [
-    "--set",
-    "model.backbone=tiny",
-    "--set",
-    "preprocessing.size=32",
-    "--set",
-    "preprocessing.cache_size=48",
-    "--set",
-    "data.num_workers=0",
-    "--set",
-    "train.batch_size=16",
-    "--set",
-    "train.epochs=1",
-]
+TINY = tiny_args()
 XSS = "<script>alert(1)</script>"
 XSS_IMG = "<img src=x onerror=alert(2)>"
 HEADER_XSS = "<script>alert(99)</script>"
@@ -48,17 +36,15 @@ class MarkerPayload:
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    from chestxr.data.synthetic import generate_synthetic_dataset
-
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("sec") / "data", n_images=32, seed=2, size=48)
+def synth(synth_manifest) -> Path:
+    """The session's synthetic manifest (tests/conftest.py)."""
+    return synth_manifest
 
 
 @pytest.fixture(scope="module")
-def run_dir(synth) -> Path:
-    out = synth.parent.parent / "run"
-    assert main(["train", "--manifest", str(synth), "--out", str(out), *TINY]) == 0
-    return out
+def run_dir(tiny_run) -> Path:
+    """The session's tiny trained run (tests/conftest.py); read-only."""
+    return tiny_run
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -199,7 +185,7 @@ def snapshot(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, tuple[int, in
 def hostile(synth) -> Path:
     """A manifest whose IDs are path traversals / markup and whose paths leave the manifest's folder."""
     root = synth.parent.parent
-    frame = pd.read_csv(synth, dtype=str, keep_default_na=False)
+    frame = pd.read_csv(synth, dtype=str, keep_default_na=False).drop(columns=["split"], errors="ignore")
     outside = root / "elsewhere"
     outside.mkdir(exist_ok=True)
     shutil.copy(

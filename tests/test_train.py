@@ -3,27 +3,20 @@ one-vs-rest, fine-tuning with another finding list, bad images skipped, NaN loss
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_args, tiny_config
 
 from chestxr.cli.main import main
-from chestxr.core.config import config_from_dict
 from chestxr.core.errors import TrainingError
 from chestxr.modeling.training import train
 
-BASE = {
-    "name": "t",
-    "seed": 0,
-    "data": {"num_workers": 0},
-    "preprocessing": {"size": 32, "cache_size": 64},
-    "model": {"backbone": "tiny"},
-    "train": {"epochs": 3, "batch_size": 16, "lr": 0.003},
-}
+#: this module's recipe: the shared tiny one (tests/conftest.py), 3 epochs at lr 0.003, 64 px cache.
+RECIPE = ("name=t", "train.epochs=3", "train.lr=0.003", "preprocessing.cache_size=64")
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +28,9 @@ def synth(tmp_path_factory):
 
 
 def cfg(manifest, **over):
-    d = copy.deepcopy(BASE)
-    d["data"]["manifest"] = str(manifest)
-    for dotted, v in over.items():
-        sec, key = dotted.split("__")
-        d.setdefault(sec, {})[key] = v
-    return config_from_dict(d)
+    """tiny_config with RECIPE and ``section__key=value`` overrides (values given as Python objects)."""
+    extra = [f"{dotted.replace('__', '.')}={json.dumps(v)}" for dotted, v in over.items()]
+    return tiny_config(manifest, *RECIPE, *extra)
 
 
 def test_run_folder_contract(synth, tmp_path):
@@ -74,14 +64,7 @@ def test_existing_run_folder_needs_overwrite(synth, tmp_path, capsys):
             str(synth),
             "--out",
             str(out),
-            "--set",
-            "train.epochs=1",
-            "--set",
-            "model.backbone=tiny",
-            "--set",
-            "preprocessing.size=32",
-            "--set",
-            "data.num_workers=0",
+            *tiny_args(),
         ]
     )
     assert code == 2 and "--overwrite" in capsys.readouterr().err
