@@ -213,18 +213,18 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert json.loads((out / "run" / "model.json").read_text())["thresholds"] is not None
 
 
-def _calibrate(run, method="youden", *extra):
-    args = ["calibrate", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--split", "val"]
+def _calibrate(run, manifest, method="youden", *extra):
+    args = ["calibrate", "--checkpoint", str(run), "--manifest", str(manifest), "--split", "val"]
     return main(args + ["--method", method, "--bootstrap", "20", *extra])
 
 
-def test_approve_binds_thresholds_and_recalibration_voids_it(trained, tmp_path, capsys):
+def test_approve_binds_thresholds_and_recalibration_voids_it(tiny_run_copy, synth_manifest, tmp_path, capsys):
     from chestxr.runs.approval import approval_status
 
-    run = fresh_run(trained, tmp_path)
+    run = tiny_run_copy
     assert main(["approve", str(run), "--reviewer", "Dr A"]) == 2  # nothing to approve yet
     assert "calibrate" in capsys.readouterr().err
-    assert _calibrate(run) == 0
+    assert _calibrate(run, synth_manifest) == 0
     assert approval_status(run)["state"] == "not_approved"
     assert main(["approve", str(run), "--reviewer", "Dr A. Radiologist", "--note", "pilot <b>ward</b>"]) == 0
     meta = json.loads((run / "model.json").read_text())
@@ -234,12 +234,12 @@ def test_approve_binds_thresholds_and_recalibration_voids_it(trained, tmp_path, 
     status = approval_status(run)
     assert status["state"] == "approved" and "Dr A. Radiologist" in status["banner"]
     out = tmp_path / "pred"
-    args = ["predict", "--checkpoint", str(run), "--manifest", str(run / "splits.csv"), "--workers", "0"]
+    args = ["predict", "--checkpoint", str(run), "--manifest", str(synth_manifest), "--workers", "0"]
     assert main(args + ["--out", str(out), "--require-approval"]) == 0
     html = (out / "review.html").read_text()
     assert "Approved for clinical use" in html and "Dr A. Radiologist" in html and "<b>ward</b>" not in html
     # re-calibration changes the thresholds: the approval is void, predict --require-approval refuses
-    assert _calibrate(run, "f1") == 0
+    assert _calibrate(run, synth_manifest, "f1") == 0
     status = approval_status(run)
     assert status["state"] == "void" and "changed since the approval" in status["reason"]
     capsys.readouterr()
@@ -250,11 +250,11 @@ def test_approve_binds_thresholds_and_recalibration_voids_it(trained, tmp_path, 
     assert "NOT APPROVED FOR CLINICAL USE" in (tmp_path / "pred3" / "review.html").read_text()
 
 
-def test_approval_is_bound_to_the_weights(trained, tmp_path):
+def test_approval_is_bound_to_the_weights(tiny_run_copy, synth_manifest, tmp_path):
     from chestxr.runs.approval import approval_status, binding_hash
 
-    run = fresh_run(trained, tmp_path)
-    assert _calibrate(run) == 0 and main(["approve", str(run), "--reviewer", "Dr B"]) == 0
+    run = tiny_run_copy
+    assert _calibrate(run, synth_manifest) == 0 and main(["approve", str(run), "--reviewer", "Dr B"]) == 0
     meta = json.loads((run / "model.json").read_text())
     assert binding_hash(meta, "0" * 64) != meta["approval"]["binding_sha256"]
     with open(run / "model.safetensors", "ab") as fh:  # the weights file changes under the approval
@@ -262,12 +262,17 @@ def test_approval_is_bound_to_the_weights(trained, tmp_path):
     assert approval_status(run)["state"] == "void"
 
 
-def test_guaranteed_rule_from_the_cli_refuses_with_counts_and_card(trained, tmp_path, capsys):
+def test_guaranteed_rule_from_the_cli_refuses_with_counts_and_card(tiny_run_copy, synth_manifest, tmp_path, capsys):
     from chestxr.calibration import InsufficientDataWarning
 
-    run = fresh_run(trained, tmp_path)
+    run = tiny_run_copy
     with pytest.warns(InsufficientDataWarning, match="Nodule: no threshold: .* needs at least 299 positives .*; has "):
-        assert _calibrate(run, "youden", "--finding-method", "Nodule=sensitivity:0.99", "--confidence", "0.95") == 0
+        assert (
+            _calibrate(
+                run, synth_manifest, "youden", "--finding-method", "Nodule=sensitivity:0.99", "--confidence", "0.95"
+            )
+            == 0
+        )
     assert "insufficient_data" in capsys.readouterr().out
     rec = {r["finding"]: r for r in json.loads((run / "thresholds.json").read_text())["thresholds"]}["Nodule"]
     assert rec["status"] == "insufficient_data" and rec["threshold"] is None and rec["n_needed"] == 299
@@ -280,7 +285,7 @@ def test_guaranteed_rule_from_the_cli_refuses_with_counts_and_card(trained, tmp_
                 "--checkpoint",
                 str(run),
                 "--manifest",
-                str(run / "splits.csv"),
+                str(synth_manifest),
                 "--split",
                 "test",
                 "--out",

@@ -166,7 +166,7 @@ def test_old_run_folder_loads_with_every_field(legacy_run, synth_manifest):
     nodule = meta.threshold_for("Nodule")
     assert nodule.method == "sensitivity:0.9" and nodule.stats["ece"]["after"] == 0.19064041936779663
     assert nodule.stats["sensitivity_ci"] == [0.2333333333333334, 0.9208333333333332]
-    assert nodule.status == "not_a_guarantee" and not nodule.guarantee  # written before guarantees existed
+    assert nodule.status == "not_a_guarantee" and not nodule.guaranteed and nodule.guarantee is None  # pre-guarantee
     assert meta.calibration["training_patient_overlap"] == 13 and meta.approval is None
     # the stored Platt calibrator is applied: p = sigmoid(a z + b) per finding
     z = np.array([[0.3, -1.0, 2.0, 0.0]])
@@ -198,12 +198,22 @@ def test_old_run_folder_rewritten_once_per_version(legacy_run):
 
 
 def test_metadata_round_trip_keeps_guarantee_and_unknown_keys():
+    guarantee = {
+        "method": "clopper-pearson",
+        "metric": "sensitivity",
+        "target": 0.9,
+        "level": 0.95,
+        "status": "guaranteed",
+        "lower_bound": 0.91,
+        "n_pos": 120,
+        "n_needed": 80,
+    }
     guaranteed = {
         "finding": "A",
         "method": "sensitivity:0.9",
         "threshold": 0.25,
         "status": "guaranteed",
-        "guarantee": True,
+        "guaranteed": True,
         "target": 0.9,
         "confidence": 0.95,
         "lower_bound": 0.91,
@@ -213,15 +223,15 @@ def test_metadata_round_trip_keeps_guarantee_and_unknown_keys():
         "note": "",
         "sensitivity": 0.95,
         "sensitivity_ci": [0.9, 0.98],
+        "guarantee": guarantee,
     }
     refused = {
         "finding": "B",
         "method": "sensitivity:0.99",
         "threshold": None,
         "status": "insufficient_data",
-        "guarantee": False,
-        "n_pos": 12,
-        "n_needed": 299,
+        "guaranteed": False,
+        "guarantee": {**guarantee, "target": 0.99, "status": "insufficient_data", "n_pos": 12, "n_needed": 299},
         "note": "needs 299 positives",
     }
     doc = {
@@ -233,7 +243,7 @@ def test_metadata_round_trip_keeps_guarantee_and_unknown_keys():
     }
     meta = RunMetadata.from_json(doc, "x/model.json")
     a, b = meta.thresholds
-    assert (a.status, a.guarantee, a.lower_bound, a.target, a.n_pos, a.n_needed) == (
+    assert (a.status, a.guaranteed, a.lower_bound, a.target, a.n_pos, a.n_needed) == (
         "guaranteed",
         True,
         0.91,
@@ -241,14 +251,15 @@ def test_metadata_round_trip_keeps_guarantee_and_unknown_keys():
         120,
         80,
     )
-    assert (b.status, b.guarantee, b.threshold, b.n_needed) == ("insufficient_data", False, None, 299)
+    assert a.guarantee == guarantee
+    assert (b.status, b.guaranteed, b.threshold, b.n_pos, b.n_needed) == ("insufficient_data", False, None, 12, 299)
     np.testing.assert_array_equal(meta.decision_thresholds(), [0.25, np.nan])  # refused: not calibrated
     assert meta.extra == {"site_note": "added by a user"}
     out = meta.to_json()
     assert out["thresholds"] == [guaranteed, refused] and out["site_note"] == "added by a user"
     assert RunMetadata.from_json(json.loads(json.dumps(out)), "x/model.json") == meta
     old = ThresholdRecord.from_dict({"finding": "A", "method": "youden", "threshold": 0.3})  # before guarantees
-    assert old.status == "not_a_guarantee" and not old.guarantee and old.lower_bound is None
+    assert old.status == "not_a_guarantee" and not old.guaranteed and old.guarantee is None and old.lower_bound is None
 
 
 @pytest.mark.parametrize(

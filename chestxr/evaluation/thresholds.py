@@ -120,7 +120,7 @@ class ThresholdFit:
 
         Flat keys as the fields, plus ``guarantee``: for a guaranteed rule (whatever its outcome)
         {method: "clopper-pearson", metric, target, level (= confidence), status, lower_bound,
-        n_pos, n_needed} (the run contract's ThresholdGuarantee), else None."""
+        n_pos, n_needed} (read by the run contract's ThresholdRecord.guarantee), else None."""
         out: dict[str, Any] = {}
         for k, v in dataclasses.asdict(self).items():
             if isinstance(v, list):

@@ -69,11 +69,13 @@ UNCALIBRATED_RUN = "uncalibrated run (default 0.5)"
 class ThresholdRecord:
     """One finding's operating point: probability ``threshold`` (None: refused / not defined) by ``method``.
 
-    ``stats`` holds everything else calibration recorded there, flat as thresholds.json has it: the
-    guarantee fields (``status``, ``guarantee``, ``target``, ``confidence``, ``lower_bound``, ``n_pos``,
-    ``n_neg``, ``n_needed``, ``note``; see :class:`chestxr.evaluation.thresholds.ThresholdFit`), the
-    rates with their ``*_ci`` intervals, counts, ece... The properties below read the guarantee fields
-    typed; a record from before guarantees existed reads as status "not_a_guarantee", no guarantee.
+    ``stats`` holds everything else calibration recorded there, flat as thresholds.json has it
+    (:meth:`chestxr.evaluation.thresholds.ThresholdFit.to_dict`): ``status``, ``guaranteed``,
+    ``target``, ``confidence``, ``lower_bound``, ``n_pos``, ``n_neg``, ``n_needed``, ``note``, the rates
+    with their ``*_ci`` intervals, counts, ece..., and ``guarantee``: for a guaranteed rule the nested
+    record {method, metric, target, level, status, lower_bound, n_pos, n_needed}, else None. The
+    properties read these typed; a record from before guarantees existed reads as status
+    "not_a_guarantee", not guaranteed, no guarantee record.
     """
 
     finding: str
@@ -82,29 +84,40 @@ class ThresholdRecord:
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def status(self) -> str:
-        return str(self.stats.get("status") or "not_a_guarantee")
+    def guarantee(self) -> Optional[dict[str, Any]]:
+        """The guarantee record of a guaranteed rule (whatever its outcome), else None."""
+        g = self.stats.get("guarantee")
+        return dict(g) if isinstance(g, Mapping) else None
+
+    def _get(self, key: str) -> Any:
+        g = self.guarantee or {}
+        return self.stats[key] if key in self.stats else g.get(key)
 
     @property
-    def guarantee(self) -> bool:
-        return self.stats.get("guarantee") is True
+    def status(self) -> str:
+        return str(self._get("status") or "not_a_guarantee")
+
+    @property
+    def guaranteed(self) -> bool:
+        """True when the lower confidence bound reaches the target (the promise is a guarantee)."""
+        return self.stats.get("guaranteed") is True or self.stats.get("guarantee") is True
 
     @property
     def lower_bound(self) -> Optional[float]:
-        return _number_or_none(self.stats.get("lower_bound"))
+        return _number_or_none(self._get("lower_bound"))
 
     @property
     def target(self) -> Optional[float]:
-        return _number_or_none(self.stats.get("target"))
+        return _number_or_none(self._get("target"))
 
     @property
     def n_pos(self) -> Optional[int]:
-        v = self.stats.get("n_pos")
+        v = self._get("n_pos")
         return int(v) if _is_number(v) else None
 
     @property
     def n_needed(self) -> Optional[int]:
-        v = self.stats.get("n_needed")
+        v = self._get("n_needed")
         return int(v) if _is_number(v) else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -353,6 +366,7 @@ def _check_types(path: str | Path, meta: dict[str, Any]) -> None:
                 and isinstance(r.get("finding"), str)
                 and number_or_null(r.get("threshold"))
                 and (r.get("method") is None or isinstance(r["method"], str))
+                and (r.get("guarantee") is None or isinstance(r["guarantee"], (dict, bool)))
             )
             for r in thresholds
         )
