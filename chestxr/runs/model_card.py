@@ -39,6 +39,9 @@ def data_summary(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         manifest = read_manifest(path, check_paths=False)
     except ManifestError as exc:
         return {"source": f"{path}: unreadable ({exc})", "splits": []}
+    from chestxr.data.findings import relabel
+
+    manifest = relabel(manifest, list(meta.get("findings") or manifest.findings))  # as training hashed it
     frame = manifest.frame
     findings = [f for f in (meta.get("findings") or []) if f in frame.columns]
     groups = frame.groupby("split") if "split" in frame.columns else [("all", frame)]
@@ -70,7 +73,7 @@ def data_summary(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
             }
         )
     where = "the run folder's splits.csv" if path.parent == run_dir else f"the training manifest {path}"
-    check = "matches" if matched else "does NOT match (the file changed since training)"
+    check = "matches" if matched else "does NOT match (the file changed since training, or it is not the one used)"
     return {
         "source": f"{where}; manifest sha256 of the training split recorded in model.json {check}",
         "recorded_train_hash": recorded,
