@@ -17,13 +17,14 @@ THR = np.array([0.5, 0.2])
 
 
 def _frame():
-    """4 studies. S1: Effusion positive (0.8 on its 2nd image). S2: Nodule borderline (0.18 vs 0.2).
-    S3: all clearly negative. S4: Nodule positive (0.3) but weaker than S1's Effusion."""
+    """4 studies, each one patient's (studies are keyed by (patient, study)). S1: Effusion positive (0.8 on
+    its 2nd image). S2: Nodule borderline (0.18 vs 0.2). S3: all clearly negative. S4: Nodule positive
+    (0.3) but weaker than S1's Effusion."""
     return pd.DataFrame(
         {
             "image_id": ["a", "b", "c", "d", "e", "f"],
             "path": ["a.png", "b.png", "c.png", "d.png", "e.png", "f.png"],
-            "patient_id": ["P1", "P1", "P2", "P3", "P3", "P4"],
+            "patient_id": ["P1", "P2", "P2", "P3", "P1", "P4"],
             "study_id": ["S3", "S1", "S1", "S2", "S3", "S4"],
             "prob_Effusion": [0.10, 0.30, 0.80, 0.20, 0.05, 0.40],
             "prob_Nodule": [0.01, 0.05, 0.02, 0.18, 0.03, 0.30],
@@ -61,7 +62,7 @@ def test_study_table_max_and_mean():
     assert list(by_max.index) == ["S3", "S1", "S2", "S4"]  # first-seen order
     assert by_max.loc["S1", "prob_Effusion"] == 0.80 and by_max.loc["S3", "prob_Effusion"] == 0.10
     assert by_max.loc["S3", "n_images"] == 2 and by_max.loc["S3", "image_ids"] == "a;e"
-    assert by_max.loc["S3", "patient_id"] == "P1;P3"
+    assert by_max.loc["S3", "patient_id"] == "P1"
     by_mean = build_study_table(frame, findings=FINDINGS, study_reduce="mean").set_index("study_id")
     assert by_mean.loc["S1", "prob_Effusion"] == pytest.approx(0.55)
     with pytest.raises(ValueError, match="study_reduce"):

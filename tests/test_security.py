@@ -328,7 +328,7 @@ def test_reports_escape_manifest_strings(hostile, run_dir, tmp_path, capsys):
 
 
 def test_review_escapes_dicom_headers_and_file_names(tmp_path, run_dir, capsys):
-    folder = tmp_path / XSS_IMG  # no manifest: the study key falls back to the folder name
+    folder = tmp_path / XSS_IMG  # no manifest and no StudyInstanceUID: each image is its own study
     folder.mkdir()
     for i in range(2):
         ds = make_dataset(block_image())
@@ -341,6 +341,6 @@ def test_review_escapes_dicom_headers_and_file_names(tmp_path, run_dir, capsys):
     )
     assert code == 0, err
     review = (tmp_path / "p" / "review.html").read_text()
-    assert_escaped(review, XSS_IMG, "<svg onload=alert(0)>.dcm")
+    assert_escaped(review, "<svg onload=alert(0)>.dcm", "<svg onload=alert(1)>.dcm")
     assert "<svg onload" not in review
     assert "alert(99)" not in review  # the DICOM header strings are not shown at all

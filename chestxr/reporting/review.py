@@ -25,6 +25,7 @@ import numpy as np
 
 from chestxr.core.csvsafe import escape_frame
 from chestxr.core.fileio import write_text_atomic, write_with_atomic
+from chestxr.core.patient_ids import normalize_id
 from chestxr.reporting.plots import array_to_png, overlay_heatmap, png_data_uri, render_template
 
 __all__ = ["write_review_report", "build_study_table", "logit_margin", "classify_calls"]
@@ -76,9 +77,11 @@ def build_study_table(
     findings: Sequence[str],
     study_reduce: Literal["max", "mean"] = "max",
 ) -> Any:
-    """Per-study probabilities: one row per study_id (images without a study are their own study).
+    """Per-study probabilities: one row per (patient, study) (images without a study are their own study).
 
-    predictions: DataFrame with image_id, patient_id, study_id and prob_<finding> columns.
+    Studies are keyed by (patient_id, study_id), patient IDs compared trimmed and case-folded, so a
+    study_id reused by several patients (or two patients sharing a StudyInstanceUID) stays one study per
+    patient. predictions: DataFrame with image_id, patient_id, study_id and prob_<finding> columns.
     Returns a DataFrame with study_id, patient_id, n_images, image_ids ("a;b") and prob_<finding>
     (max or mean over the study's images), in first-seen study order.
     """
@@ -89,17 +92,29 @@ def build_study_table(
     frame = pd.DataFrame(
         {"image_id": predictions["image_id"].astype(str).to_numpy(), "study_id": _study_ids(predictions)}
     )
-    patient = predictions["patient_id"] if "patient_id" in predictions.columns else pd.Series([""] * len(frame))
-    frame["patient_id"] = ["" if _missing(p) else str(p) for p in patient.tolist()]
+    frame["patient_id"] = _patient_ids(predictions)
+    frame["_key"] = _study_keys(predictions)
     prob_cols = [f"prob_{x}" for x in findings]
     for col in prob_cols:
         frame[col] = predictions[col].to_numpy(dtype=float)
-    grouped = frame.groupby("study_id", sort=False)
+    grouped = frame.groupby("_key", sort=False)
     out = grouped[prob_cols].agg(study_reduce)
-    out.insert(0, "patient_id", grouped["patient_id"].agg(lambda s: ";".join(dict.fromkeys(s))))
-    out.insert(1, "n_images", grouped.size())
-    out.insert(2, "image_ids", grouped["image_id"].agg(";".join))
-    return out.reset_index()
+    out.insert(0, "study_id", grouped["study_id"].first())
+    out.insert(1, "patient_id", grouped["patient_id"].first())
+    out.insert(2, "n_images", grouped.size())
+    out.insert(3, "image_ids", grouped["image_id"].agg(";".join))
+    return out.reset_index(drop=True)
+
+
+def _patient_ids(predictions: Any) -> list[str]:
+    if "patient_id" not in predictions.columns:
+        return [""] * len(predictions)
+    return ["" if _missing(p) else str(p) for p in predictions["patient_id"].tolist()]
+
+
+def _study_keys(predictions: Any) -> list[tuple[str, str]]:
+    """Each image's (normalised patient id, study id): the key of its study."""
+    return [(normalize_id(p), s) for p, s in zip(_patient_ids(predictions), _study_ids(predictions))]
 
 
 def _missing(value: Any) -> bool:
@@ -189,14 +204,13 @@ def write_review_report(
 
     image_probs = predictions[[f"prob_{x}" for x in findings]].to_numpy(dtype=float)
     image_ids = predictions["image_id"].tolist()
-    by_study: dict[str, list[int]] = {}
-    sid_of_image = _study_ids(predictions)
-    for i, sid in enumerate(sid_of_image):
-        by_study.setdefault(sid, []).append(i)
+    by_study: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(_study_keys(predictions)):
+        by_study.setdefault(key, []).append(i)
 
     cards = []
     for k, row in studies.iterrows():
-        members = by_study.get(str(row["study_id"]), [])
+        members = by_study.get((normalize_id(row["patient_id"]), str(row["study_id"])), [])
         thumbs = []
         for i in members[:6]:
             thumb = _lookup(thumbnails, image_ids[i])

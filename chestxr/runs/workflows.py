@@ -4,6 +4,7 @@ predict new studies into a review worklist. Each returns what it wrote; the CLI 
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
@@ -408,6 +409,12 @@ def _evaluate_into(
 
 
 def _relative(path: str, base: Path) -> str:
+    """``path`` relative to ``base`` as written (symlinks not resolved: a linked folder keeps its link's
+    name), else resolved, else as given."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(base)))
+    except ValueError:
+        pass
     try:
         return str(Path(path).resolve().relative_to(base.resolve()))
     except ValueError:
@@ -421,11 +428,11 @@ def _prediction_frame(frame: pd.DataFrame, findings: list[str], scores: np.ndarr
             "image_id": [_relative(p, base) for p in frame["path"].astype(str)],
             "path": [_relative(p, base) for p in frame["path"].astype(str)],
             "patient_id": frame["patient_id"].astype(str).to_numpy(),
-            "study_id": frame["study_id"].astype(str).to_numpy()
-            if "study_id" in frame
-            else frame["patient_id"].astype(str).to_numpy(),
+            "study_id": frame["study_id"].astype(str).to_numpy() if "study_id" in frame else "",
         }
     )
+    no_study = out["study_id"].isin(["", "nan"])
+    out.loc[no_study, "study_id"] = out.loc[no_study, "image_id"]  # no study information: one study per image
     for col in ("view", "sex", "age", "site"):
         if col in frame.columns:
             out[col] = frame[col].to_numpy()
@@ -496,26 +503,29 @@ def _predict_into(
     approval: Optional[dict[str, Any]] = None,
 ) -> dict[str, Path]:
     """predict_run's work, written into the (staged) folder ``out``."""
+    from chestxr.imaging.inputs import study_keys_for_files, walk_inputs
     from chestxr.reporting.review import write_review_report
-    from chestxr.runs.inference import collect_inputs, study_key_for_file
 
+    not_images: list[tuple[str, str]] = []
     if manifest is not None:
         from chestxr.data.manifest import read_manifest
 
         frame = read_manifest(manifest).frame
         base = Path(manifest).parent
     elif inputs:
-        files = collect_inputs(inputs)
-        if not files:
-            raise ManifestError(",".join(inputs), ["no image files found; pass DICOM/PNG/JPEG files or folders"])
+        files, passed_over = walk_inputs(inputs)
         base = Path(inputs[0]) if Path(inputs[0]).is_dir() else Path(inputs[0]).parent
-        frame = pd.DataFrame(
-            {
-                "path": [str(f.resolve()) for f in files],
-                "patient_id": "",
-                "study_id": [study_key_for_file(f) for f in files],
-            }
-        )
+        not_images = [(os.path.abspath(p), reason) for p, reason in passed_over]
+        if not files:
+            listed = "; ".join(f"{p}: {r}" for p, r in passed_over[:3])
+            raise ManifestError(
+                ",".join(inputs),
+                [
+                    f"no image files found{' (skipped ' + listed + ')' if listed else ''}; pass DICOM/PNG/JPEG files or folders"
+                ],
+            )
+        patients, studies = study_keys_for_files(files)
+        frame = pd.DataFrame({"path": [os.path.abspath(f) for f in files], "patient_id": patients, "study_id": studies})
     else:
         raise ManifestError("<predict>", ["give --manifest M or image files/folders to predict"])
     paths = frame["path"].astype(str).tolist()
@@ -539,10 +549,9 @@ def _predict_into(
         study_reduce=study_reduce,
         approval=approval,
     )
-    if preds.skipped:
-        skipped = pd.DataFrame(
-            {"path": [_relative(paths[i], base) for i, _ in preds.skipped], "reason": [r for _, r in preds.skipped]}
-        )
+    passed = not_images + [(paths[i], r) for i, r in preds.skipped]
+    if passed:
+        skipped = pd.DataFrame({"path": [_relative(p, base) for p, _ in passed], "reason": [r for _, r in passed]})
         from chestxr.core.csvsafe import escape_frame
         from chestxr.core.fileio import write_text_atomic
 
