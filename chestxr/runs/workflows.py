@@ -333,8 +333,8 @@ def _evaluate_into(
     """evaluate_run's work, written into the (staged) folder ``out``."""
     from chestxr.evaluation.evaluate import evaluate_predictions
     from chestxr.evaluation.metrics import multiclass_metrics
-    from chestxr.runs.approval import approval_status
     from chestxr.reporting.report import write_evaluation_report
+    from chestxr.runs.approval import approval_status
 
     labeled, logits, kept, skipped = _labeled_predictions(
         run,
@@ -464,7 +464,8 @@ def predict_run(
 
     The folder is built under a temporary name and swapped in only when complete (staged_output_dir);
     a run folder is refused as ``out_dir``."""
-    from chestxr.runs.approval import approval_status, require_approval as _require
+    from chestxr.runs.approval import approval_status
+    from chestxr.runs.approval import require_approval as _require
 
     run = _as_run(run_dir)
     meta = run.metadata.to_json()
