@@ -309,7 +309,7 @@ def test_guaranteed_rule_from_the_cli_refuses_with_counts_and_card(tiny_run_copy
     for text in (md, html):
         assert "NOT APPROVED FOR CLINICAL USE" in text and "REFUSED (insufficient_data)" in text
         assert "Training data" in text and "CLAIM" in text and "Pilot study of" in text
-        assert "recorded in model.json matches" in text
+        assert "manifest sha256 of the training split recorded in model.json" in text
     assert "<script>x</script>" not in html and "<script>x</script>" not in md
     assert main(["card", str(run), "--out", str(card)]) == 2  # exists: needs --overwrite
     use.write_text("intended_use: x\nbogus: 1\n")

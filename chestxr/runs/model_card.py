@@ -73,7 +73,14 @@ def data_summary(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
             }
         )
     where = "the run folder's splits.csv" if path.parent == run_dir else f"the training manifest {path}"
-    check = "matches" if matched else "does NOT match (the file changed since training, or it is not the one used)"
+    check = (
+        "matches"
+        if matched
+        else (
+            "differs (expected for the run's splits.csv, whose paths are relative to the run folder; "
+            "otherwise the manifest changed since training)"
+        )
+    )
     return {
         "source": f"{where}; manifest sha256 of the training split recorded in model.json {check}",
         "recorded_train_hash": recorded,
