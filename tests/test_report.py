@@ -130,6 +130,14 @@ def test_metrics_json_has_evaluation_model_info_subgroups(written):
     pred = s[rows, 0] >= written["thr"][0]
     assert cell["sensitivity"] == pytest.approx(recall_score(y[rows, 0], pred))
     assert doc["subgroups"]["view"]["AP"]["n_images"] == int((frame["view"] == "AP").sum())
+    # intervals (method stated) and the difference from the other views, with its interval
+    assert cell["auroc_ci"][0] <= cell["auroc"] <= cell["auroc_ci"][1]
+    rest = (frame["view"] != "AP").to_numpy() & mask[:, 0]
+    diff = cell["vs_rest"]["auroc"]
+    assert diff["difference"] == pytest.approx(cell["auroc"] - roc_auc_score(y[rest, 0], s[rest, 0]))
+    assert diff["ci"][0] <= diff["difference"] <= diff["ci"][1]
+    assert "bootstrap" in doc["subgroup_intervals"]["difference"]
+    assert "Clopper-Pearson" in doc["subgroup_intervals"]["sensitivity"]
 
 
 def test_html_shows_metrics_and_flags_broken_promise(written):

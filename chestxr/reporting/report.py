@@ -87,25 +87,6 @@ def _is_missing(value: Any) -> bool:
         return False
 
 
-def _point_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, Any]:
-    """n, n_pos, n_neg, AUROC (NaN when one class), sensitivity and specificity at the threshold."""
-    from sklearn.metrics import roc_auc_score
-
-    y = (np.asarray(y, dtype=float) >= 0.5).astype(int)
-    n_pos = int(y.sum())
-    n_neg = int(y.size - n_pos)
-    pred = np.asarray(s) >= threshold
-    auroc = float(roc_auc_score(y, s)) if n_pos and n_neg else math.nan
-    return {
-        "n": int(y.size),
-        "n_pos": n_pos,
-        "n_neg": n_neg,
-        "auroc": auroc,
-        "sensitivity": float((pred & (y == 1)).sum() / n_pos) if n_pos else math.nan,
-        "specificity": float((~pred & (y == 0)).sum() / n_neg) if n_neg else math.nan,
-    }
-
-
 def compute_subgroup_metrics(
     *,
     findings: Sequence[str],
@@ -115,29 +96,32 @@ def compute_subgroup_metrics(
     y_score: np.ndarray,
     thresholds: np.ndarray,
     subgroup_columns: Sequence[str] = DEFAULT_SUBGROUPS,
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
-    """Point estimates per subgroup value: AUROC and sensitivity/specificity at the threshold.
+    """Per subgroup value: AUROC, sensitivity and specificity with intervals, and the difference from
+    the rest of the images with its interval (:func:`chestxr.evaluation.subgroups.subgroup_metrics`;
+    patient bootstrap by ``groups``).
 
     y_true, mask, y_score: (n, f); predictions: DataFrame with n rows holding the subgroup columns
-    ("age" is banded, see :func:`age_band`). Returns
-    ``{column: {value: {"n_images": int, "findings": {finding: {n, n_pos, n_neg, auroc,
-    sensitivity, specificity}}}}}``; columns absent from the frame are left out.
+    ("age" is banded, see :func:`age_band`). Returns ``{column: {value: {"n_images", "n_patients",
+    "findings": {finding: {n, n_pos, n_neg, auroc(_ci), sensitivity(_ci), specificity(_ci),
+    vs_rest}}}}}``; columns absent from the frame are left out.
     """
+    from chestxr.evaluation.subgroups import subgroup_metrics
+
     out: dict[str, dict[str, Any]] = {}
     for column in subgroup_columns:
         got = _subgroup_values(predictions, column)
         if got is None:
             continue
         name, labels = got
-        table: dict[str, Any] = {}
-        for value in sorted(set(labels), key=lambda v: (v == "unknown", v)):
-            rows = labels == value
-            per = {}
-            for j, finding in enumerate(findings):
-                keep = rows & mask[:, j]
-                per[finding] = _point_metrics(y_true[keep, j], y_score[keep, j], float(thresholds[j]))
-            table[value] = {"n_images": int(rows.sum()), "findings": per}
-        out[name] = table
+        out[name] = subgroup_metrics(
+            labels, y_true, y_score, mask, thresholds, groups=groups, findings=findings, n_boot=n_boot,
+            level=level, seed=seed,
+        )  # fmt: skip
     return out
 
 
@@ -282,6 +266,7 @@ def write_evaluation_report(
     """
     from chestxr import __version__
     from chestxr.evaluation.reliability import reliability_bins
+    from chestxr.evaluation.subgroups import interval_methods
 
     findings = list(findings)
     y_true = np.asarray(y_true, dtype=float)
@@ -313,7 +298,11 @@ def write_evaluation_report(
         y_score=y_score,
         thresholds=thresholds,
         subgroup_columns=subgroup_columns,
+        groups=groups,
+        n_boot=int(evaluation.get("n_boot", 1000)),
+        level=float(evaluation.get("level", 0.95)),
     )
+    subgroup_methods = interval_methods(float(evaluation.get("level", 0.95)), int(evaluation.get("n_boot", 1000)))
     panels, curves = {}, {}
     for j, finding in enumerate(findings):
         keep = mask[:, j]
@@ -348,6 +337,7 @@ def write_evaluation_report(
         "title": title,
         "model_info": model_info,
         "subgroups": subgroups,
+        "subgroup_intervals": subgroup_methods,
         "thresholds": dict(zip(findings, thresholds.tolist())),
         "chestxr_version": __version__,
         "approval": approval,
@@ -378,6 +368,7 @@ def write_evaluation_report(
         panels=panels,
         calibration_overview=plot_reliability_overview(curves),
         subgroups=subgroups,
+        subgroup_intervals=subgroup_methods,
         multiclass=_multiclass_context(multiclass, findings),
         overlap=_overlap_context(model_info),
     )
