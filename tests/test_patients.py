@@ -212,6 +212,15 @@ def test_evaluate_on_training_patients_carries_a_red_banner(run_dir, synth, tmp_
     assert 'id="leak-warning"' not in html and "Training-patient overlap: 0 of" in html
     assert "training-patient overlap: 0 of" in capsys.readouterr().out
 
+    # the model card states each evaluation's overlap, with the banner on the leaky one
+    card = tmp_path / "card"
+    assert main(["card", str(run_dir), "--out", str(card), "--eval", str(out), "--eval", str(clean)]) == 0
+    page = (card / "model_card.html").read_text()
+    assert page.count("evaluation-leak") == 1 and f"Training-patient overlap: {n} of {n} patients" in page
+    assert "Training-patient overlap: 0 of" in page
+    md = (card / "model_card.md").read_text()
+    assert f"**Training-patient overlap: {n} of {n} patients**" in md and "Training-patient overlap: 0 of" in md
+
 
 def test_calibrate_states_the_overlap(run_dir, synth, tmp_path, capsys):
     run = tmp_path / "run"
@@ -220,6 +229,10 @@ def test_calibrate_states_the_overlap(run_dir, synth, tmp_path, capsys):
     assert "training-patient overlap: 0 of" in capsys.readouterr().out
     data = json.loads((run / "thresholds.json").read_text())
     assert data["training_patient_overlap"] == 0 and data["model_version"] == 2
+    card = tmp_path / "card"
+    assert main(["card", str(run), "--out", str(card)]) == 0
+    assert "training-patient overlap: <span" in (card / "model_card.html").read_text()
+    assert "training-patient overlap: 0 of" in (card / "model_card.md").read_text()
 
 
 def cfg(manifest, **data):

@@ -177,6 +177,8 @@ def _evaluation(name: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
         "methods": dict(metrics.get("interval_methods") or {"auroc": "percentile bootstrap by patient"}),
         "rows": rows,
         "subgroups": subgroup_rows,
+        "overlap": str(info.get("training_patient_overlap_text") or "not recorded (evaluated by an older chestxr)"),
+        "overlap_count": info.get("training_patient_overlap"),
     }
 
 
@@ -258,7 +260,16 @@ def render_markdown(card: Mapping[str, Any]) -> str:
                 for s in td["splits"]
             ],
         )
-    lines += ["## Operating points", ""] + _md_table(
+    lines += ["## Operating points", ""]
+    cal = card.get("calibration") or {}
+    if cal:
+        lines += [
+            f"Calibrated on {_md(cal.get('manifest', '-'))}: {_md(cal.get('n_images', '-'))} images, "
+            f"{_md(cal.get('n_patients', '-'))} patients; training-patient overlap: "
+            f"{_md(cal.get('training_patient_overlap_text') or 'not recorded')}.",
+            "",
+        ]
+    lines += _md_table(
         ["finding", "method", "threshold", "guarantee", "sensitivity (calibration)", "specificity (calibration)"],
         [
             (r["finding"], r["method"], r["threshold"], r["guarantee"], r["sensitivity"], r["specificity"])
@@ -271,6 +282,10 @@ def render_markdown(card: Mapping[str, Any]) -> str:
             "",
             f"{_md(ev['n_images'])} images, {_md(ev['n_patients'])} patients; manifest sha256 "
             f"{_md(ev['manifest_hash'])}; intervals: " + _md("; ".join(f"{k}: {v}" for k, v in ev["methods"].items())),
+            "",
+            ("**" if ev["overlap_count"] else "")
+            + f"Training-patient overlap: {_md(ev['overlap'])}"
+            + ("** (its numbers are optimistic)" if ev["overlap_count"] else ""),
             "",
         ]
         lines += _md_table(
