@@ -112,3 +112,20 @@ def _quiet_threads(monkeypatch):
     """No progress bars in tests."""
     monkeypatch.setenv("CHESTXR_NO_PROGRESS", "1")
     yield
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc (DICOMweb on, auth on) on free localhost ports, storage in a temp folder; stopped at the
+    end of the session. Skips when Orthanc or its DICOMweb plugin is not installed."""
+    pytest.importorskip("requests")
+    from orthanc import orthanc_missing, start_orthanc
+
+    why = orthanc_missing()
+    if why:
+        pytest.skip(why)
+    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,10 +1,10 @@
-"""``chestxr predict``: score new studies and write a review worklist."""
+"""``chestxr predict``: score new studies and write a review worklist (from files, a manifest or DICOMweb)."""
 
 from __future__ import annotations
 
 import argparse
 
-from chestxr.cli.options import add_inference_options
+from chestxr.cli.options import add_inference_options, add_pacs_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +13,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="predict images/studies and write predictions.csv + review.html",
         description="Per image and per study (max over its images by default): each finding's "
         "probability, the call at the stored threshold and the distance to it; review.html lists "
-        "studies positive and borderline first. Works on folders of DICOM files without a manifest.",
+        "studies positive and borderline first. Works on folders of DICOM files without a manifest, "
+        "and on the studies of a DICOMweb server (--dicomweb URL), whose results it can store back "
+        "as DICOM Structured Reports (--store-sr).",
     )
     p.add_argument("--checkpoint", required=True, help="run folder")
     p.add_argument("--manifest", default=None, help="manifest of images to predict")
@@ -28,10 +30,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="refuse (exit 2) unless the run's current thresholds are approved (chestxr approve)",
     )
     add_inference_options(p)
+    g = p.add_argument_group("DICOMweb (instead of files or --manifest)")
+    g.add_argument(
+        "--dicomweb",
+        metavar="URL",
+        default=None,
+        help="DICOMweb base URL, e.g. http://pacs:8042/dicom-web (credentials: CHESTXR_PACS_USER/"
+        "CHESTXR_PACS_PASSWORD, CHESTXR_PACS_TOKEN or --credentials FILE; never in the URL)",
+    )
+    g.add_argument("--study", action="append", default=[], metavar="UID", help="a Study Instance UID (repeatable)")
+    g.add_argument("--since", metavar="YYYY-MM-DD", default=None, help="studies dated on or after this day")
+    g.add_argument("--modality", default=None, metavar="CR,DX", help="studies with any of these modalities")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
+    add_pacs_options(g, store_to=False)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dicomweb:
+        return _run_dicomweb(args)
+    from chestxr.core.errors import PacsError
+
+    if args.store_sr or args.store_heatmaps:
+        raise PacsError("--store-sr/--store-heatmaps need --dicomweb URL (or use `chestxr listen --store-to`)")
     from chestxr.runs.workflows import predict_run
 
     written = predict_run(
@@ -50,6 +71,36 @@ def run(args: argparse.Namespace) -> int:
     from chestxr.runs.approval import approval_status
 
     print(approval_status(args.checkpoint)["banner"])
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _run_dicomweb(args: argparse.Namespace) -> int:
+    from chestxr.core.errors import PacsError
+    from chestxr.pacs.credentials import load_credentials
+    from chestxr.pacs.pull import predict_dicomweb
+
+    if args.manifest or args.inputs:
+        raise PacsError("--dicomweb replaces --manifest and input files; give one or the other")
+    written = predict_dicomweb(
+        args.checkpoint,
+        args.dicomweb,
+        args.out,
+        credentials=load_credentials(args.credentials),
+        studies=args.study,
+        since=args.since,
+        modalities=[m for m in (args.modality or "").split(",") if m.strip()],
+        store_sr=args.store_sr,
+        store_heatmaps=args.store_heatmaps,
+        timeout=args.timeout,
+        study_reduce=args.study_reduce,
+        explain=args.explain,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        on_bad_image=args.on_bad_image,
+    )
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

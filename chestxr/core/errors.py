@@ -66,3 +66,8 @@ class RunBusyError(CheckpointError):
 
 class ApprovalError(ChestXRError):
     """A run is not approved for clinical use (or cannot be approved as it stands)."""
+
+
+class PacsError(ChestXRError):
+    """A PACS / DICOM node cannot be reached, refuses the credentials, times out or answers with an error;
+    or the optional PACS libraries are missing. The message names the server (never the credentials)."""

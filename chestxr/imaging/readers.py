@@ -338,6 +338,14 @@ def _check_header(path: Path, meta: dict[str, Any], options: ReadOptions) -> Non
             )
 
 
+def check_dicom_header(path: str | os.PathLike, ds: Any, options: ReadOptions) -> dict[str, Any]:
+    """Apply ``options``' header checks (modality, body part, view) to a parsed header ``ds`` (pixels not
+    needed); raises HeaderCheckError naming ``path``. Returns the technical metadata (no identifiers)."""
+    meta = _dicom_meta(ds)
+    _check_header(Path(path), meta, options)
+    return meta
+
+
 def _gray_pipeline(ds: Any, arr: np.ndarray, options: ReadOptions, path: Path) -> tuple[np.ndarray, str, list[float]]:
     """Modality LUT -> VOI -> [0, 1]. Returns (image, which VOI was used, the range mapped to [0, 1])."""
     from pydicom.pixels import apply_modality_lut, apply_voi

@@ -456,8 +456,14 @@ def predict_run(
     on_bad_image: BadImagePolicy = "error",
     max_thumbnails: int = 500,
     require_approval: bool = False,
+    skipped: Sequence[tuple[str, str]] = (),
+    heatmaps_out: Optional[dict] = None,
 ) -> dict[str, Path]:
     """Predict a manifest or files/folders (DICOM folders need no manifest) and write the review worklist.
+
+    skipped: (path, reason) of files the caller already left out (a PACS study's non-image instances),
+    added to skipped.csv. heatmaps_out: with ``explain``, filled with the Grad-CAM maps
+    {(image_id, finding): (h, w) [0, 1]} (the PACS floor turns them into Secondary Captures).
 
     review.html carries the run's approval status (:mod:`chestxr.runs.approval`); with
     ``require_approval`` a run that is not approved is refused (ApprovalError) before any work.
@@ -484,6 +490,8 @@ def predict_run(
             on_bad_image=on_bad_image,
             max_thumbnails=max_thumbnails,
             approval=approval,
+            skipped=skipped,
+            heatmaps_out=heatmaps_out,
         )
     return rebase_paths(written, staged, Path(out_dir))
 
@@ -502,6 +510,8 @@ def _predict_into(
     on_bad_image: BadImagePolicy,
     max_thumbnails: int,
     approval: Optional[dict[str, Any]] = None,
+    skipped: Sequence[tuple[str, str]] = (),
+    heatmaps_out: Optional[dict] = None,
 ) -> dict[str, Path]:
     """predict_run's work, written into the (staged) folder ``out``."""
     from chestxr.imaging.inputs import study_keys_for_files, walk_inputs
@@ -540,6 +550,8 @@ def _predict_into(
     thumbs, heat = _thumbnails_and_cams(
         run, [paths[i] for i in kept], table, scores, thresholds, explain=explain, limit=max_thumbnails
     )
+    if heatmaps_out is not None and heat:
+        heatmaps_out.update(heat)
     written = write_review_report(
         out,
         findings=run.findings,
@@ -551,12 +563,13 @@ def _predict_into(
         approval=approval,
     )
     passed = not_images + [(paths[i], r) for i, r in preds.skipped]
-    if passed:
-        skipped = pd.DataFrame({"path": [_relative(p, base) for p, _ in passed], "reason": [r for _, r in passed]})
+    left_out = [(str(p), r) for p, r in skipped] + [(_relative(p, base), r) for p, r in passed]
+    if left_out:
+        frame_skipped = pd.DataFrame({"path": [p for p, _ in left_out], "reason": [r for _, r in left_out]})
         from chestxr.core.csvsafe import escape_frame
         from chestxr.core.fileio import write_text_atomic
 
-        write_text_atomic(out / "skipped.csv", escape_frame(skipped).to_csv(index=False))
+        write_text_atomic(out / "skipped.csv", escape_frame(frame_skipped).to_csv(index=False))
         written["skipped"] = out / "skipped.csv"
     return written
 

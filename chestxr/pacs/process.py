@@ -1,0 +1,162 @@
+"""Predict staged PACS studies with the folder predict workflow, then build their SRs and heat maps.
+
+``predict --dicomweb`` and ``listen`` both end here: the instances lie under a staging folder in the
+:mod:`chestxr.pacs.staging` layout; non-images and images the run's header checks refuse are listed
+(skipped.csv) and removed from the staging copy; :func:`chestxr.runs.workflows.predict_run` runs on the
+folder exactly as ``chestxr predict FOLDER`` would, so the outputs are the same; the SR of each study is
+built from the CSVs it wrote (so SR and CSV values agree to the last digit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from chestxr.pacs.staging import ScreenedStudy, read_evidence, screen_study
+
+
+@dataclass
+class StudyResult:
+    """One study's outcome: how many images were predicted / skipped, and the DICOM objects to store."""
+
+    key: str
+    n_images: int = 0
+    n_skipped: int = 0
+    datasets: list[Any] = field(default_factory=list)  # SR and heat-map SCs (carry identifiers: never written)
+
+
+def screen_staging(run: Any, staging: Path) -> tuple[list[ScreenedStudy], list[tuple[str, str]]]:
+    """Screen every study folder under ``staging``; skipped files are removed from it.
+
+    Returns (screened studies, skipped (path relative to staging, reason))."""
+    from chestxr.imaging.readers import ReadOptions
+
+    options = ReadOptions.from_config(run.preprocessing)
+    studies, skipped = [], []
+    for folder in sorted(p for p in staging.iterdir() if p.is_dir()):
+        screened = screen_study(folder, options)
+        for path, reason in screened.skipped:
+            skipped.append((f"{folder.name}/{path.name}", reason))
+            path.unlink()
+        studies.append(screened)
+    return studies, skipped
+
+
+def predict_staging(
+    run: Any,
+    staging: Path,
+    out: Path,
+    *,
+    study_reduce: str = "max",
+    explain: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    on_bad_image: str = "skip",
+    make_sr: bool = False,
+    make_heatmaps: bool = False,
+) -> tuple[dict[str, Path], list[StudyResult]]:
+    """Predict the staged studies into ``out`` (predictions.csv, study_predictions.csv, review.html,
+    skipped.csv) and return one :class:`StudyResult` per study (with its SR / heat maps when asked).
+
+    A study none of whose instances the run accepts gets n_images 0 and no SR. When no study has an
+    image at all, only skipped.csv is written and ``written`` has just that.
+    """
+    from chestxr.core.fileio import prepare_output_dir, write_text_atomic
+    from chestxr.runs.workflows import predict_run
+
+    studies, skipped = screen_staging(run, staging)
+    results = {s.folder.name: StudyResult(s.folder.name, n_skipped=len(s.skipped)) for s in studies}
+    if not any(s.images for s in studies):
+        import pandas as pd
+
+        out = prepare_output_dir(out, overwrite=overwrite)
+        frame = pd.DataFrame({"path": [p for p, _ in skipped], "reason": [r for _, r in skipped]})
+        write_text_atomic(out / "skipped.csv", frame.to_csv(index=False))
+        return {"skipped": out / "skipped.csv"}, list(results.values())
+    heat: dict = {}
+    written = predict_run(
+        run,
+        out,
+        inputs=[str(staging)],
+        study_reduce=study_reduce,
+        explain=explain or make_heatmaps,
+        overwrite=overwrite,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        on_bad_image=on_bad_image,
+        skipped=skipped,
+        heatmaps_out=heat,
+    )
+    _fill_results(
+        run, staging, written, results, study_reduce=study_reduce, make_sr=make_sr, heat=heat if make_heatmaps else None
+    )
+    return written, list(results.values())
+
+
+def _fill_results(
+    run: Any,
+    staging: Path,
+    written: dict[str, Path],
+    results: dict[str, StudyResult],
+    *,
+    study_reduce: str,
+    make_sr: bool,
+    heat: Optional[dict],
+) -> None:
+    import pandas as pd
+
+    from chestxr.pacs.runinfo import approval_info, threshold_infos
+
+    images = pd.read_csv(written["predictions_csv"], dtype={"image_id": str, "study_id": str})
+    studies = pd.read_csv(written["study_predictions_csv"], dtype={"study_id": str})
+    infos, approval = threshold_infos(run.meta), approval_info(run.meta)
+    findings = run.findings
+    for key, rows in images.groupby("study_id", sort=False):
+        res = results.setdefault(key, StudyResult(key))
+        res.n_images = len(rows)
+        if not (make_sr or heat is not None):
+            continue
+        paths = [staging / str(i) for i in rows["image_id"]]
+        evidence = read_evidence(paths)
+        uid_of = {str(i): str(ds.SOPInstanceUID) for i, ds in zip(rows["image_id"], evidence)}
+        if make_sr:
+            from chestxr.pacs.sr import build_sr
+
+            srow = studies[studies["study_id"] == key].iloc[0]
+            image_probs = {
+                uid_of[str(r["image_id"])]: {f: float(r[f"prob_{f}"]) for f in findings} for _, r in rows.iterrows()
+            }
+            res.datasets.append(
+                build_sr(
+                    evidence,
+                    meta=run.meta,
+                    infos=infos,
+                    approval=approval,
+                    study_probs={f: float(srow[f"prob_{f}"]) for f in findings},
+                    image_probs=image_probs,
+                    study_reduce=study_reduce,
+                )
+            )
+        if heat is not None:
+            res.datasets.extend(_heatmaps(run, rows, paths, evidence, heat))
+
+
+def _heatmaps(run: Any, rows: Any, paths: list[Path], evidence: list[Any], heat: dict) -> list[Any]:
+    from chestxr.imaging.cache import build_image_loader
+    from chestxr.pacs.heatmaps import build_heatmap_sc, overlay_rgb
+
+    pre = run.preprocessing
+    loader = build_image_loader(pre, cache_dir=None)
+    sha = str(run.meta.get("weights_sha256") or "unknown")
+    out, number = [], 1
+    for image_id, path, ds in zip(rows["image_id"].astype(str), paths, evidence):
+        for finding in run.findings:
+            cam = heat.get((image_id, finding))
+            if cam is None:
+                continue
+            rgb = overlay_rgb(loader(str(path)), cam, size=pre.size, resize=pre.resize, finding=finding)
+            out.append(build_heatmap_sc(ds, rgb, finding=finding, weights_sha256=sha, number=number))
+            number += 1
+    return out

@@ -1,0 +1,103 @@
+"""``chestxr predict --dicomweb``: search, retrieve, predict as on a folder, optionally store SRs back.
+
+Order, so that a failure leaves nothing half-written: check --out, load the run, search (QIDO-RS),
+retrieve every instance (WADO-RS) into a hidden staging folder next to --out, predict there with the folder
+workflow, build the SRs / heat maps, store them (STOW-RS), and only then move the finished outputs to
+--out in one rename. Any error removes the staging folder and leaves --out as it was. The staging copy
+(which holds the patients' files) is always deleted. Storing is idempotent: the SR and heat-map UIDs are
+derived from the study, its images and the model, so a re-run does not file duplicates.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+from chestxr.core.errors import OutputExistsError, PacsError
+from chestxr.pacs.credentials import Credentials
+
+
+def predict_dicomweb(
+    run_dir: str | Path,
+    url: str,
+    out_dir: str | Path,
+    *,
+    credentials: Optional[Credentials] = None,
+    studies: Sequence[str] = (),
+    since: Optional[str] = None,
+    modalities: Sequence[str] = (),
+    store_sr: bool = False,
+    store_heatmaps: bool = False,
+    timeout: float = 30.0,
+    study_reduce: str = "max",
+    explain: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    on_bad_image: str = "skip",
+) -> dict[str, Path]:
+    """Predict the studies a DICOMweb server holds (filters: ``studies`` UIDs, ``since`` YYYY-MM-DD,
+    ``modalities``) into ``out_dir``; returns the written files (plus "stored": stored.csv)."""
+    import pandas as pd
+
+    from chestxr.core.fileio import write_text_atomic
+    from chestxr.pacs.dicomweb import DicomWeb
+    from chestxr.pacs.process import predict_staging
+    from chestxr.runs.inference import load_run
+
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise OutputExistsError(
+            f"{out} already holds results; pass --overwrite to replace them or choose another --out"
+        )
+    run = load_run(run_dir)
+    server = DicomWeb(url, credentials, timeout=timeout)
+    uids = server.search_studies(studies=studies, since=since, modalities=modalities)
+    if not uids:
+        raise PacsError(f"DICOMweb server {server.url}: no study matches the filters (--study/--since/--modality)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        staging, result = work / "instances", work / "result"
+        staging.mkdir()
+        server.retrieve_studies(uids, staging)
+        written, results = predict_staging(
+            run,
+            staging,
+            result,
+            study_reduce=study_reduce,
+            explain=explain,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            on_bad_image=on_bad_image,
+            make_sr=store_sr,
+            make_heatmaps=store_heatmaps,
+        )
+        rows = []
+        for res in results:
+            n_sr = sum(1 for d in res.datasets if d.Modality == "SR")
+            if res.datasets:
+                server.store(res.datasets)
+            rows.append(
+                {
+                    "study_id": res.key,
+                    "n_images": res.n_images,
+                    "n_skipped": res.n_skipped,
+                    "sr_stored": n_sr,
+                    "heatmaps_stored": len(res.datasets) - n_sr,
+                }
+            )
+        write_text_atomic(result / "stored.csv", pd.DataFrame(rows).to_csv(index=False))
+        if out.exists():
+            shutil.rmtree(out)
+        result.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not any(r.n_images for r in results):
+        raise PacsError(
+            f"none of the {len(uids)} matching studies has an image the run accepts (CR/DX passing "
+            f"its header checks); nothing was predicted, the reasons are in {out / 'skipped.csv'}"
+        )
+    return {name: out / Path(path).name for name, path in {**written, "stored": result / "stored.csv"}.items()}

@@ -1,0 +1,196 @@
+"""A DICOM Comprehensive SR per study with chestxr's results (highdicom, TID 1500 Measurement Report).
+
+One measurement group (TID 1501) per finding, holding:
+
+* "Probability of finding" for the study (the study_reduce of its images, as in study_predictions.csv),
+  and one per image, each referencing its source image (as in predictions.csv);
+* "Decision threshold" and the qualitative evaluation "Call at stored threshold" (SCT positive / negative);
+* "Threshold guarantee" (a coded value whose meaning says the method, bound, level and status, or
+  "no guarantee") and "Guarantee lower bound" when the run holds one;
+* "Threshold approval status" (approved / not approved, as the run records it);
+* the algorithm identification (TID 4019): model name, version and ``weights_sha256=...``.
+
+The SR is in the patient's study (patient and study modules copied from the source images by highdicom),
+references every source image in its evidence and image library, and has new UIDs derived
+deterministically from the study, the images and the model weights: producing it twice (a restarted
+listener) gives the same SOP Instance UID, so the PACS files it once. Codes without a standard code use
+the local scheme ``99CHESTXR``. It is the one artifact that carries the patient's identifiers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping, Sequence
+
+from chestxr.pacs import require
+from chestxr.pacs.runinfo import ApprovalInfo, ThresholdInfo, model_identity
+
+SCHEME = "99CHESTXR"
+SERIES_NUMBER = 9901
+SERIES_DESCRIPTION = "chestxr AI findings (decision support, not a diagnosis)"
+
+
+def _codes():
+    from pydicom.sr.coding import Code
+
+    return {
+        "probability": Code("CXR001", SCHEME, "Probability of finding"),
+        "threshold": Code("CXR002", SCHEME, "Decision threshold"),
+        "call": Code("CXR003", SCHEME, "Call at stored threshold"),
+        "guarantee": Code("CXR004", SCHEME, "Threshold guarantee"),
+        "lower_bound": Code("CXR005", SCHEME, "Guarantee lower bound"),
+        "approval": Code("CXR006", SCHEME, "Threshold approval status"),
+        "positive": Code("10828004", "SCT", "Positive"),
+        "negative": Code("260385009", "SCT", "Negative"),
+        "unit": Code("1", "UCUM", "no units"),
+        "procedure": Code("399208008", "SCT", "Plain chest X-ray"),
+    }
+
+
+def _meaning(text: str) -> str:
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def derived_uid(*parts: str) -> str:
+    """A new UID, the same for the same ``parts`` (pydicom's prefix + a hash of them)."""
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=["chestxr", *map(str, parts)]))
+
+
+def build_sr(
+    evidence: Sequence[Any],
+    *,
+    meta: Mapping[str, Any],
+    infos: Sequence[ThresholdInfo],
+    approval: ApprovalInfo,
+    study_probs: Mapping[str, float],
+    image_probs: Mapping[str, Mapping[str, float]],
+    study_reduce: str = "max",
+) -> Any:
+    """The study's Comprehensive SR (a ``highdicom.sr.ComprehensiveSR`` pydicom Dataset).
+
+    evidence: headers of the study's predicted images (all one study); study_probs: finding -> probability
+    for the study; image_probs: SOPInstanceUID -> finding -> probability; infos: one per finding, in order.
+    """
+    require("highdicom")
+    from highdicom.sr import (
+        AlgorithmIdentification,
+        CodedConcept,
+        ComprehensiveSR,
+        DeviceObserverIdentifyingAttributes,
+        Measurement,
+        MeasurementReport,
+        MeasurementsAndQualitativeEvaluations,
+        ObservationContext,
+        ObserverContext,
+        QualitativeEvaluation,
+        SourceImageForMeasurement,
+        SourceImageForMeasurementGroup,
+        TrackingIdentifier,
+    )
+    from pydicom.sr.codedict import codes
+
+    from chestxr import __version__
+
+    c = _codes()
+    if not evidence:
+        raise ValueError("an SR needs at least one source image")
+    study_uid = str(evidence[0].StudyInstanceUID)
+    sop_uids = sorted(str(ds.SOPInstanceUID) for ds in evidence)
+    ident = model_identity(meta)
+    algorithm = AlgorithmIdentification(
+        name=ident["name"],
+        version=f"model v{ident['version']} (chestxr {__version__})",
+        parameters=[f"weights_sha256={ident['weights_sha256']}", f"study_reduce={study_reduce}"],
+    )
+    device = ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=derived_uid("device", ident["weights_sha256"]),
+            name=ident["name"],
+            manufacturer_name="chestxr",
+            model_name=f"model v{ident['version']}",
+        ),
+    )
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in evidence}
+    approval_code = CodedConcept(
+        "APPROVED" if approval.approved else "NOT-APPROVED",
+        SCHEME,
+        _meaning(
+            approval.status
+            + (f" by {approval.by}" if approval.by else "")
+            + (f" {approval.time}" if approval.time else "")
+        ),
+    )
+    groups = []
+    for info in infos:
+        f = info.finding
+        prob = float(study_probs[f])
+        measurements = [
+            Measurement(name=c["probability"], value=prob, unit=c["unit"], algorithm_id=algorithm),
+            Measurement(name=c["threshold"], value=float(info.threshold), unit=c["unit"]),
+        ]
+        for uid in sop_uids:
+            if uid in image_probs:
+                ref = SourceImageForMeasurement.from_source_image(by_uid[uid])
+                measurements.append(
+                    Measurement(
+                        name=c["probability"],
+                        value=float(image_probs[uid][f]),
+                        unit=c["unit"],
+                        algorithm_id=algorithm,
+                        referenced_images=[ref],
+                    )
+                )
+        if info.lower_bound is not None:
+            measurements.append(Measurement(name=c["lower_bound"], value=float(info.lower_bound), unit=c["unit"]))
+        guarantee_code = CodedConcept(f"GUARANTEE-{info.guarantee_code}", SCHEME, _meaning(info.guarantee_text))
+        evaluations = [
+            QualitativeEvaluation(c["call"], c["positive"] if prob >= info.threshold else c["negative"]),
+            QualitativeEvaluation(c["guarantee"], guarantee_code),
+            QualitativeEvaluation(c["approval"], approval_code),
+        ]
+        groups.append(
+            MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=TrackingIdentifier(
+                    uid=derived_uid("tracking", study_uid, f, ident["weights_sha256"]), identifier=f
+                ),
+                finding_type=CodedConcept(_meaning(f.upper().replace(" ", "_")), SCHEME, _meaning(f)),
+                algorithm_id=algorithm,
+                measurements=measurements,
+                qualitative_evaluations=evaluations,
+                source_images=[SourceImageForMeasurementGroup.from_source_image(by_uid[u]) for u in sop_uids],
+            )
+        )
+    # TID 1600 image library entries need PatientOrientation and ImagerPixelSpacing (2 values each);
+    # images without them are still referenced by the evidence, each measurement and each group.
+    library = [
+        by_uid[u]
+        for u in sop_uids
+        if len(by_uid[u].get("PatientOrientation") or []) == 2 and len(by_uid[u].get("ImagerPixelSpacing") or []) == 2
+    ]
+    key = [study_uid, ident["weights_sha256"], ident["version"], *sop_uids]
+    with warnings.catch_warnings():  # highdicom's warnings quote header values (names): never print them
+        warnings.simplefilter("ignore")
+        report = MeasurementReport(
+            observation_context=ObservationContext(observer_device_context=device),
+            procedure_reported=c["procedure"],
+            imaging_measurements=groups,
+            referenced_images=library or None,
+        )
+        sr = ComprehensiveSR(
+            evidence=[by_uid[u] for u in sop_uids],
+            content=report,
+            series_instance_uid=derived_uid("sr-series", *key),
+            series_number=SERIES_NUMBER,
+            sop_instance_uid=derived_uid("sr", *key),
+            instance_number=1,
+            manufacturer="chestxr",
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+        )
+    sr.SeriesDescription = SERIES_DESCRIPTION
+    sr.SoftwareVersions = f"chestxr {__version__}"
+    return sr

@@ -1,0 +1,142 @@
+"""Received or retrieved DICOM instances on disk, under names that carry no identifier.
+
+Layout (shared by ``predict --dicomweb`` and ``listen``, so both produce what ``predict FOLDER`` does)::
+
+    <root>/<study key>/<instance key>.dcm
+
+where the study key is :func:`chestxr.runs.inference.study_key_for_file`'s ``study-<sha256(StudyInstanceUID)[:12]>``
+(the ``study_id`` of predictions.csv) and the instance key ``sha256(SOPInstanceUID)[:16]``. UIDs, names and
+IDs stay inside the files; chestxr's own files only ever see these keys.
+
+:func:`screen_study` sorts one study's files into images the run will read and skipped ones (not an image
+SOP class, or refused by the run's header checks: modality / body part / view), with a reason each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from chestxr.core.errors import HeaderCheckError
+from chestxr.core.fileio import write_bytes_atomic
+
+#: Image storage SOP classes chestxr reads (CR, DX for presentation / for processing).
+IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.1.1": "Digital X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "Digital X-Ray Image Storage - For Processing",
+}
+
+
+def study_key(study_uid: str) -> str:
+    """``study-<12 hex>``: the study's key in every chestxr file (same as predict on a folder)."""
+    return "study-" + hashlib.sha256(str(study_uid).encode()).hexdigest()[:12]
+
+
+def instance_key(sop_instance_uid: str) -> str:
+    """16 hex digits naming an instance's file."""
+    return hashlib.sha256(str(sop_instance_uid).encode()).hexdigest()[:16]
+
+
+def instance_path(root: str | Path, study_uid: str, sop_instance_uid: str) -> Path:
+    """Where an instance of ``study_uid`` lives under ``root``."""
+    return Path(root) / study_key(study_uid) / f"{instance_key(sop_instance_uid)}.dcm"
+
+
+def dataset_bytes(ds: Any) -> bytes:
+    """A pydicom Dataset as a DICOM Part 10 file (preamble, file meta) in bytes."""
+    from io import BytesIO
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    meta = ds.file_meta
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def write_instance(root: str | Path, ds: Any) -> Path:
+    """Write ``ds`` atomically (temp + fsync + rename) to its place under ``root``; returns the path."""
+    path = instance_path(root, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
+    write_bytes_atomic(path, dataset_bytes(ds))
+    return path
+
+
+@dataclass
+class ScreenedStudy:
+    """One study folder after :func:`screen_study`: ``images`` to predict, ``skipped`` (path, reason)."""
+
+    folder: Path
+    images: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def screen_study(folder: str | Path, options: Optional[Any] = None) -> ScreenedStudy:
+    """Sort ``folder``'s ``*.dcm`` into readable images and skipped files.
+
+    options: a :class:`chestxr.imaging.readers.ReadOptions` (the run's header checks) or None (no checks).
+    A file is skipped when its header cannot be parsed, its SOP class is not CR/DX image storage (an SR,
+    presentation state, secondary capture...), or the header checks refuse it (e.g. a lateral view).
+    """
+    import pydicom
+
+    from chestxr.imaging.readers import check_dicom_header
+
+    out = ScreenedStudy(Path(folder))
+    for path in sorted(Path(folder).glob("*.dcm")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:  # a truncated or foreign file: list it, keep going
+            out.skipped.append((path, f"cannot parse the DICOM header ({type(exc).__name__}); send it again"))
+            continue
+        sop_class = str(ds.get("SOPClassUID", ""))
+        if sop_class not in IMAGE_SOP_CLASSES:
+            name = getattr(pydicom.uid.UID(sop_class), "name", sop_class) if sop_class else "missing"
+            out.skipped.append((path, f"not a CR/DX image (SOP class {name}, modality {ds.get('Modality', '?')})"))
+            continue
+        if options is not None:
+            try:
+                check_dicom_header(path, ds, options)
+            except HeaderCheckError as exc:
+                out.skipped.append((path, exc.reason))
+                continue
+        out.images.append(path)
+    return out
+
+
+#: Type 2 attributes of the Patient and General Study modules: present in a valid image, possibly empty.
+PATIENT_STUDY_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+
+
+def read_evidence(paths: list[Path]) -> list[Any]:
+    """Headers (no pixels) of ``paths``, for an SR's evidence and references (patient, study, UIDs).
+    Type 2 patient/study attributes an image lacks are added empty (DICOM's "unknown"), never invented."""
+    import pydicom
+
+    out = []
+    for p in paths:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        for keyword in PATIENT_STUDY_TYPE2:
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        out.append(ds)
+    return out
