@@ -17,7 +17,10 @@ from typing import Sequence
 
 from chestxr import __version__
 
-COMMANDS = ["demo", "train", "calibrate", "evaluate", "approve", "card", "predict", "manifest", "cache", "export", "presets"]
+COMMANDS = [
+    "demo", "train", "calibrate", "evaluate", "approve", "card", "predict", "listen", "manifest", "cache", "export",
+    "presets",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,76 @@
+"""``chestxr listen``: a DICOM C-STORE listener that predicts each received study."""
+
+from __future__ import annotations
+
+import argparse
+
+from chestxr.cli.options import add_pacs_options
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "listen",
+        help="receive studies by DICOM C-STORE and predict each when it is complete",
+        description="A C-STORE SCP for CR/DX images. Every received instance is journaled to disk before it is "
+        "acknowledged; a study quiet for --study-timeout seconds is predicted once into OUT/studies/<study key>/ "
+        "(the same files as `chestxr predict FOLDER`), optionally with its DICOM SR (and Grad-CAM Secondary "
+        "Captures) C-STOREd to --store-to. SIGTERM/SIGINT stop it cleanly; a restart resumes what was received "
+        "but not processed.",
+    )
+    p.add_argument("--checkpoint", required=True, help="run folder")
+    p.add_argument("--out", required=True, help="output folder (journal, studies/, listen.log)")
+    p.add_argument("--ae-title", default="CHESTXR", help="this listener's AE title (default CHESTXR)")
+    p.add_argument("--port", type=int, default=11112, help="DICOM port to listen on (default 11112)")
+    p.add_argument("--host", default="0.0.0.0", help="address to bind (default all; 127.0.0.1 for local only)")
+    p.add_argument("--study-timeout", type=float, default=30.0, help="seconds of quiet after which a study is complete")
+    p.add_argument("--study-reduce", choices=["max", "mean"], default="max")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--keep-received", action="store_true", help="keep processed instances in the journal")
+    add_pacs_options(p, store_to=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    from pathlib import Path
+
+    from chestxr.core.errors import PacsError
+    from chestxr.pacs.dimse import parse_node
+    from chestxr.pacs.listener import Listener, setup_logging
+
+    if not 0 < args.port < 65536:
+        raise PacsError(f"--port {args.port}: must be 1-65535")
+    if not 1 <= len(args.ae_title) <= 16:
+        raise PacsError(f"--ae-title {args.ae_title!r}: must be 1-16 characters")
+    store_to = parse_node(args.store_to) if args.store_to else None
+    out = Path(args.out)
+    setup_logging(out)
+    listener = Listener(
+        args.checkpoint,
+        out,
+        ae_title=args.ae_title,
+        host=args.host,
+        port=args.port,
+        study_timeout=args.study_timeout,
+        store_to=store_to,
+        store_sr=args.store_sr,
+        store_heatmaps=args.store_heatmaps,
+        keep_received=args.keep_received,
+        study_reduce=args.study_reduce,
+        batch_size=args.batch_size,
+    )
+    try:
+        listener.start()
+    except OSError as exc:
+        raise PacsError(
+            f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose another --port"
+        ) from None
+
+    def _stop(signum, _frame):  # noqa: ANN001
+        listener.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    listener.wait()
+    listener.stop()
+    return 0
