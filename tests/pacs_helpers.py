@@ -10,11 +10,14 @@ import pydicom
 
 FINDINGS = ["Opacity", "Cardiomegaly", "Effusion", "Nodule"]
 GUARANTEE = {
-    "method": "Clopper-Pearson",
-    "target": "sensitivity",
-    "status": "met",
-    "lower_bound": 0.8123,
+    "method": "clopper-pearson",
+    "metric": "sensitivity",
+    "target": 0.8,
     "level": 0.95,
+    "status": "guaranteed",
+    "lower_bound": 0.8123,
+    "n_pos": 60,
+    "n_needed": 29,
 }
 
 
@@ -43,7 +46,14 @@ def make_run(run_dir: Path, *, approval: Optional[dict] = None, guarantee: bool 
     )
     records = [{"finding": f, "method": "youden", "threshold": t} for f, t in zip(FINDINGS, (0.3, 0.5, 0.55, 0.7))]
     if guarantee:
-        records[0]["guarantee"] = dict(GUARANTEE)
+        records[0].update(
+            status="guaranteed",
+            guaranteed=True,
+            target=0.8,
+            confidence=0.95,
+            lower_bound=0.8123,
+            guarantee=dict(GUARANTEE),
+        )
     changes: dict[str, Any] = {"thresholds": records}
     if approval is not None:
         changes["approval"] = approval

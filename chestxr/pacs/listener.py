@@ -58,7 +58,7 @@ class Listener:
         batch_size: int = 32,
         retry_s: Optional[float] = None,
     ) -> None:
-        from chestxr.runs.inference import load_run
+        from chestxr.runs.run import load_run
 
         require("pynetdicom")
         self.out = Path(out)

@@ -107,11 +107,11 @@ def _fill_results(
 ) -> None:
     import pandas as pd
 
-    from chestxr.pacs.runinfo import approval_info, threshold_infos
+    from chestxr.pacs.runinfo import approval_info, model_identity, threshold_infos
 
     images = pd.read_csv(written["predictions_csv"], dtype={"image_id": str, "study_id": str})
     studies = pd.read_csv(written["study_predictions_csv"], dtype={"study_id": str})
-    infos, approval = threshold_infos(run.meta), approval_info(run.meta)
+    infos, approval, identity = threshold_infos(run), approval_info(run), model_identity(run)
     findings = run.findings
     for key, rows in images.groupby("study_id", sort=False):
         res = results.setdefault(key, StudyResult(key))
@@ -131,7 +131,8 @@ def _fill_results(
             res.datasets.append(
                 build_sr(
                     evidence,
-                    meta=run.meta,
+                    identity=identity,
+                    study_calls={f: str(srow[f"call_{f}"]) for f in findings},
                     infos=infos,
                     approval=approval,
                     study_probs={f: float(srow[f"prob_{f}"]) for f in findings},
@@ -149,7 +150,7 @@ def _heatmaps(run: Any, rows: Any, paths: list[Path], evidence: list[Any], heat:
 
     pre = run.preprocessing
     loader = build_image_loader(pre, cache_dir=None)
-    sha = str(run.meta.get("weights_sha256") or "unknown")
+    sha = str(run.metadata.weights_sha256 or "unknown")
     out, number = [], 1
     for image_id, path, ds in zip(rows["image_id"].astype(str), paths, evidence):
         for finding in run.findings:

@@ -45,7 +45,7 @@ def predict_dicomweb(
     from chestxr.core.fileio import write_text_atomic
     from chestxr.pacs.dicomweb import DicomWeb
     from chestxr.pacs.process import predict_staging
-    from chestxr.runs.inference import load_run
+    from chestxr.runs.run import load_run
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):

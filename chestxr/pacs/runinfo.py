@@ -1,9 +1,11 @@
-"""What a run's metadata says about its thresholds, their guarantees and their approval, read tolerantly.
+"""What a run says about its thresholds, their guarantees and their sign-off, for the SR.
 
-model.json's per-finding threshold records (``calibrate``) may carry a guarantee (a one-sided confidence
-bound on sensitivity/specificity/PPV/NPV and whether it was met) and the run may carry an approval record
-(who signed the thresholds off). Older runs lack both: they read as "no guarantee" / "not approved".
-The SR and the listener's results state exactly this, never more than the run holds.
+Read from the typed :class:`~chestxr.runs.run.Run`: the decision thresholds are ``run.thresholds``
+(the same numbers predictions.csv calls with: NaN = "not calibrated", 0.5 for a run never calibrated);
+each finding's guarantee comes from its threshold record (the nested ``guarantee`` that ``calibrate``
+writes for a guaranteed rule: metric, target, one-sided level, status, lower bound); the sign-off is
+:func:`chestxr.runs.approval.approval_status` (approved / void / not approved, recomputed against the
+weights and thresholds). Runs from before guarantees or approvals read as "no guarantee" / "not approved".
 """
 
 from __future__ import annotations
@@ -12,54 +14,84 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+_CODES = {
+    "guaranteed": "MET",
+    "insufficient_data": "INSUFFICIENT",
+    "unreachable": "UNREACHABLE",
+    "undefined": "UNDEFINED",
+}
+
 
 @dataclass(frozen=True)
 class ThresholdInfo:
-    """One finding's stored operating point: ``threshold`` (0.5 when none was calibrated), how it was
-    chosen, and its guarantee (method, status, one-sided lower bound, level) when the run holds one."""
+    """One finding's stored operating point (``threshold`` NaN: not calibrated, calls nothing) and, when
+    the run holds one, its guarantee: metric >= target at a one-sided ``level``, ``status`` and bound."""
 
     finding: str
     threshold: float
-    calibrated: bool
     method: Optional[str] = None
-    guarantee_method: Optional[str] = None
+    metric: Optional[str] = None
+    target: Optional[float] = None
+    level: Optional[float] = None
     guarantee_status: Optional[str] = None
     lower_bound: Optional[float] = None
-    level: Optional[float] = None
+    interval: Optional[str] = None
+
+    @property
+    def calibrated(self) -> bool:
+        return math.isfinite(self.threshold)
+
+    @property
+    def has_guarantee(self) -> bool:
+        return self.metric is not None
 
     @property
     def guarantee_text(self) -> str:
-        """A short line for people, status first: "met: sensitivity Clopper-Pearson, bound 0.812, 95%
-        one-sided" ("no guarantee" when the run has none)."""
-        if not self.guarantee_method:
+        """At most 64 characters (an SR code meaning), status first:
+        "guaranteed: sensitivity >= 0.9, bound 0.912 (95% one-sided)"; "no guarantee" without one."""
+        if not self.has_guarantee:
             return "no guarantee"
-        parts = [f"{self.guarantee_status or 'status unknown'}: {self.guarantee_method}"]
+        text = f"{self.guarantee_status or 'status unknown'}: {self.metric}"
+        if self.target is not None:
+            text += f" >= {self.target:g}"
         if self.lower_bound is not None:
-            parts.append(f"bound {self.lower_bound:.3f}")
+            text += f", bound {self.lower_bound:.3f}"
         if self.level is not None:
-            parts.append(f"{self.level:.0%} one-sided")
-        return ", ".join(parts)
+            text += f" ({self.level:.0%} one-sided)"
+        if self.interval and len(text) + len(self.interval) + 1 <= 64:
+            text += f" {self.interval}"
+        return text if len(text) <= 64 else text[:61] + "..."
 
     @property
     def guarantee_code(self) -> str:
-        """MET / NOT-MET / NONE / UNKNOWN (an SR code value)."""
-        if not self.guarantee_method:
+        """An SR code value: NONE, MET, INSUFFICIENT, UNREACHABLE, UNDEFINED or UNKNOWN."""
+        if not self.has_guarantee:
             return "NONE"
-        status = (self.guarantee_status or "").strip().lower().replace("_", " ")
-        return {"met": "MET", "not met": "NOT-MET", "failed": "NOT-MET"}.get(status, "UNKNOWN")
+        return _CODES.get(str(self.guarantee_status or "").lower(), "UNKNOWN")
 
 
 @dataclass(frozen=True)
 class ApprovalInfo:
-    """Whether the run's thresholds were approved (signed off), by whom and when, as the run records it."""
+    """The run's sign-off as :func:`chestxr.runs.approval.approval_status` states it."""
 
-    status: str  # "approved" | "not approved" | whatever the record says
-    by: Optional[str] = None
+    state: str  # "approved" | "void" | "not_approved"
+    reviewer: Optional[str] = None
     time: Optional[str] = None
 
     @property
     def approved(self) -> bool:
-        return self.status.lower() == "approved"
+        return self.state == "approved"
+
+    @property
+    def text(self) -> str:
+        """At most 64 characters: "approved by X on T", "void (approval by X no longer matches)", "not approved"."""
+        if self.state == "approved":
+            text = f"approved by {self.reviewer} on {self.time}"
+        elif self.state == "void":
+            text = f"void: approval by {self.reviewer} no longer matches the run"
+        else:
+            text = "not approved"
+        return text if len(text) <= 64 else text[:61] + "..."
 
 
 def _number(value: Any) -> Optional[float]:
@@ -70,68 +102,42 @@ def _number(value: Any) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
-def _get(meta: Any, key: str) -> Any:
-    """``meta[key]`` for a dict, ``meta.key`` for a typed metadata object (RunMetadata), else None."""
-    if isinstance(meta, Mapping):
-        return meta.get(key)
-    return getattr(meta, key, None)
-
-
-def threshold_infos(meta: Any) -> list[ThresholdInfo]:
-    """One :class:`ThresholdInfo` per finding of ``meta`` (model.json as a dict or a typed object)."""
-    findings = list(_get(meta, "findings") or [])
-    records = {}
-    for rec in _get(meta, "thresholds") or []:
-        rec = rec if isinstance(rec, Mapping) else getattr(rec, "__dict__", {})
-        if rec.get("finding") is not None:
-            records[str(rec["finding"])] = rec
+def threshold_infos(run: Any) -> list[ThresholdInfo]:
+    """One :class:`ThresholdInfo` per finding of ``run`` (a :class:`chestxr.runs.run.Run`), in order."""
     out = []
-    for finding in findings:
-        rec = records.get(finding, {})
-        thr = _number(rec.get("threshold"))
-        g = rec.get("guarantee")
-        g = g if isinstance(g, Mapping) else getattr(g, "__dict__", None) or {}
-        method = g.get("method") or rec.get("guarantee_method")
-        status = g.get("status") or rec.get("guarantee_status")
-        lower = _number(g.get("lower_bound", rec.get("lower_bound")))
-        level = _number(g.get("level", rec.get("guarantee_level")))
-        target = g.get("target") or g.get("metric")
-        if method and target and str(target) not in str(method):
-            method = f"{target} {method}"
+    for finding, thr in zip(run.findings, run.thresholds):
+        rec = run.metadata.threshold_for(finding)
+        d: Mapping[str, Any] = rec.to_dict() if rec is not None else {}
+        g = d.get("guarantee") if isinstance(d.get("guarantee"), Mapping) else None
         out.append(
             ThresholdInfo(
                 finding=finding,
-                threshold=0.5 if thr is None else thr,
-                calibrated=thr is not None,
-                method=rec.get("method"),
-                guarantee_method=str(method) if method else None,
-                guarantee_status=str(status) if status else None,
-                lower_bound=lower,
-                level=level,
+                threshold=float(thr),
+                method=d.get("method"),
+                metric=str(g.get("metric")) if g and g.get("metric") else None,
+                target=_number(g.get("target")) if g else None,
+                level=_number(g.get("level")) if g else None,
+                guarantee_status=str(g.get("status") or d.get("status")) if g else None,
+                lower_bound=_number(g.get("lower_bound", d.get("lower_bound"))) if g else None,
+                interval=str(g.get("method")) if g and g.get("method") else None,
             )
         )
     return out
 
 
-def approval_info(meta: Any) -> ApprovalInfo:
-    """The run's approval record, or "not approved" when it has none."""
-    rec = _get(meta, "approval")
-    if rec is None:
-        return ApprovalInfo("not approved")
-    rec = rec if isinstance(rec, Mapping) else getattr(rec, "__dict__", {})
-    status = rec.get("status")
-    if status is None and "approved" in rec:
-        status = "approved" if rec.get("approved") else "not approved"
-    by = rec.get("by") or rec.get("approved_by") or rec.get("approver")
-    time = rec.get("time") or rec.get("approved_at") or rec.get("date")
-    return ApprovalInfo(str(status or "not approved"), str(by) if by else None, str(time) if time else None)
+def approval_info(run: Any) -> ApprovalInfo:
+    """The run's sign-off (recomputed: an approval whose weights/thresholds changed since is "void")."""
+    from chestxr.runs.approval import approval_status
+
+    status = approval_status(run.run_dir, run.metadata.to_json())
+    return ApprovalInfo(str(status.get("state") or "not_approved"), status.get("reviewer"), status.get("time"))
 
 
-def model_identity(meta: Any) -> dict[str, str]:
-    """name, version and weights hash of a run, for the SR's algorithm identification."""
-    backbone = _get(meta, "backbone") or (_get(meta, "config") or {}).get("model", {}).get("backbone") or "model"
+def model_identity(run: Any) -> dict[str, str]:
+    """name, version and weights hash of ``run``, for the SR's algorithm identification."""
+    meta = run.metadata
     return {
-        "name": str(_get(meta, "name") or f"chestxr {backbone}"),
-        "version": str(_get(meta, "version") or 1),
-        "weights_sha256": str(_get(meta, "weights_sha256") or "unknown"),
+        "name": f"chestxr {meta.backbone} ({run.run_dir.name})",
+        "version": str(meta.version),
+        "weights_sha256": str(meta.weights_sha256 or "unknown"),
     }

@@ -7,7 +7,7 @@ One measurement group (TID 1501) per finding, holding:
 * "Decision threshold" and the qualitative evaluation "Call at stored threshold" (SCT positive / negative);
 * "Threshold guarantee" (a coded value whose meaning says the method, bound, level and status, or
   "no guarantee") and "Guarantee lower bound" when the run holds one;
-* "Threshold approval status" (approved / not approved, as the run records it);
+* "Threshold approval status" (approved / void / not approved, recomputed against the run);
 * the algorithm identification (TID 4019): model name, version and ``weights_sha256=...``.
 
 The SR is in the patient's study (patient and study modules copied from the source images by highdicom),
@@ -23,7 +23,7 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 from chestxr.pacs import require
-from chestxr.pacs.runinfo import ApprovalInfo, ThresholdInfo, model_identity
+from chestxr.pacs.runinfo import ApprovalInfo, ThresholdInfo
 
 SCHEME = "99CHESTXR"
 SERIES_NUMBER = 9901
@@ -44,7 +44,16 @@ def _codes():
         "negative": Code("260385009", "SCT", "Negative"),
         "unit": Code("1", "UCUM", "no units"),
         "procedure": Code("399208008", "SCT", "Plain chest X-ray"),
+        "not_calibrated": Code("CXR007", SCHEME, "Not calibrated (no call)"),
+        "no_score": Code("CXR008", SCHEME, "No score (image unreadable)"),
     }
+
+
+def _finding_code(finding: str) -> str:
+    """A code value (at most 16 characters) for a finding name: CXRF + 8 hex of its sha256."""
+    import hashlib
+
+    return "CXRF" + hashlib.sha256(finding.encode()).hexdigest()[:8]
 
 
 def _meaning(text: str) -> str:
@@ -61,17 +70,21 @@ def derived_uid(*parts: str) -> str:
 def build_sr(
     evidence: Sequence[Any],
     *,
-    meta: Mapping[str, Any],
+    identity: Mapping[str, str],
     infos: Sequence[ThresholdInfo],
     approval: ApprovalInfo,
     study_probs: Mapping[str, float],
+    study_calls: Mapping[str, str],
     image_probs: Mapping[str, Mapping[str, float]],
     study_reduce: str = "max",
 ) -> Any:
     """The study's Comprehensive SR (a ``highdicom.sr.ComprehensiveSR`` pydicom Dataset).
 
-    evidence: headers of the study's predicted images (all one study); study_probs: finding -> probability
-    for the study; image_probs: SOPInstanceUID -> finding -> probability; infos: one per finding, in order.
+    evidence: headers of the study's predicted images (all one study); identity: name, version and
+    weights_sha256 of the model (:func:`chestxr.pacs.runinfo.model_identity`); study_probs / study_calls:
+    finding -> the study's probability / call as study_predictions.csv has them ("positive", "negative",
+    "not calibrated", "no score"); image_probs: SOPInstanceUID -> finding -> probability; infos: one per
+    finding, in order.
     """
     require("highdicom")
     from highdicom.sr import (
@@ -98,7 +111,7 @@ def build_sr(
         raise ValueError("an SR needs at least one source image")
     study_uid = str(evidence[0].StudyInstanceUID)
     sop_uids = sorted(str(ds.SOPInstanceUID) for ds in evidence)
-    ident = model_identity(meta)
+    ident = dict(identity)
     algorithm = AlgorithmIdentification(
         name=ident["name"],
         version=f"model v{ident['version']} (chestxr {__version__})",
@@ -114,23 +127,14 @@ def build_sr(
         ),
     )
     by_uid = {str(ds.SOPInstanceUID): ds for ds in evidence}
-    approval_code = CodedConcept(
-        "APPROVED" if approval.approved else "NOT-APPROVED",
-        SCHEME,
-        _meaning(
-            approval.status
-            + (f" by {approval.by}" if approval.by else "")
-            + (f" {approval.time}" if approval.time else "")
-        ),
-    )
+    approval_code = CodedConcept(f"A-{approval.state.upper()}"[:16], SCHEME, _meaning(approval.text))
     groups = []
     for info in infos:
         f = info.finding
         prob = float(study_probs[f])
-        measurements = [
-            Measurement(name=c["probability"], value=prob, unit=c["unit"], algorithm_id=algorithm),
-            Measurement(name=c["threshold"], value=float(info.threshold), unit=c["unit"]),
-        ]
+        measurements = [Measurement(name=c["probability"], value=prob, unit=c["unit"], algorithm_id=algorithm)]
+        if info.calibrated:  # a finding calibration refused has no threshold: it calls nothing
+            measurements.append(Measurement(name=c["threshold"], value=float(info.threshold), unit=c["unit"]))
         for uid in sop_uids:
             if uid in image_probs:
                 ref = SourceImageForMeasurement.from_source_image(by_uid[uid])
@@ -145,9 +149,10 @@ def build_sr(
                 )
         if info.lower_bound is not None:
             measurements.append(Measurement(name=c["lower_bound"], value=float(info.lower_bound), unit=c["unit"]))
-        guarantee_code = CodedConcept(f"GUARANTEE-{info.guarantee_code}", SCHEME, _meaning(info.guarantee_text))
+        guarantee_code = CodedConcept(f"G-{info.guarantee_code}", SCHEME, _meaning(info.guarantee_text))
+        call = c.get(str(study_calls.get(f, "")).replace(" ", "_"), c["not_calibrated"])
         evaluations = [
-            QualitativeEvaluation(c["call"], c["positive"] if prob >= info.threshold else c["negative"]),
+            QualitativeEvaluation(c["call"], call),
             QualitativeEvaluation(c["guarantee"], guarantee_code),
             QualitativeEvaluation(c["approval"], approval_code),
         ]
@@ -156,7 +161,7 @@ def build_sr(
                 tracking_identifier=TrackingIdentifier(
                     uid=derived_uid("tracking", study_uid, f, ident["weights_sha256"]), identifier=f
                 ),
-                finding_type=CodedConcept(_meaning(f.upper().replace(" ", "_")), SCHEME, _meaning(f)),
+                finding_type=CodedConcept(_finding_code(f), SCHEME, _meaning(f)),
                 algorithm_id=algorithm,
                 measurements=measurements,
                 qualitative_evaluations=evaluations,
