@@ -29,7 +29,7 @@ pytest.importorskip("highdicom")
 from pacs_helpers import FINDINGS, make_run, probs_close, read_sr, synthetic_studies  # noqa: E402
 from test_privacy import NEEDLES, mark_dicoms  # noqa: E402
 
-from chestxr.pacs.staging import study_key  # noqa: E402
+from chestxr.pacs.staging import Keyer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,6 +104,12 @@ def wait_for(predicate, timeout: float = 60.0, proc=None) -> None:
     raise AssertionError("timed out")
 
 
+def skey(out: Path, source) -> str:
+    """The listener's key of the study of ``source`` (a file or dataset), from its journal's key."""
+    ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(source, stop_before_pixels=True)
+    return Keyer.persistent(out / "journal").study(ds)
+
+
 def results(out: Path) -> list[str]:
     d = out / "studies"
     return sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) if d.exists() else []
@@ -136,7 +142,7 @@ def test_listen_receives_predicts_pushes_sr_and_survives_bad_input(orthanc, stud
         # unreadable pixel data: a truncated PixelData in a study of its own
         broken = pydicom.dcmread(studies[uids[1]][0])
         broken.SOPInstanceUID = pydicom.uid.generate_uid()
-        broken.StudyInstanceUID = bad_study = pydicom.uid.generate_uid()
+        broken.StudyInstanceUID = pydicom.uid.generate_uid()
         broken.PixelData = broken.PixelData[:100]
         # a garbage connection first
         with socket.create_connection(("127.0.0.1", port), timeout=5) if _wait_port(port) else None as s:
@@ -144,24 +150,24 @@ def test_listen_receives_predicts_pushes_sr_and_survives_bad_input(orthanc, stud
         statuses = send(port, [f for u in uids for f in studies[u]] + [sr_like, broken])
         assert statuses[:-2] == [0] * (len(statuses) - 2)
         assert statuses[-2] == 0x0122 and statuses[-1] == 0
-        keys = sorted([study_key(u) for u in uids] + [study_key(bad_study)])
+        keys = sorted([skey(out, studies[u][0]) for u in uids] + [skey(out, broken)])
         wait_for(lambda: results(out) == keys, 90, proc)
         wait_for(
             lambda: all(
                 json.loads((out / "studies" / k / "result.json").read_text()).get("stored")
                 for k in keys
-                if k != study_key(bad_study)
+                if k != skey(out, broken)
             ),
             30,
             proc,
         )
-        bad = out / "studies" / study_key(bad_study)
+        bad = out / "studies" / skey(out, broken)
         skipped = pd.read_csv(bad / "skipped.csv")
         assert len(skipped) == 1 and "pixel data" in skipped["reason"][0]
         assert json.loads((bad / "result.json").read_text())["n_images"] == 0
         meta = json.loads((pacs_run / "model.json").read_text())
         for uid in uids:
-            d = out / "studies" / study_key(uid)
+            d = out / "studies" / skey(out, studies[uid][0])
             srow = pd.read_csv(d / "study_predictions.csv").iloc[0]
             assert int(srow["n_images"]) == len(studies[uid])
             srs = [i for i in orthanc.instances(uid) if i.get("Modality") == "SR"]
@@ -209,8 +215,8 @@ def test_orthanc_routes_a_study_to_the_listener(orthanc, studies, pacs_run, tmp_
         assert _wait_port(orthanc.listener_port)
         orthanc_id = orthanc.rest("POST", "/tools/lookup", uid.encode())[0]["ID"]
         orthanc.rest("POST", "/modalities/chestxr/store", {"Resources": [orthanc_id], "Synchronous": True})
-        wait_for(lambda: results(out) == [study_key(uid)], 60, proc)
-        d = out / "studies" / study_key(uid)
+        wait_for(lambda: results(out) == [skey(out, studies[uid][0])], 60, proc)
+        d = out / "studies" / skey(out, studies[uid][0])
         assert len(pd.read_csv(d / "predictions.csv")) == len(studies[uid])
         wait_for(lambda: json.loads((d / "result.json").read_text()).get("stored"), 30, proc)
         srs = [i for i in orthanc.instances(uid) if i.get("Modality") == "SR"]
@@ -243,7 +249,7 @@ def test_kill9_mid_study_then_restart_processes_every_study_exactly_once(orthanc
     try:
         rest = [f for u in second for f in studies[u] if f not in partial]
         send(port, rest + partial)  # the modality resends what it is unsure of: no duplicate comes of it
-        keys = sorted(study_key(u) for u in uids)
+        keys = sorted(skey(out, studies[u][0]) for u in uids)
         wait_for(lambda: results(out) == keys, 120, proc)
         wait_for(
             lambda: all(json.loads((out / "studies" / k / "result.json").read_text()).get("stored") for k in keys),
@@ -256,7 +262,7 @@ def test_kill9_mid_study_then_restart_processes_every_study_exactly_once(orthanc
         if proc.poll() is None:
             proc.kill()
     for uid in uids:
-        d = out / "studies" / study_key(uid)
+        d = out / "studies" / skey(out, studies[uid][0])
         assert int(pd.read_csv(d / "study_predictions.csv").iloc[0]["n_images"]) == len(studies[uid])
         assert len([i for i in orthanc.instances(uid) if i.get("Modality") == "SR"]) == 1
     text = log.read_text()
@@ -275,17 +281,18 @@ def test_disk_full_on_one_study_does_not_drop_the_others(studies, pacs_run, tmp_
     uids = sorted(studies)
     a, b, c = uids[:3]
     full = {"journal": True, "results": True}
+    keys: dict[str, str] = {}
     real_write = journal_mod.write_bytes_atomic
 
     def write(path, data):
-        if full["journal"] and study_key(a) in str(path):
+        if full["journal"] and keys["a"] in str(path):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(path, data)
 
     real_predict = Listener._predict
 
     def predict(self, key, n, final, outbox):
-        if full["results"] and key == study_key(b):
+        if full["results"] and key == keys["b"]:
             full["results"] = False
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_predict(self, key, n, final, outbox)
@@ -294,17 +301,19 @@ def test_disk_full_on_one_study_does_not_drop_the_others(studies, pacs_run, tmp_
     monkeypatch.setattr(Listener, "_predict", predict)
     port, out = free_port(), tmp_path / "full"
     listener_mod.setup_logging(out, quiet=True)
-    lst = Listener(pacs_run, out, host="127.0.0.1", port=port, study_timeout=0.3, retry_s=0.5).start()
+    lst = Listener(pacs_run, out, host="127.0.0.1", port=port, study_timeout=0.3, retry_s=0.5)
+    keys.update({n: lst.journal.keyer.study(pydicom.dcmread(studies[u][0])) for n, u in zip("abc", (a, b, c))})
+    lst.start()
     try:
         st = send(port, [f for u in (a, b, c) for f in studies[u]])
         n_a = len(studies[a])
         assert st[:n_a] == [0xA700] * n_a and st[n_a:] == [0] * (len(st) - n_a)
-        wait_for(lambda: results(out) == sorted([study_key(b), study_key(c)]), 60)
+        wait_for(lambda: results(out) == sorted([keys["b"], keys["c"]]), 60)
         full["journal"] = False  # space freed: the modality resends A
         assert send(port, studies[a]) == [0] * n_a
-        wait_for(lambda: results(out) == sorted(study_key(u) for u in (a, b, c)), 60)
+        wait_for(lambda: results(out) == sorted(keys.values()), 60)
     finally:
         lst.stop()
-    assert sorted(lst.processed) == sorted(study_key(u) for u in (a, b, c))
+    assert sorted(lst.processed) == sorted(keys.values())
     text = (out / "listen.log").read_text()
-    assert "disk full" in text and f"{study_key(b)}: round 1 failed (disk full)" in text
+    assert "disk full" in text and f"{keys['b']}: round 1 failed (disk full)" in text

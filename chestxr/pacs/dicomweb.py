@@ -131,16 +131,18 @@ class DicomWeb:
             if len(hits) < page or not new:
                 return out
 
-    def retrieve_studies(self, study_uids: Sequence[str], staging: Path) -> int:
+    def retrieve_studies(self, study_uids: Sequence[str], staging: Path, keyer: Any = None) -> int:
         """Retrieve every instance of ``study_uids`` (WADO-RS) into ``staging`` (atomic file writes, the
         :mod:`chestxr.pacs.staging` layout). Returns the number of instances written."""
-        from chestxr.pacs.staging import write_instance
+        from chestxr.pacs.staging import Keyer, write_instance
+
+        keyer = keyer or Keyer()
 
         n = 0
         for k, uid in enumerate(study_uids, start=1):
             with self._errors(f"the retrieval (WADO-RS) of study {k} of {len(study_uids)}"):
                 for ds in self._client.retrieve_study(uid):
-                    write_instance(staging, ds)
+                    write_instance(staging, ds, keyer)
                     n += 1
         return n
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from chestxr.core.fileio import write_bytes_atomic, write_json_atomic
-from chestxr.pacs.staging import dataset_bytes, instance_key, study_key
+from chestxr.pacs.staging import Keyer, dataset_bytes
 
 INCOMING = "incoming"
 
@@ -40,14 +40,15 @@ class Journal:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self.keyer = Keyer.persistent(self.root)
 
     # ------------------------------------------------------------------ receiving
 
     def add(self, ds: Any) -> tuple[str, bool]:
         """Journal one instance durably; returns (study key, False if it was already received: a resend
         of an instance already claimed for processing is acknowledged and not processed again)."""
-        key = study_key(str(ds.StudyInstanceUID))
-        name = instance_key(str(ds.SOPInstanceUID))
+        key = self.keyer.study(ds)
+        name = self.keyer.instance(str(ds.SOPInstanceUID))
         with self._lock:
             target = self.root / key / INCOMING / f"{name}.dcm"
             if name in self.state(key).get("claimed", []):

@@ -32,7 +32,7 @@ from chestxr.core.fileio import write_bytes_atomic, write_json_atomic
 from chestxr.pacs import require
 from chestxr.pacs.dimse import Node, c_store
 from chestxr.pacs.journal import Journal
-from chestxr.pacs.staging import IMAGE_SOP_CLASSES, dataset_bytes, instance_key
+from chestxr.pacs.staging import IMAGE_SOP_CLASSES, dataset_bytes
 
 LOG = logging.getLogger("chestxr.listen")
 SUCCESS, SOP_CLASS_NOT_SUPPORTED, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0x0122, 0xA700, 0xC000
@@ -157,7 +157,7 @@ class Listener:
                 "cannot journal an instance (%s); refused with 0x%04X so the sender keeps it", what, OUT_OF_RESOURCES
             )
             return OUT_OF_RESOURCES
-        LOG.info("%s: %s instance %s", key, "received" if new else "already had", instance_key(sop)[:8])
+        LOG.info("%s: %s instance %s", key, "received" if new else "already had", self.journal.keyer.instance(sop)[:8])
         return SUCCESS
 
     # ------------------------------------------------------------------ processing (worker thread)
@@ -234,7 +234,8 @@ class Listener:
             res = results[0]
             shutil.rmtree(outbox, ignore_errors=True)
             for ds in res.datasets:  # carry identifiers: they stay in the journal, like received instances
-                write_bytes_atomic(outbox / f"{instance_key(str(ds.SOPInstanceUID))}.dcm", dataset_bytes(ds))
+                name = self.journal.keyer.instance(str(ds.SOPInstanceUID))
+                write_bytes_atomic(outbox / f"{name}.dcm", dataset_bytes(ds))
             n_sr = sum(1 for d in res.datasets if d.Modality == "SR")
             write_json_atomic(
                 result / "result.json",

@@ -113,7 +113,8 @@ def _fill_results(
     studies = pd.read_csv(written["study_predictions_csv"], dtype={"study_id": str})
     infos, approval, identity = threshold_infos(run), approval_info(run), model_identity(run)
     findings = run.findings
-    for key, rows in images.groupby("study_id", sort=False):
+    images["_folder"] = [str(i).split("/", 1)[0] for i in images["image_id"]]
+    for key, rows in images.groupby("_folder", sort=False):
         res = results.setdefault(key, StudyResult(key))
         res.n_images = len(rows)
         if not (make_sr or heat is not None):
@@ -124,7 +125,7 @@ def _fill_results(
         if make_sr:
             from chestxr.pacs.sr import build_sr
 
-            srow = studies[studies["study_id"] == key].iloc[0]
+            srow = studies[studies["study_id"] == rows["study_id"].iloc[0]].iloc[0]
             image_probs = {
                 uid_of[str(r["image_id"])]: {f: float(r[f"prob_{f}"]) for f in findings} for _, r in rows.iterrows()
             }

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 
 from chestxr.core.errors import OutputExistsError, PacsError
 from chestxr.pacs.credentials import Credentials
+from chestxr.pacs.staging import Keyer
 
 
 def predict_dicomweb(
@@ -37,9 +38,13 @@ def predict_dicomweb(
     batch_size: int = 32,
     num_workers: int = 0,
     on_bad_image: str = "skip",
+    keyer: Optional[Keyer] = None,
 ) -> dict[str, Path]:
     """Predict the studies a DICOMweb server holds (filters: ``studies`` UIDs, ``since`` YYYY-MM-DD,
-    ``modalities``) into ``out_dir``; returns the written files (plus "stored": stored.csv)."""
+    ``modalities``) into ``out_dir``; returns the written files (plus "stored": stored.csv).
+
+    keyer: names the staged studies/instances (default: a fresh random key, so image_ids reveal nothing);
+    predictions.csv's image_id is ``<study key>/<instance key>.dcm`` and stored.csv's ``study`` the key."""
     import pandas as pd
 
     from chestxr.core.fileio import write_text_atomic
@@ -62,7 +67,7 @@ def predict_dicomweb(
     try:
         staging, result = work / "instances", work / "result"
         staging.mkdir()
-        server.retrieve_studies(uids, staging)
+        server.retrieve_studies(uids, staging, keyer)
         written, results = predict_staging(
             run,
             staging,
@@ -82,7 +87,7 @@ def predict_dicomweb(
                 server.store(res.datasets)
             rows.append(
                 {
-                    "study_id": res.key,
+                    "study": res.key,
                     "n_images": res.n_images,
                     "n_skipped": res.n_skipped,
                     "sr_stored": n_sr,

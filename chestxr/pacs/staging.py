@@ -4,9 +4,9 @@ Layout (shared by ``predict --dicomweb`` and ``listen``, so both produce what ``
 
     <root>/<study key>/<instance key>.dcm
 
-where the study key is :func:`chestxr.runs.inference.study_key_for_file`'s ``study-<sha256(StudyInstanceUID)[:12]>``
-(the ``study_id`` of predictions.csv) and the instance key ``sha256(SOPInstanceUID)[:16]``. UIDs, names and
-IDs stay inside the files; chestxr's own files only ever see these keys.
+named by :class:`Keyer` (keyed hashes of (PatientID, StudyInstanceUID) and of the SOPInstanceUID), so an
+image_id in predictions.csv is ``<study key>/<instance key>.dcm``. UIDs, names and IDs stay inside the
+files; chestxr's own files only ever see these keys.
 
 :func:`screen_study` sorts one study's files into images the run will read and skipped ones (not an image
 SOP class, or refused by the run's header checks: modality / body part / view), with a reason each.
@@ -15,6 +15,9 @@ SOP class, or refused by the run's header checks: modality / body part / view), 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -30,19 +33,45 @@ IMAGE_SOP_CLASSES = {
 }
 
 
-def study_key(study_uid: str) -> str:
-    """``study-<12 hex>``: the study's key in every chestxr file (same as predict on a folder)."""
-    return "study-" + hashlib.sha256(str(study_uid).encode()).hexdigest()[:12]
+class Keyer:
+    """Keyed hashes (HMAC-SHA256 under a secret 256-bit key) naming studies and instances on disk.
 
+    study: ``study-<12 hex>`` of (PatientID, StudyInstanceUID), the rule predict uses for DICOM folders;
+    instance: 16 hex of the SOPInstanceUID. Without the key, a name reveals nothing (a guessed UID cannot
+    be checked). ``predict --dicomweb`` uses a fresh key per call; the listener keeps one in its journal
+    (``key``, mode 0600) so names survive restarts.
+    """
 
-def instance_key(sop_instance_uid: str) -> str:
-    """16 hex digits naming an instance's file."""
-    return hashlib.sha256(str(sop_instance_uid).encode()).hexdigest()[:16]
+    def __init__(self, key: Optional[bytes] = None) -> None:
+        self._key = key or secrets.token_bytes(32)
 
+    @classmethod
+    def persistent(cls, folder: str | Path) -> "Keyer":
+        """The key stored in ``folder/key`` (created, mode 0600, on first use)."""
+        path = Path(folder) / "key"
+        if path.exists():
+            key = bytes.fromhex(path.read_text().strip())
+        else:
+            key = secrets.token_bytes(32)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, key.hex().encode())
+            os.chmod(path, 0o600)
+        return cls(key)
 
-def instance_path(root: str | Path, study_uid: str, sop_instance_uid: str) -> Path:
-    """Where an instance of ``study_uid`` lives under ``root``."""
-    return Path(root) / study_key(study_uid) / f"{instance_key(sop_instance_uid)}.dcm"
+    def _tag(self, value: str) -> str:
+        return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def study(self, ds: Any) -> str:
+        """The study key of a dataset (its PatientID and StudyInstanceUID)."""
+        pid = str(ds.get("PatientID", "") or "").strip()
+        return "study-" + self._tag(f"{pid}\x1f{str(ds.StudyInstanceUID).strip()}")[:12]
+
+    def instance(self, sop_instance_uid: str) -> str:
+        return self._tag(f"sop\x1f{sop_instance_uid}")[:16]
+
+    def path(self, root: str | Path, ds: Any) -> Path:
+        """Where ``ds`` lives under ``root``: ``<study key>/<instance key>.dcm``."""
+        return Path(root) / self.study(ds) / f"{self.instance(str(ds.SOPInstanceUID))}.dcm"
 
 
 def dataset_bytes(ds: Any) -> bytes:
@@ -64,9 +93,9 @@ def dataset_bytes(ds: Any) -> bytes:
     return buf.getvalue()
 
 
-def write_instance(root: str | Path, ds: Any) -> Path:
+def write_instance(root: str | Path, ds: Any, keyer: Keyer) -> Path:
     """Write ``ds`` atomically (temp + fsync + rename) to its place under ``root``; returns the path."""
-    path = instance_path(root, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
+    path = keyer.path(root, ds)
     write_bytes_atomic(path, dataset_bytes(ds))
     return path
 
