@@ -30,27 +30,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "RUN/model.json and in RUN/thresholds.json. Guaranteed rules: sensitivity:X, specificity:X, "
         "ppv:X, npv:X (the metric's one-sided exact lower bound at --confidence is >= X; refused with "
         "status insufficient_data when the split has too few cases). Point rules (NOT a guarantee): "
-        "youden, f1, cost:C_FP:C_FN, fixed:T, and sensitivity:X@point etc.",
+        "youden, f1, cost:C_FP:C_FN, fixed:T, and sensitivity:X@point etc. Without flags the rules "
+        "are the run's own calibration config (the preset it was trained with, e.g. nih14-densenet121: "
+        "youden, Pneumothorax=sensitivity:0.9); --method, --finding-method, --probability, --bootstrap "
+        "and --ci override it.",
     )
     p.add_argument("--checkpoint", required=True, help="run folder written by `chestxr train`")
     p.add_argument("--manifest", required=True, help="manifest with the calibration images")
     p.add_argument("--split", default=None, help="use only rows with this split value (e.g. val)")
-    p.add_argument("--method", default="youden", help="default operating-point rule")
+    p.add_argument(
+        "--method", default=None, help="default operating-point rule (default: the run's calibration.method)"
+    )
     p.add_argument(
         "--finding-method",
         action="append",
         default=[],
         metavar="FINDING=METHOD",
-        help="per-finding rule, e.g. Pneumothorax=sensitivity:0.95 (repeatable)",
+        help="per-finding rule, e.g. Pneumothorax=sensitivity:0.95 (repeatable; replaces the run's "
+        "calibration.per_finding rule for that finding, the others stay)",
     )
     p.add_argument(
         "--probability",
-        choices=["temperature", "platt", "isotonic"],
+        choices=["temperature", "platt", "isotonic", "none"],
         default=None,
-        help="also fit probability calibration (applied at predict time)",
+        help="also fit probability calibration (applied at predict time); default: the run's "
+        "calibration.probability; none: do not, whatever the config says",
     )
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
-    p.add_argument("--ci", type=float, default=0.95, help="level of the two-sided intervals")
+    p.add_argument(
+        "--bootstrap", type=int, default=None, help="bootstrap resamples (default: calibration.n_bootstrap, 1000)"
+    )
+    p.add_argument(
+        "--ci", type=float, default=None, help="level of the two-sided intervals (default: calibration.ci_level, 0.95)"
+    )
     p.add_argument(
         "--confidence",
         type=float,
@@ -69,6 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chestxr.runs.calibration_plan import CalibrationPlan
     from chestxr.runs.workflows import calibrate_run
 
     data = calibrate_run(
@@ -87,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         on_bad_image=args.on_bad_image,
     )
-    lvl = int(round(args.ci * 100))
+    lvl = int(round(data["ci_level"] * 100))
+    print(f"rules: {CalibrationPlan(**data['rules']).describe()}")
     print(
         f"{'finding':<22} {'method':<22} {'threshold':>9}  {'status':<17} {'bound':>6}  {'sensitivity':<22} {'specificity':<22}"
     )

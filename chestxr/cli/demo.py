@@ -74,10 +74,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"[2/5] training {config.model.backbone} for {config.train.epochs} epochs -> {run_dir}")
     train(config, out_dir=run_dir, overwrite=True)
 
-    say("[3/5] calibrating thresholds on the validation split (Youden J, bootstrap-by-patient CIs)")
-    cal = calibrate_run(
-        run_dir, split_path, split="val", method=config.calibration.method, n_boot=args.bootstrap, num_workers=0
-    )
+    say(f"[3/5] calibrating thresholds on the validation split ({config.calibration.method}, the run's config)")
+    cal = calibrate_run(run_dir, split_path, split="val", n_boot=args.bootstrap, num_workers=0)
     for r in cal["thresholds"]:
         say(
             f"      {r['finding']:<14} threshold {r['threshold']:.3f}  sens {r['sensitivity']:.3f}  "

@@ -17,6 +17,7 @@ from chestxr.core.fileio import rebase_paths, staged_output_dir
 from chestxr.core.patient_ids import Overlap, normalize_id, training_overlap
 from chestxr.data.labels import LabeledSet, load_labeled_set
 from chestxr.modeling.run_metadata import ThresholdRecord
+from chestxr.runs.calibration_plan import plan_calibration
 from chestxr.runs.run import Run
 
 RunLike = Run | str | Path
@@ -85,11 +86,11 @@ def calibrate_run(
     manifest: str | Path,
     *,
     split: Optional[str] = None,
-    method: str = "youden",
+    method: Optional[str] = None,
     per_finding: Optional[dict[str, str]] = None,
     probability: Optional[str] = None,
-    n_boot: int = 1000,
-    level: float = 0.95,
+    n_boot: Optional[int] = None,
+    level: Optional[float] = None,
     confidence: float = 0.95,
     seed: int = 0,
     force: bool = False,
@@ -100,6 +101,11 @@ def calibrate_run(
 ) -> dict[str, Any]:
     """Fit per-finding thresholds (and optionally probability calibration) on a held-out split,
     store them as a new version of model.json and in thresholds.json. Returns the thresholds.json data.
+
+    The rules are the run's own ``calibration`` config (the preset it was trained with: method,
+    per_finding, probability, n_bootstrap, ci_level) unless given here; None = not given
+    (:func:`chestxr.runs.calibration_plan.plan_calibration`; ``probability="none"`` switches a
+    configured calibrator off). thresholds.json records them under ``rules`` with their source.
 
     thresholds.json: {run, manifest, split, manifest_hash, n_images, n_patients, ci_level,
     confidence, interval_method, n_boot, ..., "thresholds": [record per finding]}. Each record is
@@ -120,6 +126,16 @@ def calibrate_run(
     from chestxr.modeling.checkpoint import update_metadata
 
     run = _as_run(run_dir)
+    plan = plan_calibration(
+        run.metadata,
+        run.run_dir / "model.json",
+        method=method,
+        per_finding=per_finding,
+        probability=probability,
+        n_boot=n_boot,
+        level=level,
+    )
+    probability, n_boot, level = plan.probability, plan.n_boot, plan.level
     labeled, logits, kept, skipped = _labeled_predictions(
         run,
         manifest,
@@ -147,10 +163,8 @@ def calibrate_run(
         scores = np.asarray(calibrated, dtype=np.float64)
     else:
         scores = run.scores_from_logits(logits, calibrated=False)
-    spec: Any = dict(per_finding or {})
-    spec = {**{"*": method}, **spec} if spec else method
     fits = fit_thresholds(
-        y_true, scores, mask, spec, findings=findings, confidence=confidence, groups=groups, level=level
+        y_true, scores, mask, plan.spec(), findings=findings, confidence=confidence, groups=groups, level=level
     )
     thresholds = np.array([f.threshold for f in fits], dtype=np.float64)
     boot = bootstrap_intervals(
@@ -174,7 +188,7 @@ def calibrate_run(
         if fit.finding in ece:
             rec["ece"] = ece[fit.finding]
         records.append(rec)
-    kept = _keep_previous_thresholds(run, records, prob_record, manifest=manifest, split=split, force=force)
+    kept_previous = _keep_previous_thresholds(run, records, prob_record, manifest=manifest, split=split, force=force)
     data = {
         "run": str(run.run_dir),
         "manifest": str(manifest),
@@ -191,7 +205,8 @@ def calibrate_run(
         "training_patient_overlap_text": n_overlap.describe(),
         "forced": bool(force and n_overlap.count),
         "probability_calibration": prob_record["method"] if prob_record else None,
-        "kept_previous": kept,
+        "kept_previous": kept_previous,
+        "rules": plan.to_dict(),
         "thresholds": records,
     }
     # thresholds.json and model.json: one transaction under the run folder's lock, version taken there
