@@ -194,7 +194,7 @@ def test_cli_cache_build_errors(tmp_path, images, capsys):
     nocol = tmp_path / "nocol.csv"
     nocol.write_text("file\na.png\n")
     assert main(["cache", "build", str(nocol), "--cache-dir", str(tmp_path / "c")]) == 2
-    assert "no 'path' column" in capsys.readouterr().err
+    assert "required column 'path' is missing" in capsys.readouterr().err  # the manifest reader's own message
     assert main(["cache", "build", str(manifest)]) == 2
     assert "--cache-dir" in capsys.readouterr().err
 

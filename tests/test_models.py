@@ -11,6 +11,7 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
+from chestxr.core.errors import CheckpointError
 from chestxr.modeling.models import (
     BACKBONES,
     HeadLinear,
@@ -19,8 +20,8 @@ from chestxr.modeling.models import (
     build_model,
     describe_model,
     get_head,
+    head_rows_for,
     hub_cache_file,
-    match_findings,
     reset_head,
     transfer_findings,
 )
@@ -242,9 +243,23 @@ def test_enum_weights_loaded_from_cache_with_old_densenet_names(no_network):
 # ----------------------------------------------------------------------------- fine-tuning transfer
 
 
-def test_match_findings_case_and_separators():
+def test_head_rows_case_separators_and_aliases():
     old = ["Atelectasis", "Pleural_Effusion", "Pneumonia"]
-    assert match_findings(old, ["pneumonia", "Cardiomegaly", "pleural effusion"]) == [2, None, 1]
+    assert head_rows_for(old, ["pneumonia", "Cardiomegaly", "pleural effusion"]) == [2, None, 1]
+    # the aliases the manifest reader knows hold here too: "Pleural Effusion" is NIH's "Effusion"
+    assert head_rows_for(["Atelectasis", "Pleural Effusion"], ["Effusion", "Atelectasis"]) == [1, 0]
+    assert head_rows_for(["Effusion"], ["Pleural Effusion"]) == [0]
+    with pytest.raises(CheckpointError, match="same finding"):
+        head_rows_for(["Effusion", "Pleural Effusion"], ["Effusion"])
+
+
+def test_head_rows_agree_with_the_manifest_reader():
+    from chestxr.data.findings import match_findings
+
+    old = ["Atelectasis", "Pleural Effusion", "Lung Opacity", "Enlarged Cardiomediastinum", "Pneumothorax"]
+    new = ["Effusion", "Atelectasis", "Pneumothorax", "Mass", "lung-opacity"]
+    by_reader = match_findings(old, new)
+    assert [None if c is None else old.index(c) for c in (by_reader[n] for n in new)] == head_rows_for(old, new)
 
 
 def test_transfer_findings_multilabel():

@@ -26,10 +26,11 @@ def add_parser(subparsers: Any) -> None:
     build = sub.add_parser(
         "build",
         help="decode and cache every image listed in a manifest",
-        description="Decode and resize every image listed in MANIFEST (column 'path'; relative paths "
-        "resolve against the manifest's folder) into the cache, in parallel.",
+        description="Decode and resize every image listed in MANIFEST (read and validated as for "
+        "training: column 'path', relative paths resolve against the manifest's folder, backslashes "
+        "become '/') into the cache, in parallel.",
     )
-    build.add_argument("manifest", metavar="MANIFEST", help="manifest CSV with a 'path' column")
+    build.add_argument("manifest", metavar="MANIFEST", help="manifest CSV (the one training reads)")
     build.add_argument(
         "--cache-dir", metavar="DIR", default=None, help="cache folder (default: data.cache_dir of the config)"
     )
@@ -59,34 +60,15 @@ def add_parser(subparsers: Any) -> None:
 
 
 def read_manifest_paths(manifest: str | Path) -> list[str]:
-    """Absolute image paths from the manifest's ``path`` column (relative -> manifest folder)."""
-    import pandas as pd
+    """The image paths of ``manifest`` exactly as training looks them up (cache keys must agree).
 
-    from chestxr.core.errors import ManifestError
+    Read with the one manifest reader (:func:`chestxr.data.manifest.read_manifest`): backslashes
+    become "/", relative paths resolve against the manifest's folder, ``./``/``../`` are normalised.
+    Missing files are not an error here; they are counted as failed by the cache build.
+    """
+    from chestxr.data.manifest import read_manifest
 
-    manifest = Path(manifest)
-    try:
-        df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise ManifestError(manifest, ["file not found; check the manifest path"]) from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise ManifestError(manifest, [f"cannot read as CSV ({exc})"]) from None
-    if "path" not in df.columns:
-        raise ManifestError(
-            manifest, [f"no 'path' column (columns: {list(df.columns)[:20]}); add one with each image's file path"]
-        )
-    base = manifest.resolve().parent
-    paths, problems = [], []
-    for i, value in enumerate(df["path"].tolist()):
-        value = str(value).strip()
-        if not value:
-            problems.append(f"row {i + 2}, column 'path': empty; give the image's file path")
-            continue
-        p = Path(value)
-        paths.append(str(p if p.is_absolute() else base / p))
-    if problems:
-        raise ManifestError(manifest, problems)
-    return paths
+    return [str(p) for p in read_manifest(manifest, check_paths=False).frame["path"].tolist()]
 
 
 def run(args: argparse.Namespace) -> int:

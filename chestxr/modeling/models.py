@@ -561,20 +561,24 @@ def describe_model(model: nn.Module) -> dict[str, object]:
     }
 
 
-def canonical_finding(name: str) -> str:
-    """Matching key of a finding name: case-insensitive, "_"/"-"/spaces treated alike."""
-    return " ".join(re.sub(r"[_\-]+", " ", str(name)).split()).casefold()
+def head_rows_for(old_findings: Sequence[str], new_findings: Sequence[str]) -> list[int | None]:
+    """For each new finding, the index of the same finding in ``old_findings`` (None if absent).
 
+    Names are matched as everywhere in chestxr (:func:`chestxr.data.findings.match_findings`): an
+    exact name wins, else aliases ("Pleural Effusion" is "Effusion"), case, spaces, "_" and "-"
+    are ignored. Two old names for the same finding are refused (the head rows would be ambiguous).
+    """
+    from chestxr.data.findings import match_findings, same_finding_key
 
-def match_findings(old_findings: Sequence[str], new_findings: Sequence[str]) -> list[int | None]:
-    """For each new finding, the index of the same finding in ``old_findings`` (None if absent)."""
-    index: dict[str, int] = {}
-    for i, name in enumerate(old_findings):
-        key = canonical_finding(name)
-        if key in index:
-            raise CheckpointError(f"findings {old_findings[index[key]]!r} and {name!r} are the same name")
-        index[key] = i
-    return [index.get(canonical_finding(n)) for n in new_findings]
+    seen: dict[str, str] = {}
+    for name in old_findings:
+        key = same_finding_key(name)
+        if key in seen:
+            raise CheckpointError(f"findings {seen[key]!r} and {name!r} are the same finding")
+        seen[key] = name
+    index = {name: i for i, name in enumerate(old_findings)}
+    matched = match_findings(list(old_findings), list(new_findings))
+    return [index[c] if c is not None else None for c in (matched[n] for n in new_findings)]
 
 
 def _find_head(state: Mapping[str, torch.Tensor], n_out: int, backbone: str | None) -> str:
@@ -607,14 +611,14 @@ def transfer_findings(
     """State dict for ``new_findings`` from a chestxr model trained on ``old_findings``.
 
     The backbone is copied; head rows (weight (n, features) and bias (n,)) of findings present in
-    both lists (names matched case-insensitively) are copied, the others re-initialised (from
+    both lists (names matched with aliases, :func:`head_rows_for`) are copied, the others re-initialised (from
     ``model``'s own head when given, else nn.Linear's default init). OneVsRest states: members are
     re-ordered by finding; a new finding's member gets member 0's backbone and a fresh head.
     If ``model`` is given, the result is also loaded into it (strictly).
     """
     old = model_old_state.state_dict() if isinstance(model_old_state, nn.Module) else model_old_state
     old = {k: v.detach().clone() for k, v in old.items()}
-    src = match_findings(old_findings, new_findings)
+    src = head_rows_for(old_findings, new_findings)
     mine = model.state_dict() if model is not None else None
     new: dict[str, torch.Tensor] = {}
     if any(k.startswith("members.") for k in old):

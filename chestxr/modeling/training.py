@@ -123,19 +123,13 @@ def _build_scheduler(optimizer, config: Config, steps_per_epoch: int):
 
 
 def _pos_weight(config: Config, train: LabeledSet, device) -> Optional[torch.Tensor]:
-    from chestxr.modeling.losses import compute_pos_weight
+    """train.pos_weight as a (f,) tensor on ``device`` (:func:`chestxr.modeling.losses.resolve_pos_weight`)."""
+    from chestxr.modeling.losses import resolve_pos_weight
 
-    pw = config.train.pos_weight
-    if pw is None:
-        return None
-    if pw == "auto":
-        return compute_pos_weight(torch.as_tensor(train.targets), torch.as_tensor(train.mask)).to(device)
-    if isinstance(pw, str):
-        raise TrainingError(f"train.pos_weight must be 'auto', a number or a list, got {pw!r}")
-    vals = [float(pw)] * len(train.findings) if not isinstance(pw, list) else [float(v) for v in pw]
-    if len(vals) != len(train.findings):
-        raise TrainingError(f"train.pos_weight has {len(vals)} values for {len(train.findings)} findings")
-    return torch.tensor(vals, dtype=torch.float32, device=device)
+    pw = resolve_pos_weight(
+        config.train.pos_weight, targets=torch.as_tensor(train.targets), mask=torch.as_tensor(train.mask)
+    )
+    return pw.to(device) if pw is not None else None
 
 
 def build_metadata(
@@ -547,10 +541,10 @@ def _load_best_state(run_dir: Path) -> Optional[dict]:
 def _init_from_checkpoint(model: nn.Module, path: str, findings: list[str], say) -> None:
     """Fine-tune from a chestxr run: copy the backbone, and head rows for findings in both lists."""
     from chestxr.modeling.checkpoint import load_model
-    from chestxr.modeling.models import transfer_findings
+    from chestxr.modeling.models import head_rows_for, transfer_findings
 
     old_model, meta = load_model(path)
     state = transfer_findings(old_model.state_dict(), meta.findings, findings, model)
     model.load_state_dict(state)
-    kept = len({f.lower() for f in meta.findings} & {f.lower() for f in findings})
+    kept = sum(i is not None for i in head_rows_for(meta.findings, findings))
     say(f"initialised from {path}: {meta.n_findings} -> {len(findings)} findings ({kept} head rows kept)")
