@@ -281,3 +281,27 @@ def test_ppv_npv_guarantees_hold_in_95_percent_of_replications(rule):
                 held += truth(fit.threshold) >= target
     assert made > 200
     assert held / made >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / made), (held, made)
+
+
+def test_guarantee_with_several_images_per_patient_counts_patients():
+    """50 positive images from 10 patients (5 near-identical images each) are not 50 independent
+    positives: sensitivity 0.9 needs 29 patients; with 40 patients the bound uses effective counts."""
+    rng = np.random.default_rng(3)
+
+    def clustered(n_pat_pos):
+        g = np.r_[np.repeat(np.arange(n_pat_pos), 5), 1000 + np.arange(100)]
+        y = np.r_[np.ones(5 * n_pat_pos), np.zeros(100)]
+        s = np.r_[np.repeat(rng.normal(3, 1, n_pat_pos), 5) + rng.normal(0, 0.01, 5 * n_pat_pos), rng.normal(0, 1, 100)]
+        return y, s, g
+
+    y, s, g = clustered(10)
+    assert fit_threshold(y, s, "sensitivity:0.9").status == "guaranteed"  # images taken as independent
+    fit = fit_threshold(y, s, "sensitivity:0.9", groups=g)
+    assert fit.status == "insufficient_data" and "50 images from 10 patients" in fit.note
+    y, s, g = clustered(40)
+    fit = fit_threshold(y, s, "sensitivity:0.9", groups=g)
+    naive = fit_threshold(y, s, "sensitivity:0.9")
+    assert fit.status == "guaranteed" and fit.lower_bound >= 0.9
+    assert fit.threshold <= naive.threshold  # the clustered bound is wider: a lower (safer) threshold
+    x_eff, n_eff, _ = effective_counts((s[y == 1] >= fit.threshold), g[y == 1])
+    assert fit.lower_bound == pytest.approx(lower_bound(x_eff, n_eff))

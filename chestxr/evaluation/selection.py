@@ -75,16 +75,22 @@ def guaranteed_threshold(
     need = n_needed(float(m.target), conf)
     have, cls = (n_pos, "positives") if m.kind in ("sensitivity", "ppv") else (n_neg, "negatives")
     level = f"{m.kind} >= {m.target:g} at {conf:.0%} confidence"
+    what = "with no misses" if m.kind in ("sensitivity", "specificity") else "all correctly called"
     if have < need:
-        what = "with no misses" if m.kind in ("sensitivity", "specificity") else "all correctly called"
         return math.nan, "insufficient_data", math.nan, need, f"{level} needs at least {need} {cls} {what}; has {have}"
+    clustered = g is not None and np.unique(g.astype(str)).size < g.size
+    if clustered:  # several images per patient: the patients of that class bound the effective count
+        rows = y if m.kind in ("sensitivity", "ppv") else ~y
+        n_pat = int(np.unique(g[rows].astype(str)).size)
+        if n_pat < need:
+            note = f"{level} needs at least {need} {cls} {what}; has {have} images from {n_pat} patients"
+            return math.nan, "insufficient_data", math.nan, need, note + " (images of one patient are not independent)"
     c = _candidates(y, s)
     x, n = _rate_counts(m.kind, c, n_pos, n_neg)
     lb = _cp_lower(x, n, conf)
     k = c["thr"].size
     # sensitivity / NPV: walk up from the lowest threshold; specificity / PPV: down from "call nothing"
     order = range(k - 1, -1, -1) if m.kind in ("sensitivity", "npv") else range(k)
-    clustered = g is not None and np.unique(g.astype(str)).size < g.size
     best, best_lb = None, math.nan
     for i in order:
         if n[i] < need:  # cannot pass whatever its count: skipped, decided by the scores alone
