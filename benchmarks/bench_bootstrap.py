@@ -1,6 +1,6 @@
 """Benchmark: patient-level bootstrap intervals for AUROC/sensitivity/specificity/PPV/NPV/F1.
 
-Compares chestxr.metrics.bootstrap_metrics (vectorised: integer resample weights per patient,
+Compares chestxr.evaluation.bootstrap.bootstrap_metrics (vectorised: integer resample weights per patient,
 one sort per finding, sparse products and cumulative sums for a whole chunk of resamples) with
 the usual loop (draw patients, gather their images, sklearn roc_auc_score + confusion counts per
 resample per finding), timed on a few resamples in the same run and extrapolated. The loop is
