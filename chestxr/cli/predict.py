@@ -29,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="refuse (exit 2) unless the run's current thresholds are approved (chestxr approve)",
     )
+    p.add_argument(
+        "--abstain",
+        action="store_true",
+        help="task: multiclass only: give no class when the top score is below its class's threshold "
+        "(without it every image gets exactly one class, the argmax; thresholds call nothing)",
+    )
     add_inference_options(p)
     g = p.add_argument_group("DICOMweb (instead of files or --manifest)")
     g.add_argument(
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         on_bad_image=args.on_bad_image,
         require_approval=args.require_approval,
+        abstain=args.abstain,
     )
     from chestxr.runs.approval import approval_status
 

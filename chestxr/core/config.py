@@ -115,7 +115,8 @@ class ModelConfig:
     backbone: a torchvision name (densenet121, resnet18, resnet50, efficientnet_b0, convnext_tiny,
     mobilenet_v3_small, mobilenet_v3_large) or "tiny" (a small CNN for tests and the demo).
     mode: "multilabel" (one model, n_findings logits) | "ovr" (one single-logit model per finding).
-    task: "multilabel" | "multiclass" (mutually exclusive classes: argmax over scores) | "binary".
+    task: "multilabel" | "multiclass" (mutually exclusive classes: predict/evaluate take the argmax over
+    the calibrated scores, ties to the first class; thresholds only for ``predict --abstain``) | "binary".
     weights: None | a torchvision enum name ("DEFAULT", "IMAGENET1K_V1") | a path to a state dict.
     init_from: a chestxr run folder to fine-tune from (the finding list may differ).
     """

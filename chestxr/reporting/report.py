@@ -173,10 +173,14 @@ def build_predictions_table(
     y_score: np.ndarray,
     thresholds: np.ndarray,
     groups: np.ndarray | None = None,
+    argmax: bool = False,
 ) -> Any:
     """predictions.csv as a DataFrame: the id columns present in ``predictions`` (image_id, id, path,
     patient_id, study_id; patient_id from ``groups`` when the frame lacks it), then per finding
-    ``label_<f>`` (blank where masked), ``prob_<f>`` (score), ``pred_<f>`` (1 if score >= threshold)."""
+    ``label_<f>`` (blank where masked), ``prob_<f>`` (score), ``pred_<f>`` (1 if score >= threshold).
+
+    ``argmax`` (mutually exclusive classes, task multiclass): ``predicted_class`` = the argmax of the
+    scores (ties to the first class) and ``pred_<c>`` 1 for that class only; thresholds unused."""
     import pandas as pd
 
     out = pd.DataFrame(index=range(len(y_score)))
@@ -193,7 +197,9 @@ def build_predictions_table(
         else:
             out[f"label_{finding}"] = label
         out[f"prob_{finding}"] = y_score[:, j].astype(float)
-        if np.isfinite(thresholds[j]):
+        if argmax:
+            out[f"pred_{finding}"] = (np.argmax(y_score, axis=1) == j).astype(int)
+        elif np.isfinite(thresholds[j]):
             out[f"pred_{finding}"] = (y_score[:, j] >= thresholds[j]).astype(int)
         else:  # no threshold: calls nothing (chestxr.runs.inference.thresholds_from_meta)
             out[f"pred_{finding}"] = "not calibrated"
@@ -330,7 +336,11 @@ def write_evaluation_report(
         y_score=y_score,
         thresholds=thresholds,
         groups=groups,
+        argmax=multiclass is not None,
     )
+    if multiclass is not None and len(findings):
+        pred_table.insert(len(pred_table.columns) - 3 * len(findings), "predicted_class",
+                          np.asarray(findings, dtype=object)[np.argmax(y_score, axis=1)] if len(y_score) else [])  # fmt: skip
     write_with_atomic(paths["predictions_csv"], lambda tmp: escape_frame(pred_table).to_csv(tmp, index=False))
     doc = {
         **evaluation,

@@ -12,7 +12,17 @@ A finding is *positive* when ``prob >= threshold``, *borderline* when it is belo
 ``borderline_logit`` of the threshold on the logit scale, otherwise *negative*. A finding whose
 threshold is NaN (calibration refused or had no usable labels) calls nothing: its state, call and
 margins are "not calibrated" / blank, and it never makes a study positive or borderline. A NaN
-probability (never produced by predict, which skips non-finite outputs) is "no score". The logit scale
+probability (never produced by predict, which skips non-finite outputs) is "no score".
+
+Mutually exclusive classes (``multiclass=True``, a run with ``task: multiclass``): every image and
+every study (after its scores are reduced) gets exactly one class, the argmax of the calibrated
+scores, ties to the first class (:func:`chestxr.evaluation.decisions.argmax_decision`): columns
+``predicted_class`` and ``predicted_score``, ``call_<c>`` "positive" for that class only,
+``margin_<c>`` = prob - predicted_score and ``logit_margin_<c>`` on the logit scale (0 for the
+predicted class). The per-class thresholds call nothing unless ``abstain=True``: then a row whose
+top score is below its class's threshold (or that threshold is not calibrated) gets
+``predicted_class`` "abstain" and no positive call. Studies are ordered: a class first, most
+confident first; abstained last. The logit scale
 keeps "near" meaningful for thresholds close to 0 or 1 (0.04 vs 0.05 is near; 0.50 vs 0.51 too).
 """
 
@@ -67,6 +77,26 @@ def _add_calls(frame: Any, findings: Sequence[str], thresholds: np.ndarray, bord
         call[~usable[:, j]] = calls[~usable[:, j], j]  # "not calibrated" / "no score", never a call
         frame[f"call_{finding}"] = call
         frame[f"margin_{finding}"] = np.where(usable[:, j], probs[:, j] - thresholds[j], np.nan)
+        frame[f"logit_margin_{finding}"] = lmargin[:, j]
+    return frame, calls, lmargin
+
+
+def _add_multiclass_calls(frame: Any, findings: Sequence[str], thresholds: np.ndarray, abstain: bool) -> Any:
+    """predicted_class, predicted_score, call_<c> (one "positive" per row), margin_<c>, logit_margin_<c>."""
+    from chestxr.evaluation.decisions import ABSTAIN, ABSTAIN_LABEL, argmax_decision, one_hot_calls
+
+    probs = frame[[f"prob_{x}" for x in findings]].to_numpy(dtype=float)
+    idx, top = argmax_decision(probs, thresholds, abstain=abstain)
+    onehot = one_hot_calls(idx, len(findings))
+    calls = np.where(onehot, "positive", "negative").astype(object)
+    top_safe = np.where(np.isfinite(top), top, 0.5)
+    lmargin = logit_margin(probs, top_safe[:, None])
+    frame = frame.copy()
+    frame["predicted_class"] = [findings[i] if i >= 0 else (ABSTAIN_LABEL if i == ABSTAIN else "") for i in idx]
+    frame["predicted_score"] = top
+    for j, finding in enumerate(findings):
+        frame[f"call_{finding}"] = calls[:, j]
+        frame[f"margin_{finding}"] = probs[:, j] - top
         frame[f"logit_margin_{finding}"] = lmargin[:, j]
     return frame, calls, lmargin
 
@@ -152,6 +182,8 @@ def write_review_report(
     title: str = "chestxr review worklist",
     model_info: Mapping[str, Any] | None = None,
     approval: Mapping[str, Any] | None = None,
+    multiclass: bool = False,
+    abstain: bool = False,
 ) -> dict[str, Path]:
     """Write predictions.csv (per image), study_predictions.csv (per study) and review.html.
 
@@ -179,13 +211,21 @@ def write_review_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    images, _, _ = _add_calls(predictions, findings, thresholds, borderline_logit)
+    if abstain and not multiclass:
+        raise ValueError("abstain applies to mutually exclusive classes (multiclass=True) only")
     studies = build_study_table(predictions, findings=findings, study_reduce=study_reduce)
-    studies, calls, lmargin = _add_calls(studies, findings, thresholds, borderline_logit)
+    if multiclass:
+        images, _, _ = _add_multiclass_calls(predictions, findings, thresholds, abstain)
+        studies, calls, lmargin = _add_multiclass_calls(studies, findings, thresholds, abstain)
+    else:
+        images, _, _ = _add_calls(predictions, findings, thresholds, borderline_logit)
+        studies, calls, lmargin = _add_calls(studies, findings, thresholds, borderline_logit)
 
     tier = np.where((calls == "positive").any(axis=1), 0, np.where((calls == "borderline").any(axis=1), 1, 2))
     usable = np.isfinite(lmargin)
     best = np.where(usable, lmargin, -np.inf).max(axis=1) if len(findings) else np.zeros(len(studies))
+    if multiclass:  # most confident class first
+        best = logit_margin(np.nan_to_num(studies["predicted_score"].to_numpy(dtype=float)), np.array(0.5))
     order = np.lexsort((-best, tier))  # tier first, then the strongest margin
     studies["review_tier"] = np.array(["positive", "borderline", "negative"], dtype=object)[tier]
     studies["review_rank"] = np.empty(len(studies), dtype=int)
@@ -251,6 +291,8 @@ def write_review_report(
                 "thumbs": thumbs,
                 "items": items,
                 "n_positive": int((calls[k] == "positive").sum()),
+                "predicted": str(row["predicted_class"]) if multiclass else None,
+                "predicted_score": float(row["predicted_score"]) if multiclass else None,
                 "n_borderline": int((calls[k] == "borderline").sum()),
             }
         )
@@ -267,6 +309,8 @@ def write_review_report(
         borderline_logit=borderline_logit,
         version=__version__,
         model_info=[(str(k), str(v)) for k, v in (model_info or {}).items()],
+        multiclass=multiclass,
+        abstain=abstain,
         approval=dict(approval) if approval else None,
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )

@@ -46,6 +46,8 @@ class RunPredictions:
     ok: np.ndarray
     thresholds: np.ndarray
     skipped: list[tuple[str, str]]
+    #: task multiclass only: the class index per path (argmax, first on ties; -2 abstained, -1 skipped)
+    predicted: Optional[np.ndarray] = None
 
     def to_frame(self) -> pd.DataFrame:
         """One row per path: path, ok, prob_<finding>..., positive_<finding>..."""
@@ -189,8 +191,12 @@ class Run:
         batch_size: int = 32,
         num_workers: int = 0,
         on_bad_image: Literal["error", "skip"] = "error",
+        abstain: bool = False,
     ) -> RunPredictions:
-        """Scores and positive calls (score >= :attr:`thresholds`) for ``paths``."""
+        """Scores and positive calls (score >= :attr:`thresholds`) for ``paths``.
+
+        task multiclass: one class per path, the argmax (``predicted``; ``positive`` one-hot); the
+        thresholds are used only with ``abstain`` (see :mod:`chestxr.evaluation.decisions`)."""
         preds = self.logits(paths, batch_size=batch_size, num_workers=num_workers, on_bad_image=on_bad_image)
         n, f = len(paths), len(self.findings)
         scores = np.full((n, f), np.nan)
@@ -200,6 +206,14 @@ class Run:
         ok[preds.indices] = True
         thr = self.thresholds
         positive = np.where(ok[:, None], np.nan_to_num(scores, nan=-np.inf) >= thr[None, :], False)
+        predicted = None
+        if self.task == "multiclass":
+            from chestxr.evaluation.decisions import argmax_decision, one_hot_calls
+
+            predicted, _ = argmax_decision(scores, thr, abstain=abstain)
+            positive = one_hot_calls(predicted, f)
+        elif abstain:
+            raise ValueError("abstain applies to runs with task: multiclass")
         return RunPredictions(
             paths=[str(p) for p in paths],
             findings=self.findings,
@@ -208,6 +222,7 @@ class Run:
             ok=ok,
             thresholds=thr,
             skipped=[(str(paths[i]), r) for i, r in preds.skipped],
+            predicted=predicted,
         )
 
 

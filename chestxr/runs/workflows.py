@@ -473,12 +473,18 @@ def predict_run(
     require_approval: bool = False,
     skipped: Sequence[tuple[str, str]] = (),
     heatmaps_out: Optional[dict] = None,
+    abstain: bool = False,
 ) -> dict[str, Path]:
     """Predict a manifest or files/folders (DICOM folders need no manifest) and write the review worklist.
 
     skipped: (path, reason) of files the caller already left out (a PACS study's non-image instances),
     added to skipped.csv. heatmaps_out: with ``explain``, filled with the Grad-CAM maps
     {(image_id, finding): (h, w) [0, 1]} (the PACS floor turns them into Secondary Captures).
+
+    A run with ``task: multiclass`` gets one class per image and per study: the argmax of the
+    calibrated scores, ties to the first class (predicted_class / predicted_score columns); the
+    per-class thresholds are used only with ``abstain`` (no class when the top score is below its
+    class's threshold). ``abstain`` on any other task is a ConfigError.
 
     review.html carries the run's approval status (:mod:`chestxr.runs.approval`); with
     ``require_approval`` a run that is not approved is refused (ApprovalError) before any work.
@@ -489,6 +495,13 @@ def predict_run(
     from chestxr.runs.approval import require_approval as _require
 
     run = _as_run(run_dir)
+    if abstain and run.task != "multiclass":
+        from chestxr.core.errors import ConfigError
+
+        raise ConfigError(
+            f"{run.run_dir}: --abstain applies to mutually exclusive classes (task: multiclass); this run's "
+            f"task is {run.task}: its findings are called at their thresholds"
+        )
     meta = run.metadata.to_json()
     approval = _require(run.run_dir, meta) if require_approval else approval_status(run.run_dir, meta)
     with staged_output_dir(out_dir, overwrite=overwrite) as staged:
@@ -507,6 +520,7 @@ def predict_run(
             approval=approval,
             skipped=skipped,
             heatmaps_out=heatmaps_out,
+            abstain=abstain,
         )
     return rebase_paths(written, staged, Path(out_dir))
 
@@ -527,6 +541,7 @@ def _predict_into(
     approval: Optional[dict[str, Any]] = None,
     skipped: Sequence[tuple[str, str]] = (),
     heatmaps_out: Optional[dict] = None,
+    abstain: bool = False,
 ) -> dict[str, Path]:
     """predict_run's work, written into the (staged) folder ``out``."""
     from chestxr.imaging.inputs import study_keys_for_files, walk_inputs
@@ -562,8 +577,17 @@ def _predict_into(
     scores = run.scores_from_logits(preds.logits)
     table = _prediction_frame(frame.iloc[kept].reset_index(drop=True), run.findings, scores, base)
     thresholds = run.thresholds
+    multiclass = run.task == "multiclass"
+    if multiclass:  # Grad-CAM for the predicted class only (a threshold of 0 marks it, +inf the rest)
+        from chestxr.evaluation.decisions import argmax_decision, one_hot_calls
+
+        idx, _ = argmax_decision(scores, thresholds, abstain=abstain)
+        cam_scores = one_hot_calls(idx, len(run.findings)).astype(float)
+        cam_thresholds = np.full(len(run.findings), 0.5)
+    else:
+        cam_scores, cam_thresholds = scores, thresholds
     thumbs, heat = _thumbnails_and_cams(
-        run, [paths[i] for i in kept], table, scores, thresholds, explain=explain, limit=max_thumbnails
+        run, [paths[i] for i in kept], table, cam_scores, cam_thresholds, explain=explain, limit=max_thumbnails
     )
     if heatmaps_out is not None and heat:
         heatmaps_out.update(heat)
@@ -576,6 +600,8 @@ def _predict_into(
         heatmaps=heat,
         study_reduce=study_reduce,
         approval=approval,
+        multiclass=multiclass,
+        abstain=abstain,
     )
     passed = not_images + [(paths[i], r) for i, r in preds.skipped]
     left_out = [(str(p), r) for p, r in skipped] + [(_relative(p, base), r) for p, r in passed]
