@@ -20,12 +20,12 @@ FINDINGS = ["Opacity", "Cardiomegaly", "Effusion", "Nodule"]
 
 
 @pytest.fixture(scope="module")
-def data(tiny_run, tmp_path_factory) -> dict[str, Path]:
-    """Manifests built from the session run's own splits.csv (absolute paths): ``good`` gives every
-    finding both classes on val (alternating labels), ``no_pos`` is the same with no Nodule positive on val."""
+def data(tiny_run, synth_manifest, tmp_path_factory) -> dict[str, Path]:
+    """Manifests built from the session manifest the run was trained on (absolute paths): ``good`` gives
+    every finding both classes on val (alternating labels), ``no_pos`` the same with no Nodule positive on val."""
     root = tmp_path_factory.mktemp("thr")
-    frame = pd.read_csv(tiny_run / "splits.csv", dtype=str, keep_default_na=False)
-    frame["path"] = [str((tiny_run / p).resolve()) for p in frame["path"]]
+    frame = pd.read_csv(synth_manifest, dtype=str, keep_default_na=False)
+    frame["path"] = [str((synth_manifest.parent / p).resolve()) for p in frame["path"]]
     val = frame["split"] == "val"
     assert val.sum() >= 4
     for k, f in enumerate(FINDINGS):
