@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chestxr.cli.options import add_inference_options
+from chestxr.cli.options import COUNT, LEVEL, add_inference_options
 
 
 def _parse_per_finding(items: list[str]) -> dict[str, str]:
@@ -57,14 +57,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "calibration.probability; none: do not, whatever the config says",
     )
     p.add_argument(
-        "--bootstrap", type=int, default=None, help="bootstrap resamples (default: calibration.n_bootstrap, 1000)"
+        "--bootstrap", type=COUNT, default=None, help="bootstrap resamples (default: calibration.n_bootstrap, 1000)"
     )
     p.add_argument(
-        "--ci", type=float, default=None, help="level of the two-sided intervals (default: calibration.ci_level, 0.95)"
+        "--ci", type=LEVEL, default=None, help="level of the two-sided intervals (default: calibration.ci_level, 0.95)"
     )
     p.add_argument(
         "--confidence",
-        type=float,
+        type=LEVEL,
         default=0.95,
         help="confidence of the one-sided bound behind sensitivity:X / specificity:X / ppv:X / npv:X",
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from chestxr.cli.options import COUNT
+
 # Kept equal to configs/demo.yaml by a test.
 DEMO_CONFIG = {
     "name": "demo",
@@ -32,10 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "validation split, an evaluation report on the test split and a review worklist.",
     )
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
-    p.add_argument("--images", type=int, default=400, help="number of synthetic images")
-    p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
+    p.add_argument("--images", type=COUNT, default=400, help="number of synthetic images")
+    p.add_argument("--epochs", type=COUNT, default=None, help="override the number of epochs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples for intervals")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     p.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chestxr.cli.options import add_inference_options
+from chestxr.cli.options import COUNT, LEVEL, add_inference_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,12 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True, help="labeled manifest")
     p.add_argument("--split", default=None, help="use only rows with this split value (e.g. test)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--ci", type=float, default=0.95)
+    p.add_argument("--bootstrap", type=COUNT, default=1000)
+    p.add_argument("--ci", type=LEVEL, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--promise-alpha",
-        type=float,
+        type=LEVEL,
         default=0.05,
         help="false-alarm rate of the one-sided exact binomial test of each stored promise",
     )

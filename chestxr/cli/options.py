@@ -1,12 +1,38 @@
 """One module per ``chestxr`` subcommand; each exposes ``add_parser(subparsers)``."""
 
 import argparse
+from typing import Callable
+
+from chestxr.core.ranges import AT_LEAST_0, AT_LEAST_1, OPEN_UNIT, Range
+
+
+def ranged(kind: type, rng: Range) -> Callable[[str], float]:
+    """An argparse ``type`` parsing ``kind`` (int/float) and refusing values outside ``rng``: one line,
+    e.g. ``argument --batch-size: 0 is out of range; allowed: >= 1``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not rng.contains(value):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {rng.describe()}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: shared option types: counts, worker counts, levels/probabilities strictly between 0 and 1
+COUNT = ranged(int, AT_LEAST_1)
+WORKERS = ranged(int, AT_LEAST_0)
+LEVEL = ranged(float, OPEN_UNIT)
 
 
 def add_inference_options(p: argparse.ArgumentParser) -> None:
     """--batch-size, --workers, --on-bad-image: shared by calibrate, evaluate and predict."""
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images")
+    p.add_argument("--batch-size", type=COUNT, default=32, help="images per forward pass (>= 1)")
+    p.add_argument("--workers", type=WORKERS, default=2, help="DataLoader worker processes decoding images (>= 0)")
     p.add_argument(
         "--on-bad-image",
         choices=["error", "skip"],

@@ -255,7 +255,11 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(names)}")
+    from chestxr.core.ranges import check_config_value
+
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    for k, v in kwargs.items():
+        check_config_value(f"{where}.{k}" if where else k, v)  # ranges: chestxr.core.ranges.CONFIG_RANGES
     return cls(**kwargs)
 
 

@@ -92,5 +92,9 @@ def parse_method(spec: "str | Method") -> Method:
     if kind == "cost" and len(nums) == 2 and min(nums) >= 0 and max(nums) > 0:
         return Method("cost", cost_fp=nums[0], cost_fn=nums[1])
     if kind == "fixed" and len(nums) == 1:
+        if not 0.0 <= nums[0] <= 1.0:  # a probability threshold: outside [0, 1] it calls always or never
+            raise CalibrationError(
+                f"threshold method {spec!r}: fixed:T needs a probability threshold T in [0, 1], got {nums[0]:g}"
+            )
         return Method("fixed", value=nums[0])
     raise CalibrationError(f"threshold method {spec!r} is not valid; allowed: {ALLOWED_FORMS}")

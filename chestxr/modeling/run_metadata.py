@@ -372,3 +372,11 @@ def _check_types(path: str | Path, meta: dict[str, Any]) -> None:
         )
         if not ok:
             raise bad("thresholds", 'null or a list of {"finding": name, "threshold": number or null}')
+        for r in thresholds:  # a probability threshold outside [0, 1] calls a finding always or never
+            t = r.get("threshold") if isinstance(r, dict) else r
+            if t is not None and math.isfinite(float(t)) and not 0.0 <= float(t) <= 1.0:
+                name = r.get("finding") if isinstance(r, dict) else "?"
+                raise CheckpointError(
+                    f"{path}: threshold of {name!r} is {t!r}, outside [0, 1] (a probability threshold); the file "
+                    "was edited by hand: recalibrate with `chestxr calibrate` or restore model.vN.json"
+                )
