@@ -17,6 +17,7 @@ demo: install
 test:
 	bash scripts/setup_venv.sh $(VENV) test
 	bash scripts/install_browser.sh || true
+	bash scripts/install_orthanc.sh || true
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: install

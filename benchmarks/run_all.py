@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_data", "bench_manifest", "bench_bootstrap", "bench_train", "bench_predict", "bench_scale"]
+BENCHMARKS = ["bench_data", "bench_manifest", "bench_bootstrap", "bench_train", "bench_predict", "bench_scale", "bench_pacs"]
 TAKES_SHARED = {"bench_data", "bench_train", "bench_predict", "bench_scale"}
 
 

@@ -152,3 +152,87 @@ def test_no_identifier_reaches_any_output(tmp_path, capsys):
     assert [m for m in NEEDLES if m.decode() in text] == []
     # the manifest's own (pseudonymous) IDs are fine and do appear
     assert "p0001" in (outputs / "pred" / "predictions.csv").read_text()
+
+
+def test_no_identifier_reaches_pacs_outputs(orthanc, tmp_path, capsys, monkeypatch):
+    """predict --dicomweb --store-sr and listen (--store-sr to Orthanc) on marked DICOMs: no marker in any
+    file or folder name, in any chestxr file's bytes (CSV, HTML, JSON, logs, journal state), or in what was
+    printed. The listener's journal holds the received .dcm files themselves (as a PACS does) and the SR
+    stored in the patient's study carries the identifiers: DICOM's one allowed exception."""
+    import pytest
+
+    pytest.importorskip("highdicom")
+    pytest.importorskip("pynetdicom")
+    from pacs_helpers import make_run, synthetic_studies
+    from pynetdicom import AE, StoragePresentationContexts
+
+    from chestxr.pacs.dimse import Node
+    from chestxr.pacs.listener import Listener, setup_logging
+
+    run = make_run(tmp_path / "run")
+    by_study = synthetic_studies(tmp_path / "data", n_images=4, seed=11)
+    assert mark_dicoms(tmp_path / "data" / "images") == 4
+    files = [f for fs in by_study.values() for f in fs]
+    orthanc.clear()
+    for f in files:
+        orthanc.upload(f)
+    for k, v in orthanc.env.items():
+        monkeypatch.setenv(k, v)
+    outputs = tmp_path / "out"
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(run),
+            "--dicomweb",
+            orthanc.dicomweb,
+            "--out",
+            str(outputs / "pull"),
+            "--store-sr",
+            "--workers",
+            "0",
+        ]
+    )
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    printed = cap.out + cap.err
+
+    from orthanc import free_port
+
+    port = free_port()
+    setup_logging(outputs / "listen", quiet=True)
+    lst = Listener(
+        run,
+        outputs / "listen",
+        host="127.0.0.1",
+        port=port,
+        study_timeout=0.3,
+        store_sr=True,
+        store_to=Node(orthanc.aet, "127.0.0.1", orthanc.dicom_port),
+    ).start()
+    try:
+        ae = AE(ae_title="MODALITY")
+        ae.requested_contexts = StoragePresentationContexts
+        assoc = ae.associate("127.0.0.1", port, ae_title="CHESTXR")
+        assert assoc.is_established
+        assert [int(assoc.send_c_store(pydicom.dcmread(f)).Status) for f in files] == [0] * len(files)
+        assoc.release()
+        import time
+
+        deadline = time.monotonic() + 60
+        while len(lst.processed) < len(by_study) or any(lst.journal.open_rounds(k) for k in lst.journal.studies()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        lst.stop()
+    srs = [i for uid in by_study for i in orthanc.instances(uid) if i.get("Modality") == "SR"]
+    assert len(srs) == len(by_study) and all(s["PatientID"] == MARKERS["PatientID"] for s in srs)
+    found = []
+    for p in outputs.rglob("*"):
+        if any(m.decode() in p.name for m in NEEDLES):
+            found.append(f"name: {p}")
+        if p.is_file() and p.suffix != ".dcm":
+            found += [f"{m.decode()} in {p}" for m in NEEDLES if m in p.read_bytes()]
+    assert found == []
+    assert (outputs / "listen" / "listen.log").stat().st_size > 0 and (outputs / "pull" / "predictions.csv").exists()
+    assert [m for m in NEEDLES if m.decode() in printed] == [] and orthanc.password not in printed
