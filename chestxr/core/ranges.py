@@ -66,7 +66,7 @@ CONFIG_RANGES: dict[str, Range] = {
     "model.dropout": UNIT_HALF_OPEN,
     "train.epochs": AT_LEAST_1,
     "train.batch_size": AT_LEAST_1,
-    "train.lr": POSITIVE,
+    "train.lr": AT_LEAST_0,  # 0 is allowed: fine-tuning checks transfer with frozen weights
     "train.weight_decay": AT_LEAST_0,
     "train.momentum": UNIT_HALF_OPEN,
     "train.warmup_epochs": AT_LEAST_0,
