@@ -252,6 +252,15 @@ def train(
         if val_set is None or len(val_set) == 0:
             raise TrainingError("no validation rows: set data.val_fraction > 0 or give a split column with 'val'")
         findings = train_set.findings
+        if resume:
+            from chestxr.modeling.resume import check_resume_recipe
+
+            check_resume_recipe(
+                run_dir,
+                config,
+                manifest_hashes={"train": train_set.manifest_hash, "val": val_set.manifest_hash},
+                recorded=_recorded_hashes(run_dir),
+            )
         if info.is_main:
             write_config(config, run_dir / "config.yaml")
         return _fit(
@@ -451,7 +460,11 @@ def _fit(
         else:
             bad_epochs += 1
         if info.is_main:
-            extra = {"history": history, "best": best}
+            extra = {
+                "history": history,
+                "best": best,
+                "manifest_hashes": {"train": train_set.manifest_hash, "val": val_set.manifest_hash},
+            }
             if ema is not None:
                 extra["ema"] = {k: v.detach().cpu().contiguous() for k, v in ema.module.state_dict().items()}
             save_training_state(
@@ -485,6 +498,21 @@ def _fit(
     if info.is_main and not (run_dir / "model.safetensors").exists():
         save_model(run_dir, model, metadata)
     return run_dir
+
+
+def _recorded_hashes(run_dir: Path) -> Optional[dict[str, str]]:
+    """{"train", "val"} row hashes saved in last/state.json (older runs: model.json's training hash)."""
+    import json
+
+    try:
+        doc = json.loads((run_dir / "last" / "state.json").read_text(encoding="utf-8"))
+        hashes = (doc.get("extra") or {}).get("manifest_hashes")
+        if isinstance(hashes, dict):
+            return {k: str(v) for k, v in hashes.items() if isinstance(v, str)}
+        meta = json.loads((run_dir / "model.json").read_text(encoding="utf-8"))
+        return {"train": meta["training_manifest_hash"]} if meta.get("training_manifest_hash") else None
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _epochs_since_best(history: list[dict], best: dict) -> int:
