@@ -140,3 +140,23 @@ def test_training_metrics_and_skipped_csv(tmp_path):
     _write_skipped(tmp_path, sets, sets, {("train", 0): "-bad", ("val", 1): "@reason"})
     rows = assert_no_formula_cells(tmp_path / "skipped.csv")
     assert rows[1] == ["train", "'=cmd.png", "'-bad"]
+
+
+def test_every_csv_writer_in_the_package_goes_through_csvsafe():
+    """A guard for CSVs added later: each DataFrame.to_csv call escapes its frame (escape_frame) and each
+    csv.writer's rows go through escape_row, so no chestxr CSV can carry a formula."""
+    import chestxr
+
+    root = Path(chestxr.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "csvsafe.py":
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines, 1):
+            call = line + (lines[i] if i < len(lines) else "")  # the call may continue on the next line
+            if ".to_csv(" in line and "escape_frame(" not in call:
+                offenders.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+            if "writerow(" in line and "escape_row(" not in call:
+                offenders.append(f"{path.relative_to(root)}:{i}: {line.strip()}")
+    assert not offenders, "CSV cells written without chestxr.core.csvsafe:\n" + "\n".join(offenders)

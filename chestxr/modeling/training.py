@@ -526,7 +526,7 @@ def _write_skipped(
         return
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["split", "path", "reason"])
+    w.writerow(escape_row(["split", "path", "reason"]))
     for (split, i), r in sorted(skipped.items()):
         w.writerow(escape_row([split, (train_set if split == "train" else val_set).paths[i], r]))
     write_text_atomic(run_dir / "skipped.csv", buf.getvalue())

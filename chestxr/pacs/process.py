@@ -73,7 +73,9 @@ def predict_staging(
 
         out = prepare_output_dir(out, overwrite=overwrite)
         frame = pd.DataFrame({"path": [p for p, _ in skipped], "reason": [r for _, r in skipped]})
-        write_text_atomic(out / "skipped.csv", frame.to_csv(index=False))
+        from chestxr.core.csvsafe import escape_frame
+
+        write_text_atomic(out / "skipped.csv", escape_frame(frame).to_csv(index=False))
         return {"skipped": out / "skipped.csv"}, list(results.values())
     heat: dict = {}
     written = predict_run(

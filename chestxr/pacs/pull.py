@@ -94,7 +94,9 @@ def predict_dicomweb(
                     "heatmaps_stored": len(res.datasets) - n_sr,
                 }
             )
-        write_text_atomic(result / "stored.csv", pd.DataFrame(rows).to_csv(index=False))
+        from chestxr.core.csvsafe import escape_frame
+
+        write_text_atomic(result / "stored.csv", escape_frame(pd.DataFrame(rows)).to_csv(index=False))
         if out.exists():
             shutil.rmtree(out)
         result.rename(out)
