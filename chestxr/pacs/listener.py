@@ -61,6 +61,8 @@ class Listener:
         from chestxr.runs.run import load_run
 
         require("pynetdicom")
+        if store_sr or store_heatmaps:
+            require("highdicom")
         self.out = Path(out)
         self.studies_dir = self.out / "studies"
         self.studies_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from chestxr.core.errors import OutputExistsError, PacsError
+from chestxr.pacs import require
 from chestxr.pacs.credentials import Credentials
 from chestxr.pacs.staging import Keyer
 
@@ -57,6 +58,8 @@ def predict_dicomweb(
         raise OutputExistsError(
             f"{out} already holds results; pass --overwrite to replace them or choose another --out"
         )
+    if store_sr or store_heatmaps:
+        require("highdicom")  # fail before any network traffic when the extra is missing
     run = load_run(run_dir)
     server = DicomWeb(url, credentials, timeout=timeout)
     uids = server.search_studies(studies=studies, since=since, modalities=modalities)
