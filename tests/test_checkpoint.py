@@ -358,3 +358,17 @@ def test_hostile_state_json_is_a_checkpoint_error(tmp_path):
     state.write_text('{"epoch": 1, "model": ' + "[" * 100_000 + "}")
     with pytest.raises(CheckpointError, match=r"state\.json: .*nested"):
         load_training_state(folder, model=model, optimizer=None, scheduler=None)
+
+
+def test_resume_with_hostile_state_json_names_the_file(tiny_run_copy, synth_manifest):
+    """--resume reads last/state.json through the same caps (it once read it raw: RecursionError)."""
+    from conftest import tiny_config
+
+    from chestxr.core.errors import CheckpointError
+    from chestxr.modeling.training import train
+
+    state = next((tiny_run_copy / "last").rglob("state.json"))
+    state.write_text('{"epoch": 1, "extra": ' + "[" * 100_000 + "}")
+    config = tiny_config(synth_manifest, "train.epochs=2", "train.lr=0.003", "name=session")
+    with pytest.raises(CheckpointError, match=r"state\.json: .*nested"):
+        train(config, out_dir=tiny_run_copy, resume=True, log=lambda s: None)

@@ -121,6 +121,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+read_run_json = _read_json  # public name: every run-folder JSON read goes through the caps
+
+
 def _json_depth(obj: Any) -> int:
     """Nesting depth of parsed JSON (iterative: never recurses, whatever the input)."""
     deepest, stack = 0, [(obj, 1)]
