@@ -4,7 +4,7 @@
   to ``resource.getrusage`` where /proc is absent); ``reset_peak_rss()`` restarts the peak
   (Linux: ``echo 5 > /proc/self/clear_refs``) so one process can measure several sections;
   ``run_cli_peak`` runs ``chestxr ...`` in a fresh interpreter and reads that process's own peak.
-* ``add_common_args``: ``--quick``/``--full``, ``--shared`` (default $CHESTXR_SHARED or ../shared
+* ``add_common_args``: ``--smoke`` (seconds; the test suite runs it) / ``--quick`` / ``--full``, ``--shared`` (default $CHESTXR_SHARED or ../shared
   next to the repository), ``--threads`` (default 2), ``--json``.
 * ``print_table``: a Markdown table (paste-able into benchmarks/README.md).
 * ``machine_description``: CPU model, cores, RAM, torch version, GPU or not.
@@ -127,6 +127,7 @@ def default_shared() -> str:
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     """--quick / --full, --shared PATH, --threads N, --json FILE."""
     mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     mode.add_argument("--quick", action="store_true", help="small settings (seconds to a minute or two)")
     mode.add_argument("--full", action="store_true", help="the settings the README numbers come from (default)")
     parser.add_argument(
@@ -136,6 +137,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+SMOKE_HELP = "seconds: every code path once on tiny inputs, numbers meaningless (tests/test_benchmarks.py runs it)"
+
+
+def mode_name(args: argparse.Namespace) -> str:
+    """ "smoke" | "quick" | "full" for the header line."""
+    return "smoke" if getattr(args, "smoke", False) else "quick" if getattr(args, "quick", False) else "full"
 
 
 def setup_torch(threads: int) -> None:

@@ -88,6 +88,9 @@ def measure(fn):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="20,000 predictions, 200 resamples, 2 baseline resamples")
+    ap.add_argument(
+        "--smoke", action="store_true", help="seconds: 2,000 predictions, 20 resamples (tests/test_benchmarks.py)"
+    )
     ap.add_argument("--n", type=int, default=100_000, help="predictions (images)")
     ap.add_argument("--findings", type=int, default=14)
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -98,6 +101,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.n_boot, args.sklearn_resamples = 20_000, 200, 2
+    if args.smoke:
+        args.n, args.n_boot, args.sklearn_resamples = 2_000, 20, 1
 
     y, s, mask, groups, thr = make_predictions(args.n, args.findings, args.images_per_patient, args.seed)
     n_pat = np.unique(groups).size

@@ -251,6 +251,7 @@ def measure(kind: str, a: str, b: str = "") -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="100k rows, 20k files")
+    ap.add_argument("--smoke", action="store_true", help="seconds: 2,000 rows, 500 files (tests/test_benchmarks.py)")
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--path-rows", type=int, default=None)
     ap.add_argument("--markdown", default=None, help="also write the table to this file")
@@ -259,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(*args.child)))
         return 0
-    n = args.rows or (100_000 if args.quick else 1_000_000)
-    n_files = args.path_rows or (20_000 if args.quick else 200_000)
+    n = args.rows or (2_000 if args.smoke else 100_000 if args.quick else 1_000_000)
+    n_files = args.path_rows or (500 if args.smoke else 20_000 if args.quick else 200_000)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_manifest_") as tmp:
         tmp = Path(tmp)

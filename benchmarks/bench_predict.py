@@ -261,10 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backbones", nargs="+", default=["tiny", "resnet18"])
     args = ap.parse_args(argv)
     C.setup_torch(args.threads)
-    items = args.items or (16 if args.quick else 64)
-    batch, workers = (8 if args.quick else 32), 2
+    items = args.items or (4 if args.smoke else 16 if args.quick else 64)
+    batch, workers = (2 if args.smoke else 8 if args.quick else 32), 2
+    synth_size = 256 if args.smoke else 1024
+    if args.smoke and args.backbones == ["tiny", "resnet18"]:
+        args.backbones = ["tiny"]
     machine = C.machine_description()
-    print(f"bench_predict ({'quick' if args.quick else 'full'}): {machine}", flush=True)
+    print(f"bench_predict ({C.mode_name(args)}): {machine}", flush=True)
     print(f"onnx/onnxruntime importable: {has_onnx()}", flush=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -277,9 +280,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no DICOMs found under {Path(args.shared) / 'data' / 'dicom'}; real-data rows skipped")
         from chestxr.data.synthetic import generate_synthetic_dataset
 
-        manifest = generate_synthetic_dataset(tmp / "synth", n_images=items, seed=0, size=1024, dicom_fraction=1.0)
+        manifest = generate_synthetic_dataset(
+            tmp / "synth", n_images=items, seed=0, size=synth_size, dicom_fraction=1.0
+        )
         synth = sorted(str(p) for p in (manifest.parent / "images").rglob("*.dcm"))
-        sets.append((f"synthetic DICOM 1024 px ({len(synth)})", synth))
+        sets.append((f"synthetic DICOM {synth_size} px ({len(synth)})", synth))
         for set_name, paths in sets:
             for bb in args.backbones:
                 rows += bench_set(
@@ -290,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                     threads=args.threads,
                     batch=batch,
                     workers=workers,
-                    model_repeats=1 if args.quick else 2,
+                    model_repeats=1 if args.quick or args.smoke else 2,
                 )
     C.print_table(
         f"Inference on DICOMs, decode included (batch {batch}, {args.threads} torch threads)",

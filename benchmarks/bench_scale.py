@@ -166,7 +166,7 @@ def bench_manifest_stream(tmp: Path, *, rows: int, n_images: int, items: int) ->
     return rows_out
 
 
-def bench_cli(tmp: Path, shared: Path, *, quick: bool) -> list[dict[str, Any]]:
+def bench_cli(tmp: Path, shared: Path, *, quick: bool, smoke: bool = False) -> list[dict[str, Any]]:
     import pandas as pd
 
     src = C.REPO / "data_manifests" / "nih14_shared.csv"
@@ -176,8 +176,9 @@ def bench_cli(tmp: Path, shared: Path, *, quick: bool) -> list[dict[str, Any]]:
         return []
     frame = pd.read_csv(src, dtype=str, keep_default_na=False)
     frame["path"] = [str(images / Path(p).name) for p in frame["path"]]
-    if quick:
-        frame = frame.iloc[:120]
+    if quick or smoke:
+        frame = frame.iloc[: 24 if smoke else 120]
+    size = 64 if smoke else 224
     manifest = tmp / "nih.csv"
     frame.to_csv(manifest, index=False)
     rows = []
@@ -223,17 +224,21 @@ def bench_cli(tmp: Path, shared: Path, *, quick: bool) -> list[dict[str, Any]]:
         "train.batch_size=16",
         "--set",
         "data.num_workers=0",
+        "--set",
+        f"preprocessing.size={size}",
     ]
     r = C.run_cli_peak(argv)
-    if r.get("code") != 0:
+    failed = r.get("code") != 0
+    if failed:
         print("chestxr train failed:", r["stderr"])
     rows.append(
         {
-            "command": f"chestxr train (tiny, 1 epoch, batch 16, 224 px, {len(frame)} NIH PNGs, 0 workers)",
+            "command": f"chestxr train (tiny, 1 epoch, batch 16, {size} px, {len(frame)} NIH PNGs, 0 workers)",
             "images": len(frame),
             "seconds": r["wall_s"],
             "peak_mb": r.get("peak_mb"),
             "workers_peak_mb": None,
+            "failed": failed,
         }
     )
     for workers in (0, 2):
@@ -260,6 +265,7 @@ def bench_cli(tmp: Path, shared: Path, *, quick: bool) -> list[dict[str, Any]]:
                 "seconds": r["wall_s"],
                 "peak_mb": r.get("peak_mb"),
                 "workers_peak_mb": r.get("children_peak_mb") if workers else None,
+                "failed": r.get("code") != 0,
             }
         )
     return rows
@@ -272,12 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=None, help="rows streamed (default 4,000; --quick 1,000)")
     args = ap.parse_args(argv)
     C.setup_torch(args.threads)
-    items = args.items or (1000 if args.quick else 4000)
+    items = args.items or (100 if args.smoke else 1000 if args.quick else 4000)
+    if args.smoke:
+        args.rows = min(args.rows, 5_000)
     machine = C.machine_description()
-    print(f"bench_scale ({'quick' if args.quick else 'full'}): {machine}", flush=True)
+    print(f"bench_scale ({C.mode_name(args)}): {machine}", flush=True)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        stream = bench_manifest_stream(tmp, rows=args.rows, n_images=100 if args.quick else 300, items=items)
+        stream = bench_manifest_stream(
+            tmp, rows=args.rows, n_images=20 if args.smoke else 100 if args.quick else 300, items=items
+        )
         C.print_table(
             f"{args.rows:,}-row manifest: labels and streaming memory",
             ["task", "items", "seconds", "RSS growth MiB", "peak growth MiB", "KiB per item"],
@@ -293,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             "the chestxr Dataset holds only paths and the label arrays.\n",
             flush=True,
         )
-        cli = bench_cli(tmp, Path(args.shared), quick=args.quick)
+        cli = bench_cli(tmp, Path(args.shared), quick=args.quick, smoke=args.smoke)
         if cli:
             C.print_table(
                 "Peak memory of real commands (NIH PNGs from the shared data)",
@@ -301,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
                 [[r["command"], r["images"], r["seconds"], r["peak_mb"], r["workers_peak_mb"]] for r in cli],
             )
     C.write_json(args.json, {"machine": machine, "stream": stream, "cli": cli})
-    return 0
+    failed = [r["command"] for r in cli if r.get("failed")]
+    if failed:
+        print(f"failed: {failed}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

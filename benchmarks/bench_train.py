@@ -1,8 +1,8 @@
 """Training-step throughput: chestxr's epoch loop against a bare PyTorch loop, in the same process.
 
-    python benchmarks/bench_train.py [--quick | --full] [--threads 2] [--json FILE]
+    python benchmarks/bench_train.py [--smoke | --quick | --full] [--threads 2] [--json FILE]
 
-1. Overhead (the model step only): both loops read the SAME in-memory (3, 224, 224) tensors.
+1. Overhead (the model step only): both loops read the SAME in-memory (3, 224, 224) tensors (--smoke: 64 px).
    * bare: ``TensorDataset`` + ``DataLoader(shuffle=True)``, ``BCEWithLogitsLoss``, ``AdamW``,
      zero_grad / backward / step - nothing else;
    * chestxr: what ``chestxr train`` runs per epoch - ``ChestXRayDataset`` (its loader returns the
@@ -37,9 +37,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 N_FINDINGS = 14
+SIZE = 224  # model input side; --smoke uses 64
 
 
-def _settings(quick: bool) -> dict[str, Any]:
+def _settings(quick: bool, smoke: bool = False) -> dict[str, Any]:
+    if smoke:  # seconds: every table's code path once, numbers meaningless (the test suite runs this)
+        return {
+            "size": 64,
+            "synthetic_size": 96,
+            "batch": 4,
+            "rounds": {"resnet18": 1},
+            "steps": 1,
+            "variant_batch": 4,
+            "variant_rounds": 1,
+            "bf16_batch": 2,
+            "pipeline_batch": 4,
+            "pipeline_steps": 1,
+            "bookkeeping_batches": 3,
+        }
     if quick:
         return {
             "batch": 8,
@@ -123,7 +138,7 @@ def _chestxr_setup(model, images, targets, mask, *, batch: int, channels_last: b
     cfg = config_from_dict({"train": {"epochs": 100, "batch_size": batch, "lr": 1e-4, "channels_last": channels_last}})
     opt = _build_optimizer(model, cfg)
     sched = _build_scheduler(opt, cfg, len(sampler))
-    loss_fn = _make_loss(model, pos_weight=None, info=DistInfo(), ovr=False)
+    loss_fn = _make_loss(pos_weight=None, info=DistInfo(), ovr=False)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return loader, sampler, opt, sched, loss_fn
@@ -161,7 +176,7 @@ def bench_bookkeeping(*, batch: int, n_batches: int) -> dict[str, Any]:
 
     g = torch.Generator().manual_seed(0)
     n = batch * n_batches
-    images = torch.randn(n, 3, 224, 224, generator=g)
+    images = torch.randn(n, 3, SIZE, SIZE, generator=g)
     targets = (torch.rand(n, N_FINDINGS, generator=g) < 0.2).float()
     mask = torch.ones(n, N_FINDINGS, dtype=torch.bool)
     bare_model, cx_model = _Trivial.build(), _Trivial.build()
@@ -217,7 +232,7 @@ def bench_overhead(backbone: str, *, batch: int, rounds: int, steps: int) -> lis
 
     g = torch.Generator().manual_seed(0)
     n = batch * steps
-    images = torch.randn(n, 3, 224, 224, generator=g)
+    images = torch.randn(n, 3, SIZE, SIZE, generator=g)
     targets = (torch.rand(n, N_FINDINGS, generator=g) < 0.2).float()
     mask = torch.ones(n, N_FINDINGS, dtype=torch.bool)
     torch.manual_seed(0)
@@ -312,7 +327,7 @@ def bench_variants(*, batch: int, bf16_batch: int, rounds: int) -> list[dict[str
         ("bf16 autocast, channels_last on", bf16_batch, True, torch.bfloat16, 1),
     ):
         g = torch.Generator().manual_seed(1)
-        images = torch.randn(b, 3, 224, 224, generator=g)
+        images = torch.randn(b, 3, SIZE, SIZE, generator=g)
         targets = (torch.rand(b, N_FINDINGS, generator=g) < 0.2).float().numpy()
         mask = torch.ones(b, N_FINDINGS, dtype=torch.bool).numpy()
         torch.manual_seed(0)
@@ -365,7 +380,7 @@ def _synthetic_cache(tmp: Path, n_images: int, size: int = 320):
 
     frame = pd.read_csv(manifest)
     paths = [str((manifest.parent / p).resolve()) for p in frame["path"]]
-    pre, aug = PreprocessConfig(size=224, cache_size=256), AugmentConfig()
+    pre, aug = PreprocessConfig(size=SIZE, cache_size=SIZE + SIZE // 7), AugmentConfig()
     cache_dir = tmp / "cache"
     ImageCache(cache_dir, options=ReadOptions.from_config(pre), side=pre.cache_size).build(paths, progress=False)
     rng = np.random.default_rng(0)
@@ -412,7 +427,7 @@ def bench_pipeline(
     torch.manual_seed(0)
     model = build_model(backbone, N_FINDINGS).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = _make_loss(model, pos_weight=None, info=DistInfo(), ovr=False)
+    loss_fn = _make_loss(pos_weight=None, info=DistInfo(), ovr=False)
     amp_dtype = torch.bfloat16 if amp else None
     # warm-up epoch (also starts the persistent workers)
     train_one_epoch(model, loader, opt, loss_fn=loss_fn, device=dev, grad_clip=1.0, amp_dtype=amp_dtype)
@@ -446,9 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     C.setup_torch(args.threads)
     import torch
 
-    st = _settings(args.quick)
+    global SIZE
+    st = _settings(args.quick, args.smoke)
+    SIZE = st.get("size", 224)
     machine = C.machine_description()
-    print(f"bench_train ({'quick' if args.quick else 'full'}): {machine}", flush=True)
+    print(f"bench_train ({C.mode_name(args)}): {machine}", flush=True)
     out: dict[str, Any] = {"machine": machine, "settings": st}
 
     book = bench_bookkeeping(batch=st["batch"], n_batches=st["bookkeeping_batches"])
@@ -517,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         n_img = st["pipeline_batch"] * (st["pipeline_steps"] + 1)
         if torch.cuda.is_available():
             n_img = max(n_img, 32 * 9)
-        data = _synthetic_cache(Path(tmp), n_img)
+        data = _synthetic_cache(Path(tmp), n_img, size=st.get("synthetic_size", 320))
         pipe = [
             bench_pipeline("resnet18", batch=st["pipeline_batch"], steps=st["pipeline_steps"], workers=2, data=data)
         ]

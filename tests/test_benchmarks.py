@@ -1,0 +1,49 @@
+"""Benchmarks cannot rot: every benchmarks/bench_*.py runs with --smoke (seconds, every code path once,
+numbers meaningless) and must exit 0 and print its tables. ``make bench`` failed for months on a
+TypeError nobody saw because nothing ran the benchmarks."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = sorted(p.stem for p in (REPO / "benchmarks").glob("bench_*.py"))
+# a benchmark with its own smoke test (tests/test_bench_pacs.py starts Orthanc for it) is run there
+SMOKED_HERE = [b for b in BENCH if not (REPO / "tests" / f"test_{b}.py").exists()]
+pytestmark = pytest.mark.slow  # each starts a fresh interpreter with torch: ~10 s CPU
+
+
+def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CHESTXR_NO_PROGRESS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_every_benchmark_is_run_by_run_all():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import run_all
+    finally:
+        sys.path.pop(0)
+    assert sorted(run_all.BENCHMARKS) == BENCH
+    assert run_all.command("bench_train", full=False, shared=None, smoke=True)[-1] == "--smoke"
+
+
+@pytest.mark.parametrize("name", SMOKED_HERE)
+def test_benchmark_smoke_runs(name):
+    args = [f"benchmarks/{name}.py", "--smoke"]
+    if name in ("bench_train", "bench_predict", "bench_scale"):
+        args += ["--threads", "1"]
+    out = _run(args)
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    table_rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table_rows) >= 2, out.stdout[-3000:]  # a header and at least one measured row
+    assert "Traceback" not in out.stderr
+    if name == "bench_data" and importlib.util.find_spec("torchxrayvision") is not None:
+        xrv = [line for line in table_rows if "| torchxrayvision |" in line]
+        assert xrv and not any("skipped" in line for line in xrv), xrv  # the loader table measures its row
