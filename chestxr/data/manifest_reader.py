@@ -13,10 +13,10 @@ wrongly decoded path or patient id would silently point at the wrong file or pat
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -27,6 +27,7 @@ from chestxr.core.csvsafe import unescape_cell
 from chestxr.core.patient_ids import normalize_id
 from chestxr.data.findings import match_findings
 from chestxr.data.id_checks import check_id_spellings, check_shared_studies
+from chestxr.data.limits import ManifestTooLarge, csv_field_limit, long_cell_rows, max_cell_chars, read_capped
 from chestxr.data.schema import (
     MAX_LISTED,
     SPLIT_ALIASES,
@@ -98,13 +99,15 @@ def _read_bytes(path: Path, col: _Collector) -> Optional[bytes]:
     if path.is_dir():
         col.add("error", Problem(None, None, None, f"{path} is a folder, not a CSV file", "pass the CSV file", "file"))
         return None
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            col.add("error", Problem(None, None, None, f"corrupt gzip file: {exc}", "re-create the .csv.gz", "file"))
-            return None
+    try:
+        raw = read_capped(path)  # gunzipped in chunks, at most CHESTXR_MAX_MANIFEST_BYTES (chestxr.data.limits)
+    except ManifestTooLarge as exc:
+        reason, fix = str(exc).split("; ", 1)
+        col.add("error", Problem(None, None, None, reason, fix, "file_too_large"))
+        return None
+    except (OSError, EOFError, zlib.error) as exc:
+        col.add("error", Problem(None, None, None, f"corrupt gzip file: {exc}", "re-create the .csv.gz", "file"))
+        return None
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         col.add(
             "error",
@@ -146,14 +149,29 @@ def _read_bytes(path: Path, col: _Collector) -> Optional[bytes]:
     return raw
 
 
+class _LongCell(Exception):
+    """A cell longer than CHESTXR_MAX_CELL_CHARS; ``row`` is its spreadsheet row."""
+
+    def __init__(self, row: int) -> None:
+        super().__init__(row)
+        self.row = row
+
+
 def _field_counts(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(header, number of fields per data record, spreadsheet row number per record); blank lines skipped."""
+    """(header, number of fields per data record, spreadsheet row number per record); blank lines skipped.
+
+    Raises _LongCell for a cell longer than the cell cap (chestxr.data.limits.max_cell_chars)."""
+    limit = max_cell_chars()
     if b'"' not in raw:  # fast path: no quoting, so fields = commas + 1 on each non-empty line
         arr = np.frombuffer(raw, dtype=np.uint8)
         ends = np.flatnonzero(arr == 10)
         if len(ends) == 0 or ends[-1] != len(arr) - 1:
             ends = np.append(ends, len(arr))
         starts = np.concatenate([[0], ends[:-1] + 1])
+        if len(ends) and int((ends - starts).max()) > limit:
+            long_rows = long_cell_rows(raw, limit)
+            if long_rows:
+                raise _LongCell(long_rows[0])
         # fields per line = commas in the line + 1 (one pass in C; blank lines are skipped below)
         counts = np.add.reduceat(arr == 44, starts, dtype=np.int64) + 1
         nonempty = np.flatnonzero(ends > starts)
@@ -167,15 +185,19 @@ def _field_counts(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
     head: Optional[list[str]] = None
     counts, rows = [], []
     prev = 0
-    for rec in reader:
-        start, prev = prev + 1, reader.line_num
-        if not rec:
-            continue
-        if head is None:
-            head = rec
-            continue
-        counts.append(len(rec))
-        rows.append(start)
+    with csv_field_limit(limit):
+        try:
+            for rec in reader:
+                start, prev = prev + 1, reader.line_num
+                if not rec:
+                    continue
+                if head is None:
+                    head = rec
+                    continue
+                counts.append(len(rec))
+                rows.append(start)
+        except csv.Error:  # "field larger than field limit": the record starting after line prev
+            raise _LongCell(prev + 1) from None
     return head or [], np.asarray(counts, dtype=np.int64), np.asarray(rows, dtype=np.int64)
 
 
@@ -215,7 +237,8 @@ def _parse(raw: bytes, ncol: int, n_expected: int, ragged: bool, numeric: Sequen
         if frame.shape == (n_expected, ncol):
             return frame
     reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
-    records = [r for r in reader if r]
+    with csv_field_limit(max_cell_chars() + 1):  # _field_counts already refused longer cells
+        records = [r for r in reader if r]
     good = [r for r in records[1:] if len(r) == ncol]
     return pd.DataFrame(good, columns=range(ncol), dtype=object)
 
@@ -308,7 +331,23 @@ def load_manifest(
     raw = _read_bytes(path, col)
     if raw is None:
         return col.result, None
-    header, counts, rows = _field_counts(raw)
+    try:
+        header, counts, rows = _field_counts(raw)
+    except _LongCell as exc:
+        limit = max_cell_chars()
+        col.add(
+            "error",
+            Problem(
+                exc.row,
+                None,
+                None,
+                f"a cell longer than {limit} characters",
+                "shorten it (an unclosed quote makes the rest of the file one cell), or raise the cap "
+                f"CHESTXR_MAX_CELL_CHARS (now {limit})",
+                "cell_too_long",
+            ),
+        )
+        return col.result, None
     names = [unescape_cell(h.strip()) for h in header]  # chestxr.core.csvsafe: '=x (written escaped) is =x
     ncol = len(names)
     ragged = counts != ncol

@@ -3,15 +3,18 @@
 Everything here returns strings ready to embed in a self-contained HTML page
 (``data:image/png;base64,...``) so reports need no network, no JavaScript and no side files.
 Plots are kept small (about 80 dpi, a few inches) so a 14-finding report stays a few MB.
+User text (finding names, legends) is drawn as plain text: matplotlib's mathtext is off
+(``text.parse_math: False``), so a name such as ``$x^$`` shows literally instead of crashing the report.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -91,6 +94,22 @@ def figure_to_data_uri(fig: Any) -> str:
     return png_data_uri(buf.getvalue())
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def plain_text(fn: _F) -> _F:
+    """Run a plotting function with mathtext off, so every text it draws (finding names) is literal."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _new_figure(size: tuple[float, float]) -> Any:
     """A figure on the Agg canvas, without pyplot (no global state, no GUI backend switch)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -142,6 +161,7 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.
     return (1 - weight) * img[..., None] + weight * color
 
 
+@plain_text
 def plot_finding_panels(
     *,
     finding: str,
@@ -223,6 +243,7 @@ def _plot_reliability(ax: Any, reliability: ReliabilityBins | None, *, min_count
     ax.set(xlabel="mean predicted probability", ylabel="observed fraction", title=title, xlim=(0, 1), ylim=(0, 1.02))
 
 
+@plain_text
 def plot_reliability_overview(curves: dict[str, ReliabilityBins], *, min_count: int = MIN_BIN_COUNT) -> str | None:
     """One reliability plot with a line per finding (legend) - the report's calibration overview.
 
