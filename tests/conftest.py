@@ -74,6 +74,17 @@ def pytest_configure(config):
             pass
 
 
+@pytest.fixture
+def frozen_training(monkeypatch):
+    """Training whose optimizer never moves a weight (SGD at lr 0; config refuses train.lr=0), so a test
+    can compare the weights a run starts from (e.g. model.init_from) with the ones it saves."""
+    import torch
+
+    import chestxr.modeling.training as training
+
+    monkeypatch.setattr(training, "_build_optimizer", lambda model, config: torch.optim.SGD(model.parameters(), lr=0.0))
+
+
 @pytest.fixture(scope="session")
 def synth_manifest(tmp_path_factory) -> Path:
     """60 synthetic 48 px X-rays (PNG and DICOM, four findings) with a patient-level ``split`` column:

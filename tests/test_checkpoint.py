@@ -85,7 +85,7 @@ def test_update_metadata_keeps_every_version(tmp_path):
     records = [ThresholdRecord(f, t, "youden") for f, t in zip(FINDINGS, [0.1, 0.2, float("nan")])]
     meta2 = update_metadata(tmp_path, {"thresholds": records}, reason="calibrate youden")
     assert meta2.version == 2 and [r.threshold for r in meta2.thresholds] == [0.1, 0.2, None]
-    assert meta2.decision_thresholds() == [0.1, 0.2, 0.5]
+    np.testing.assert_array_equal(meta2.decision_thresholds(), [0.1, 0.2, np.nan])  # NaN: not calibrated
     assert (tmp_path / "model.v1.json").read_text() == v1
     v2 = (tmp_path / "model.json").read_text()
     meta3 = update_metadata(

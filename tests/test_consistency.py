@@ -24,7 +24,7 @@ from chestxr.modeling.models import build_model
 from chestxr.modeling.training import train
 
 
-def test_init_from_a_run_saying_pleural_effusion_keeps_the_effusion_row(synth_manifest, tmp_path):
+def test_init_from_a_run_saying_pleural_effusion_keeps_the_effusion_row(synth_manifest, tmp_path, frozen_training):
     """A run trained on CheXpert-style names ("Pleural Effusion") fine-tuned on NIH-style ones ("Effusion")."""
     torch.manual_seed(3)
     old = build_model("tiny", 3)
@@ -33,12 +33,12 @@ def test_init_from_a_run_saying_pleural_effusion_keeps_the_effusion_row(synth_ma
         tmp_path / "chexpert", old, {"findings": ["Pleural Effusion", "Nodule", "Lung Lesion"], "preprocessing": pre}
     )
     logs: list[str] = []
-    config = tiny_config(synth_manifest, f"model.init_from={tmp_path / 'chexpert'}", "train.lr=0.0")
+    config = tiny_config(synth_manifest, f"model.init_from={tmp_path / 'chexpert'}")
     run = train(config, out_dir=tmp_path / "nih", log=logs.append)
     new, meta = load_model(run)
     assert meta.findings == ["Opacity", "Cardiomegaly", "Effusion", "Nodule"]
     w_old, b_old = old.head.weight.detach(), old.head.bias.detach()
-    # lr 0: the head rows are exactly the transferred ones; Effusion <- "Pleural Effusion", Nodule <- Nodule
+    # frozen (lr 0): the head rows are exactly the transferred ones; Effusion <- "Pleural Effusion", Nodule <- Nodule
     assert torch.equal(new.head.weight[2], w_old[0]) and torch.equal(new.head.bias[2], b_old[0])
     assert torch.equal(new.head.weight[3], w_old[1]) and torch.equal(new.head.bias[3], b_old[1])
     for j in (0, 1):  # findings the old run did not have get fresh rows

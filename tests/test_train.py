@@ -109,18 +109,13 @@ def test_binary_single_finding(synth, tmp_path):
     assert meta["findings"] == ["Cardiomegaly"] and meta["task"] == "binary"
 
 
-def test_finetune_with_other_findings(synth, tmp_path):
+def test_finetune_with_other_findings(synth, tmp_path, request):
     from chestxr.modeling.checkpoint import load_model
 
     first = train(cfg(synth, train__epochs=1), out_dir=tmp_path / "first")
+    request.getfixturevalue("frozen_training")  # lr 0 from here on
     second = train(
-        cfg(
-            synth,
-            data__findings=["Nodule", "Cardiomegaly"],
-            model__init_from=str(first),
-            train__epochs=1,
-            train__lr=0.0,
-        ),
+        cfg(synth, data__findings=["Nodule", "Cardiomegaly"], model__init_from=str(first), train__epochs=1),
         out_dir=tmp_path / "second",
     )
     m1, _ = load_model(first)
