@@ -8,11 +8,12 @@ CNN -> calibrate thresholds on val -> evaluate on test (report.html) -> predict 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from chestxr.cli.options import COUNT
 
 # Kept equal to configs/demo.yaml by a test.
-DEMO_CONFIG = {
+DEMO_CONFIG: dict[str, Any] = {
     "name": "demo",
     "seed": 0,
     "data": {"num_workers": 0},

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from chestxr.core.errors import TrainingError
 from chestxr.core.progress import Progress, progress_mode
@@ -119,7 +120,7 @@ def train_one_epoch(
     scaler: Optional[torch.amp.GradScaler] = None,
     grad_clip: Optional[float] = None,
     channels_last: bool = True,
-    ema: Optional[nn.Module] = None,
+    ema: Optional[AveragedModel] = None,
     description: str = "train",
     total: Optional[int] = None,
     reduce_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,

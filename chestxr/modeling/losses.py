@@ -104,7 +104,9 @@ def resolve_pos_weight(
         if setting != "auto":
             raise ConfigError(f"train.pos_weight: {setting!r} is not 'auto', a number or a list")
         return compute_pos_weight(targets, mask, clip=clip)
-    if isinstance(setting, (int, float)) and not isinstance(setting, bool):
+    if isinstance(setting, bool):
+        raise ConfigError(f"train.pos_weight: {setting!r} is not 'auto', a number or a list")
+    if isinstance(setting, (int, float)):
         values = [float(setting)] * n_findings
     else:
         values = [float(v) for v in setting]

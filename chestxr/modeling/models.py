@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -261,12 +261,21 @@ def get_head(model: nn.Module) -> nn.Linear:
     return model.get_submodule(HEAD_PATHS[_spec_of(model).backbone])  # type: ignore[return-value]
 
 
+def _attach(model: nn.Module, name: str, value: Any) -> None:
+    """Store a plain (non-tensor, non-module) attribute on a module, as ``model.name = value`` does."""
+    model.__dict__[name] = value
+
+
 def set_head(model: nn.Module, head: nn.Linear) -> None:
     """Replace the final Linear layer of a single model (keeps ``chestxr_spec`` in step)."""
     spec = _spec_of(model)
     _replace(model, HEAD_PATHS[spec.backbone], head)
-    model.chestxr_spec = ModelSpec(
-        spec.backbone, head.out_features, spec.mode, spec.in_channels, getattr(head, "dropout", spec.dropout)
+    _attach(
+        model,
+        "chestxr_spec",
+        ModelSpec(
+            spec.backbone, head.out_features, spec.mode, spec.in_channels, getattr(head, "dropout", spec.dropout)
+        ),
     )
 
 
@@ -284,10 +293,10 @@ def reset_head(model: nn.Module, n_findings: int) -> nn.Module:
             reset_head(m, 1)
         model.members = nn.ModuleList(members)
         spec = _spec_of(model)
-        model.chestxr_spec = ModelSpec(spec.backbone, n_findings, "ovr", spec.in_channels, spec.dropout)
+        _attach(model, "chestxr_spec", ModelSpec(spec.backbone, n_findings, "ovr", spec.in_channels, spec.dropout))
         return model
-    old = get_head(model)
-    set_head(model, HeadLinear(old.in_features, n_findings, dropout=getattr(old, "dropout", 0.0)))
+    head = get_head(model)
+    set_head(model, HeadLinear(head.in_features, n_findings, dropout=getattr(head, "dropout", 0.0)))
     return model
 
 
@@ -306,13 +315,14 @@ def _set_in_channels(model: nn.Module, backbone: str, in_channels: int) -> None:
     stem: nn.Conv2d = model.get_submodule(STEM_PATHS[backbone])  # type: ignore[assignment]
     if stem.in_channels == in_channels:
         return
+    pair = tuple[int, int]
     new = nn.Conv2d(
         in_channels,
         stem.out_channels,
-        stem.kernel_size,
-        stride=stem.stride,
-        padding=stem.padding,
-        dilation=stem.dilation,
+        cast(pair, stem.kernel_size),
+        stride=cast(pair, stem.stride),
+        padding=cast("str | pair", stem.padding),
+        dilation=cast(pair, stem.dilation),
         groups=stem.groups,
         bias=stem.bias is not None,
     )
@@ -496,7 +506,7 @@ def _build_single(
     backbone: str, n_findings: int, *, state: Mapping[str, torch.Tensor] | None, in_channels: int, dropout: float
 ) -> nn.Module:
     model = BACKBONES[backbone]()
-    old = model.get_submodule(HEAD_PATHS[backbone])
+    old = cast(nn.Linear, model.get_submodule(HEAD_PATHS[backbone]))
     _replace(model, HEAD_PATHS[backbone], HeadLinear(old.in_features, n_findings, dropout=dropout))
     parent_path = HEAD_PATHS[backbone].rpartition(".")[0]
     if parent_path:  # the architecture's own head dropout is replaced by ``dropout``
@@ -505,9 +515,9 @@ def _build_single(
             if isinstance(child, nn.Dropout):
                 setattr(parent, name, nn.Identity())
     _set_in_channels(model, backbone, in_channels)
-    model.chestxr_spec = ModelSpec(backbone, n_findings, "multilabel", in_channels, dropout)
+    _attach(model, "chestxr_spec", ModelSpec(backbone, n_findings, "multilabel", in_channels, dropout))
     if state is not None:
-        model.chestxr_weights_report = load_backbone_weights(model, state)
+        _attach(model, "chestxr_weights_report", load_backbone_weights(model, state))
     return model
 
 
@@ -541,7 +551,7 @@ def build_model(
         _build_single(backbone, 1, state=state, in_channels=in_channels, dropout=dropout) for _ in range(n_findings)
     ]
     model = OneVsRest(members)
-    model.chestxr_spec = ModelSpec(backbone, n_findings, "ovr", in_channels, dropout)
+    _attach(model, "chestxr_spec", ModelSpec(backbone, n_findings, "ovr", in_channels, dropout))
     return model
 
 

@@ -84,7 +84,8 @@ def _make_loss(
 
 def _build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     t = config.train
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -370,7 +371,9 @@ def _fit(
     loss_fn = _make_loss(pos_weight=_pos_weight(config, train_set, device), info=info, ovr=ovr)
     metadata = build_metadata(config, findings, train_set, run_dir)
 
-    start_epoch, history, best = 0, [], {"score": -math.inf, "epoch": -1, "per_member": None}
+    best: dict[str, Any] = {"score": -math.inf, "epoch": -1, "per_member": None}
+    start_epoch = 0
+    history: list[dict[str, Any]] = []
     skipped: dict[tuple[str, int], str] = {}
     if resume:
         state = load_training_state(run_dir / "last", model=model, optimizer=optimizer, scheduler=scheduler)
