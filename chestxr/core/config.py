@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, TypeVar, Union
 
 import yaml
 
@@ -261,6 +261,16 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     for k, v in kwargs.items():
         check_config_value(f"{where}.{k}" if where else k, v)  # ranges: chestxr.core.ranges.CONFIG_RANGES
     return cls(**kwargs)
+
+
+SectionT = TypeVar("SectionT")
+
+
+def section_from_dict(cls: type[SectionT], data: Mapping[str, Any], where: str) -> SectionT:
+    """One config section (PreprocessConfig, LabelPolicy, CalibrationConfig, ...) from a plain mapping,
+    validated as a config file is (unknown keys, types, ranges); ConfigError messages start with ``where``.
+    Used to read the sections a run folder stores in model.json."""
+    return _from_dict(cls, dict(data), where)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

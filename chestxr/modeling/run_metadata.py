@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from chestxr.core.config import LabelPolicy, PreprocessConfig, _from_dict, config_to_dict
+from chestxr.core.config import LabelPolicy, PreprocessConfig, config_to_dict, section_from_dict
 from chestxr.core.errors import CheckpointError, ConfigError
 from chestxr.core.fileio import to_jsonable
 
@@ -294,7 +294,7 @@ def _section(cls: type, value: Any, where: str | Path, key: str) -> Any:
     if value is None:
         return None
     try:
-        return _from_dict(cls, dict(value), key)
+        return section_from_dict(cls, value, key)
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: invalid {key}: {exc}") from None
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from chestxr.core.config import CalibrationConfig, _from_dict
+from chestxr.core.config import CalibrationConfig, section_from_dict
 from chestxr.core.errors import CalibrationError, CheckpointError, ConfigError
 from chestxr.data.findings import match_findings
 from chestxr.modeling.run_metadata import RunMetadata
@@ -72,7 +72,7 @@ def run_calibration_config(meta: RunMetadata, where: str | Path) -> CalibrationC
     if not isinstance(section, Mapping):
         raise CheckpointError(f"{where}: config.calibration must be a JSON object, got {section!r:.60}")
     try:
-        return _from_dict(CalibrationConfig, dict(section), "config.calibration")
+        return section_from_dict(CalibrationConfig, section, "config.calibration")
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{where}: invalid {exc}") from None
 
