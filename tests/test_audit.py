@@ -79,7 +79,12 @@ def test_calibrate_refuses_training_patients(tiny_run_copy, synth_manifest, caps
     assert "training data" in capsys.readouterr().err
     assert not (run / "thresholds.json").exists()
     assert main(args + ["--force"]) == 0
-    assert json.loads((run / "thresholds.json").read_text())["forced"] is True
+    data = json.loads((run / "thresholds.json").read_text())
+    assert data["forced"] is True and data["training_patient_overlap"] == data["n_patients"] > 0
+    # forced, the overlap is stated (it used to be computed and thrown away), in the output and the files
+    out = capsys.readouterr().out
+    assert f"training-patient overlap: {data['n_patients']} of {data['n_patients']} patients" in out
+    assert json.loads((run / "model.json").read_text())["calibration"]["training_patient_overlap"] == data["n_patients"]
 
 
 def test_evaluate_reports_promise_and_files(tiny_run_copy, synth_manifest, tmp_path):

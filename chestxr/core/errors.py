@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 
 class ChestXRError(Exception):
     """Base class of every error chestxr raises on purpose. The CLI prints these without a traceback."""
@@ -31,7 +33,7 @@ class ManifestError(ChestXRError):
     """A manifest has problems. ``problems`` lists every one (row, column, value, how to fix): strings or
     ``chestxr.manifest.Problem`` objects, whose ``str()`` is the readable line."""
 
-    def __init__(self, path: object, problems: "list[object]") -> None:
+    def __init__(self, path: object, problems: "Sequence[object]") -> None:
         self.path = str(path)
         self.problems = list(problems)
         head = f"{self.path}: {len(self.problems)} problem(s)"

@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from chestxr.core.errors import CalibrationError, ManifestError
+from chestxr.core.errors import CalibrationError, ConfigError, ManifestError
 from chestxr.core.fileio import rebase_paths, staged_output_dir
 from chestxr.core.patient_ids import Overlap, normalize_id, training_overlap
 from chestxr.data.labels import LabeledSet, load_labeled_set
@@ -23,6 +23,17 @@ from chestxr.runs.threshold_history import keep_previous_thresholds
 
 RunLike = Run | str | Path
 BadImagePolicy = Literal["error", "skip"]
+
+
+def _choice(value: str, allowed: tuple[str, ...], name: str) -> Any:
+    """``value`` if it is one of ``allowed`` (typed as the matching Literal), else a ConfigError."""
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _bad_image_policy(value: str) -> BadImagePolicy:
+    return _choice(value, ("error", "skip"), "on_bad_image")
 
 
 def _as_run(run: RunLike) -> Run:
@@ -98,7 +109,7 @@ def calibrate_run(
     batch_size: int = 32,
     num_workers: int = 2,
     cache_dir: Optional[str] = None,
-    on_bad_image: BadImagePolicy = "error",
+    on_bad_image: str = "error",
 ) -> dict[str, Any]:
     """Fit per-finding thresholds (and optionally probability calibration) on a held-out split,
     store them as a new version of model.json and in thresholds.json. Returns the thresholds.json data.
@@ -144,7 +155,7 @@ def calibrate_run(
         batch_size=batch_size,
         num_workers=num_workers,
         cache_dir=cache_dir,
-        on_bad_image=on_bad_image,
+        on_bad_image=_bad_image_policy(on_bad_image),
     )
     n_overlap = _check_not_training_patients(run, labeled.patient_ids[kept], force=force, what="calibration")
     findings = run.findings
@@ -238,7 +249,7 @@ def evaluate_run(
     batch_size: int = 32,
     num_workers: int = 2,
     cache_dir: Optional[str] = None,
-    on_bad_image: BadImagePolicy = "error",
+    on_bad_image: str = "error",
     title: Optional[str] = None,
     promise_alpha: float = 0.05,
     reliability_bins: Literal["uniform", "quantile"] = "uniform",
@@ -265,7 +276,7 @@ def evaluate_run(
             batch_size=batch_size,
             num_workers=num_workers,
             cache_dir=cache_dir,
-            on_bad_image=on_bad_image,
+            on_bad_image=_bad_image_policy(on_bad_image),
             title=title,
             promise_alpha=promise_alpha,
             reliability_bins=reliability_bins,
@@ -407,13 +418,13 @@ def predict_run(
     *,
     manifest: Optional[str | Path] = None,
     inputs: Sequence[str] = (),
-    study_reduce: Literal["max", "mean"] = "max",
+    study_reduce: str = "max",
     explain: bool = False,
     overwrite: bool = False,
     batch_size: int = 32,
     num_workers: int = 2,
     cache_dir: Optional[str] = None,
-    on_bad_image: BadImagePolicy = "error",
+    on_bad_image: str = "error",
     max_thumbnails: int = 500,
     require_approval: bool = False,
     skipped: Sequence[tuple[str, str]] = (),
@@ -455,12 +466,12 @@ def predict_run(
             run,
             manifest=manifest,
             inputs=inputs,
-            study_reduce=study_reduce,
+            study_reduce=_choice(study_reduce, ("max", "mean"), "study_reduce"),
             explain=explain,
             batch_size=batch_size,
             num_workers=num_workers,
             cache_dir=cache_dir,
-            on_bad_image=on_bad_image,
+            on_bad_image=_bad_image_policy(on_bad_image),
             max_thumbnails=max_thumbnails,
             approval=approval,
             skipped=skipped,
