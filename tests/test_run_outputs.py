@@ -128,3 +128,14 @@ def test_outputs_honour_umask(run_dir, synth, tmp_path):
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p.name
     for p in [run_dir / "model.json", run_dir / "last"]:
         assert stat.S_IMODE(p.stat().st_mode) & 0o044, p  # readable by the group/others the umask allows
+
+
+def test_monai_bundle_folder_honours_umask(run_dir, tmp_path):
+    pytest.importorskip("monai")
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "bundle"
+        assert main(["export", "--checkpoint", str(run_dir), "--format", "monai-bundle", "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # mkdtemp alone made the bundle folder 0700

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -238,7 +237,7 @@ def export_monai_bundle(
     Raises OutputExistsError when ``out_dir`` exists and not ``overwrite``, ChestXRError when MONAI
     is missing or tracing/the eager-vs-traced check fails, CheckpointError for a broken run.
     """
-    from chestxr.core.fileio import hash_file
+    from chestxr.core.fileio import hash_file, make_temp_dir
     from chestxr.modeling.checkpoint import load_model
     from chestxr.runs.export import _random_batch, _trace_torchscript
 
@@ -263,7 +262,7 @@ def export_monai_bundle(
     inference = inference_config(pre, channels=channels, size=size)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = make_temp_dir(out.parent, prefix=f".{out.name}.")  # umask mode (mkdtemp alone: 0700)
     try:
         (tmp / "configs").mkdir()
         (tmp / "models").mkdir()
