@@ -246,7 +246,8 @@ def convert_chexpert(table: Table, *, image_root: str = "") -> pd.DataFrame:
                 )
             ],
         )
-    patient = [m.group(1) for m in found]
+    ids = [m for m in found if m is not None]  # every path matched (checked above)
+    patient = [m.group(1) for m in ids]
     frontal = _map_unique(df["Frontal/Lateral"], lambda v: "F" if v.lower() == "frontal" else "L") == "F"
     appa = _map_unique(df["AP/PA"], normalize_view) if "AP/PA" in df.columns else np.full(len(df), "", dtype=object)
     view = np.where(frontal, np.where(appa == "", "FRONTAL", appa), "LATERAL")
@@ -254,7 +255,7 @@ def convert_chexpert(table: Table, *, image_root: str = "") -> pd.DataFrame:
         {
             "path": _join(image_root, path),
             "patient_id": patient,
-            "study_id": [f"{m.group(1)}/{m.group(2)}" for m in found],
+            "study_id": [f"{m.group(1)}/{m.group(2)}" for m in ids],
             "view": view,
             "sex": _map_unique(df["Sex"], _sex) if "Sex" in df.columns else "",
             "age": _map_unique(df["Age"], _age) if "Age" in df.columns else np.nan,

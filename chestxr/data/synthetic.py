@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -212,7 +212,7 @@ class ImageSpec:
     severity: dict[str, float]
     labels: dict[str, str]  # manifest cells: "1", "0", "-1", "" or a soft value
     fmt: str  # "png8" | "png16" | "dicom"
-    dicom: dict[str, object] = field(default_factory=dict)  # bits, photometric, slope, intercept, lo, hi, modality
+    dicom: dict[str, Any] = field(default_factory=dict)  # bits, photometric, slope, intercept, lo, hi, modality
 
 
 def plan_synthetic_dataset(
@@ -353,7 +353,7 @@ def render_spec(spec: ImageSpec, *, seed: int, size: int, findings: tuple[str, .
     )
 
 
-def encode_dicom_pixels(img: np.ndarray, dicom: Mapping[str, object]) -> np.ndarray:
+def encode_dicom_pixels(img: np.ndarray, dicom: Mapping[str, Any]) -> np.ndarray:
     """Stored values (uint16, (H, W)) for a [0, 1] image: MONOCHROME1 stores the inverted image.
 
     Rescale (slope, intercept) then the window [lo, hi] in output units, then inverting MONOCHROME1,
@@ -366,11 +366,11 @@ def encode_dicom_pixels(img: np.ndarray, dicom: Mapping[str, object]) -> np.ndar
 
 def _dicom_bytes(img: np.ndarray, spec: ImageSpec, seed: int) -> bytes:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     d = spec.dicom
     uid = lambda kind: generate_uid(entropy_srcs=[f"chestxr-synthetic:{seed}:{kind}"])  # noqa: E731
-    sop_class, sop_uid = SOP_CLASS[str(d["modality"])], uid(f"image{spec.index}")
+    sop_class, sop_uid = UID(SOP_CLASS[str(d["modality"])]), uid(f"image{spec.index}")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
