@@ -12,19 +12,12 @@ import pytest
 import torch
 
 import chestxr
-import chestxr.modeling.checkpoint as ckpt
+import chestxr.modeling.training_state as training_state
 from chestxr.core.errors import CheckpointError
-from chestxr.modeling.checkpoint import (
-    capture_rng_state,
-    load_model,
-    load_training_state,
-    read_metadata,
-    save_model,
-    save_training_state,
-    update_metadata,
-)
+from chestxr.modeling.checkpoint import load_model, read_metadata, save_model, update_metadata
 from chestxr.modeling.models import build_model
 from chestxr.modeling.run_metadata import ThresholdRecord
+from chestxr.modeling.training_state import capture_rng_state, load_training_state, save_training_state
 
 FINDINGS = ["Atelectasis", "Effusion", "Pneumonia"]
 META = {
@@ -241,7 +234,7 @@ def test_training_state_replaced_only_when_complete(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "_save_tensors", crash)
+    monkeypatch.setattr(training_state, "save_tensors", crash)
     with pytest.raises(OSError, match="disk full"):
         save_training_state(dest, model=model, optimizer=opt, scheduler=sched, epoch=4, rng={}, extra={})
     monkeypatch.undo()
@@ -349,7 +342,7 @@ def test_hostile_model_json_is_a_checkpoint_error_naming_the_file(kind, tmp_path
 
 def test_hostile_state_json_is_a_checkpoint_error(tmp_path):
     from chestxr.core.errors import CheckpointError
-    from chestxr.modeling.checkpoint import load_training_state, save_training_state
+    from chestxr.modeling.training_state import load_training_state, save_training_state
 
     model = torch.nn.Linear(2, 1)
     folder = tmp_path / "last"

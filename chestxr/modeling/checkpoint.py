@@ -1,4 +1,4 @@
-"""Checkpoints without pickle: safetensors weights + JSON metadata; resumable training state.
+"""Checkpoints without pickle: safetensors weights + JSON metadata (the run folder's model files).
 
 A run folder holds ``model.safetensors`` (weights) and ``model.json``: a
 :class:`~chestxr.modeling.run_metadata.RunMetadata` (findings, mode, task, backbone, preprocessing,
@@ -8,9 +8,9 @@ label policy, thresholds, calibration, config, hashed training patients, version
 runs under the run folder's fcntl lock and writes model.json with its companion files (thresholds.json)
 as one journaled transaction (:mod:`chestxr.core.locking`).
 
-``last/`` (``save_training_state``) holds ``state.safetensors`` (model, optimizer and scheduler
-tensors, RNG byte states) and ``state.json`` (everything else), written into a temp folder that
-replaces the old one only when complete. Loading never unpickles: a pickle file is refused.
+Resumable training state (``last/``) lives in :mod:`chestxr.modeling.training_state`, on the same
+safe file helpers (``load_tensors`` refuses pickles, ``read_run_json`` caps size and depth). Loading
+never unpickles: a pickle file is refused.
 
 Reading is hostile-input safe: model.json and state.json over ``MAX_JSON_BYTES`` (64 MiB) or nested
 deeper than ``MAX_JSON_DEPTH`` (64) are refused with a CheckpointError naming the file (never a
@@ -19,12 +19,8 @@ RecursionError or a memory blow-up).
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
-import os
-import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -33,9 +29,9 @@ import torch
 from torch import nn
 
 from chestxr.core.errors import CheckpointError
-from chestxr.core.fileio import hash_file, make_temp_dir, to_jsonable, write_json_atomic, write_with_atomic
+from chestxr.core.fileio import hash_file, to_jsonable, write_json_atomic, write_with_atomic
 from chestxr.core.locking import JOURNAL, commit_files, folder_lock, recover_transaction
-from chestxr.modeling.run_metadata import FORMAT_VERSION, FROZEN_FIELDS, RunMetadata
+from chestxr.modeling.run_metadata import FROZEN_FIELDS, RunMetadata
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -44,13 +40,11 @@ META_FILE = "model.json"
 MAX_JSON_BYTES = 64 * 2**20
 #: cap on their nesting depth (chestxr writes fewer than 10 levels; optimizer states about 6)
 MAX_JSON_DEPTH = 64
-STATE_FILE = "state.safetensors"
-STATE_META = "state.json"
 #: keys tied to the weights; update_metadata refuses to change them.
 FROZEN_KEYS = FROZEN_FIELDS
 
 
-def _now() -> str:
+def now_stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
@@ -68,7 +62,7 @@ def _check_not_pickle(path: Path) -> None:
         raise CheckpointError(f"{path}: not a safetensors file (corrupt or truncated?)")
 
 
-def _load_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+def load_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
@@ -80,7 +74,7 @@ def _load_tensors(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read safetensors file ({exc})") from None
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
@@ -196,7 +190,7 @@ def save_model(run_dir: str | Path, model: nn.Module, metadata: RunMetadata | Ma
 
     run_dir = Path(run_dir)
     meta = _metadata_for(model, metadata)
-    created = meta.created or _now()
+    created = meta.created or now_stamp()
     meta = dataclasses.replace(
         meta,
         versions={"chestxr": chestxr.__version__, "torch": torch.__version__},
@@ -204,7 +198,7 @@ def save_model(run_dir: str | Path, model: nn.Module, metadata: RunMetadata | Ma
         history=meta.history or [{"version": meta.version, "reason": "saved", "time": created}],
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    _save_tensors(run_dir / MODEL_FILE, model.state_dict())
+    save_tensors(run_dir / MODEL_FILE, model.state_dict())
     meta = dataclasses.replace(meta, weights_sha256=hash_file(run_dir / MODEL_FILE))
     write_json_atomic(run_dir / META_FILE, meta.to_json())
     return run_dir
@@ -222,7 +216,7 @@ def load_model(
     run_dir = _run_dir(run_dir_or_file)
     meta = read_metadata(run_dir)
     weights = run_dir / MODEL_FILE
-    tensors = _load_tensors(weights, device=str(map_location))
+    tensors = load_tensors(weights, device=str(map_location))
     if verify and meta.weights_sha256 and hash_file(weights) != meta.weights_sha256:
         raise CheckpointError(
             f"{weights}: does not match {run_dir / META_FILE} (sha256 differs); the "
@@ -234,7 +228,7 @@ def load_model(
         )
     except (ValueError, CheckpointError) as exc:
         raise CheckpointError(f"{run_dir / META_FILE}: cannot rebuild the model: {exc}") from None
-    missing, unexpected = _diff_keys(model.state_dict(), tensors)
+    missing, unexpected = diff_keys(model.state_dict(), tensors)
     if missing or unexpected:
         raise CheckpointError(
             f"{weights}: does not fit {meta.backbone} ({meta.mode}, "
@@ -248,7 +242,7 @@ def load_model(
     return model.to(map_location).eval(), meta
 
 
-def _diff_keys(own: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], list[str]]:
+def diff_keys(own: dict[str, Any], other: dict[str, Any]) -> tuple[list[str], list[str]]:
     return sorted(set(own) - set(other)), sorted(set(other) - set(own))
 
 
@@ -288,7 +282,7 @@ def update_metadata(
             raise CheckpointError(f"{backup} already exists with other content; refusing to overwrite it")
         if not backup.exists():
             write_with_atomic(backup, lambda tmp: Path(tmp).write_bytes(current))
-        entry = {"version": version + 1, "reason": reason, "time": _now(), "changed": sorted(changes)}
+        entry = {"version": version + 1, "reason": reason, "time": now_stamp(), "changed": sorted(changes)}
         new = meta.replace(**changes, version=version + 1, history=[*meta.history, entry])
         files = {META_FILE: new.to_json(), **(companions(version + 1) if companions else {})}
         commit_files(
@@ -299,188 +293,3 @@ def update_metadata(
             },
         )
     return new
-
-
-# ----------------------------------------------------------------------------- training state
-
-
-def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """JSON-able form of ``obj``; tensors go to ``tensors`` under ``path`` and are referenced by name."""
-    import numpy as np
-
-    if isinstance(obj, torch.Tensor):
-        if path in tensors:
-            raise CheckpointError(f"training state: two tensors would be stored as {path!r}")
-        tensors[path] = obj
-        return {"__tensor__": path}
-    if isinstance(obj, np.ndarray):
-        return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, bytes):
-        return {"__bytes__": base64.b64encode(obj).decode("ascii")}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]}
-    if isinstance(obj, list):
-        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
-            return {k: _encode(v, f"{path}/{k}", tensors) for k, v in obj.items()}
-        return {
-            "__dict__": [
-                [_encode(k, f"{path}/k{i}", tensors), _encode(v, f"{path}/{i}", tensors)]
-                for i, (k, v) in enumerate(obj.items())
-            ]
-        }
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise CheckpointError(f"training state: cannot store {type(obj).__name__} at {path!r} without pickle")
-
-
-def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    import numpy as np
-
-    if isinstance(obj, list):
-        return [_decode(v, tensors) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "__tensor__" in obj:
-        return tensors[obj["__tensor__"]]
-    if "__ndarray__" in obj:
-        return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
-    if "__bytes__" in obj:
-        return base64.b64decode(obj["__bytes__"])
-    if "__tuple__" in obj:
-        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
-    if "__dict__" in obj:
-        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
-    return {k: _decode(v, tensors) for k, v in obj.items()}
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy (global) and torch (CPU, and CUDA when available) RNG states."""
-    import numpy as np
-
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore the states captured by :func:`capture_rng_state`.
-
-    Other keys, and values not in capture_rng_state's form (e.g. a repr string), are left alone.
-    """
-    import numpy as np
-
-    py = state.get("python")
-    if isinstance(py, (tuple, list)) and len(py) == 3 and isinstance(py[1], (tuple, list)):
-        random.setstate((py[0], tuple(py[1]), py[2]))
-    npy = state.get("numpy")
-    if isinstance(npy, (tuple, list)) and len(npy) == 5 and npy[0] == "MT19937":
-        np.random.set_state(tuple(npy))
-    if isinstance(state.get("torch"), torch.Tensor):
-        torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
-    cuda = state.get("cuda")
-    if isinstance(cuda, (tuple, list)) and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.to("cpu", torch.uint8) for s in cuda])
-
-
-def save_training_state(
-    dir: str | Path,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    scheduler: Any | None,
-    epoch: int,
-    rng: dict[str, Any],
-    extra: dict[str, Any],
-) -> Path:
-    """Write what ``--resume`` needs into folder ``dir`` (replaced only once the new one is complete).
-
-    rng: e.g. :func:`capture_rng_state`; extra: JSON-able values or tensors (best metric, history...).
-    """
-    dest = Path(dir)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tensors: dict[str, torch.Tensor] = {}
-    doc = {
-        "format": "chestxr-training-state",
-        "format_version": FORMAT_VERSION,
-        "epoch": int(epoch),
-        "saved": _now(),
-        "model": _encode(model.state_dict(), "model", tensors),
-        "optimizer": _encode(optimizer.state_dict(), "optimizer", tensors) if optimizer else None,
-        "scheduler": _encode(scheduler.state_dict(), "scheduler", tensors) if scheduler else None,
-        "rng": _encode(rng, "rng", tensors),
-        "extra": _encode(extra, "extra", tensors),
-    }
-    tmp = make_temp_dir(dest.parent, prefix=f".{dest.name}.tmp-")
-    try:
-        _save_tensors(tmp / STATE_FILE, tensors)
-        text = json.dumps(doc, indent=1, allow_nan=True)
-        write_with_atomic(tmp / STATE_META, lambda p: Path(p).write_text(text, encoding="utf-8"))
-        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old.exists():
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
-
-
-def _find_state_dir(dest: Path) -> Path:
-    if (dest / STATE_META).is_file():
-        return dest
-    # a crash between the two renames of save_training_state leaves only the previous folder
-    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds and (olds[-1] / STATE_META).is_file():
-        return olds[-1]
-    raise CheckpointError(f"{dest / STATE_META}: file not found (nothing to resume from)")
-
-
-def load_training_state(
-    dir: str | Path,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    scheduler: Any | None,
-    restore_rng: bool = True,
-) -> dict[str, Any]:
-    """Restore model, optimizer and scheduler in place from :func:`save_training_state`'s folder.
-
-    Returns {"epoch", "rng", "extra"}; with ``restore_rng`` the RNG states are also restored.
-    """
-    src = _find_state_dir(Path(dir))
-    doc = _read_json(src / STATE_META)
-    tensors = _load_tensors(src / STATE_FILE)
-    try:
-        state = _decode(doc["model"], tensors)
-        missing, unexpected = _diff_keys(model.state_dict(), state)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{src}: model state does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        model.load_state_dict(state, strict=True)
-        if optimizer is not None:
-            if doc.get("optimizer") is None:
-                raise CheckpointError(f"{src}: holds no optimizer state")
-            optimizer.load_state_dict(_decode(doc["optimizer"], tensors))
-        if scheduler is not None:
-            if doc.get("scheduler") is None:
-                raise CheckpointError(f"{src}: holds no scheduler state")
-            scheduler.load_state_dict(_decode(doc["scheduler"], tensors))
-        rng = _decode(doc.get("rng") or {}, tensors)
-        extra = _decode(doc.get("extra") or {}, tensors)
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{src}: training state does not fit this run: {exc}") from None
-    if restore_rng:
-        restore_rng_state(rng)
-    return {"epoch": int(doc["epoch"]), "rng": rng, "extra": extra}

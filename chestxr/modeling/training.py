@@ -293,8 +293,9 @@ def _fit(
     say,
     stop_after_epochs: Optional[int],
 ) -> Path:
-    from chestxr.modeling.checkpoint import capture_rng_state, load_training_state, save_model, save_training_state
+    from chestxr.modeling.checkpoint import save_model
     from chestxr.modeling.models import build_model
+    from chestxr.modeling.training_state import capture_rng_state, load_training_state, save_training_state
 
     t = config.train
     ovr = config.model.mode == "ovr"
