@@ -72,7 +72,7 @@ def read_capped(path: Path, cap: int | None = None) -> bytes:
             pending = inflate.unconsumed_tail or fh.read(_CHUNK)
             if not pending:
                 break
-            out = inflate.decompress(pending, cap + 1 - size)
+            out = inflate.decompress(pending, min(_CHUNK * 16, cap + 1 - size))  # bounded output per call
             parts.append(out)
             size += len(out)
             if size > cap:
