@@ -178,7 +178,8 @@ def fit_probability_calibrator(
         raise CalibrationError(str(exc)) from exc
     if findings is not None and len(findings) != y.shape[1]:
         raise CalibrationError(f"{len(findings)} finding names for {y.shape[1]} logit columns")
-    params, counts = [], []
+    params: list[dict[str, Any]] = []
+    counts: list[int] = []
     for j in range(y.shape[1]):
         name = findings[j] if findings is not None else f"finding {j}"
         yj, zj = y[m[:, j], j].astype(np.float64), z[m[:, j], j]

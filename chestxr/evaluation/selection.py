@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from chestxr.core.errors import CalibrationError
 from chestxr.evaluation.intervals import effective_counts, lower_bound, n_needed
 from chestxr.evaluation.methods import Method
 
@@ -71,15 +72,18 @@ def guaranteed_threshold(
     m: Method, y: np.ndarray, s: np.ndarray, g: np.ndarray | None, conf: float
 ) -> tuple[float, str, float, int, str]:
     """(threshold, status, lower bound, n_needed, note) by fixed-sequence testing (module docstring)."""
+    if m.target is None:
+        raise CalibrationError(f"{m.kind} rule without a target value")
+    target = float(m.target)
     n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
-    need = n_needed(float(m.target), conf)
+    need = n_needed(target, conf)
     have, cls = (n_pos, "positives") if m.kind in ("sensitivity", "ppv") else (n_neg, "negatives")
     level = f"{m.kind} >= {m.target:g} at {conf:.0%} confidence"
     what = "with no misses" if m.kind in ("sensitivity", "specificity") else "all correctly called"
     if have < need:
         return math.nan, "insufficient_data", math.nan, need, f"{level} needs at least {need} {cls} {what}; has {have}"
     clustered = g is not None and np.unique(g.astype(str)).size < g.size
-    if clustered:  # several images per patient: the patients of that class bound the effective count
+    if g is not None and clustered:  # several images per patient: the patients of that class bound the count
         rows = y if m.kind in ("sensitivity", "ppv") else ~y
         n_pat = int(np.unique(g[rows].astype(str)).size)
         if n_pat < need:
@@ -95,10 +99,10 @@ def guaranteed_threshold(
     for i in order:
         if n[i] < need:  # cannot pass whatever its count: skipped, decided by the scores alone
             continue
-        if not lb[i] >= m.target - 1e-12:
+        if not lb[i] >= target - 1e-12:
             break
-        b = _clustered_lb(m.kind, float(c["thr"][i]), y, s, g, conf) if clustered else float(lb[i])
-        if not b >= m.target - 1e-12:
+        b = _clustered_lb(m.kind, float(c["thr"][i]), y, s, g, conf) if g is not None and clustered else float(lb[i])
+        if not b >= target - 1e-12:
             break
         best, best_lb = i, b
     if best is None:
@@ -127,7 +131,8 @@ def point_threshold(m: Method, y: np.ndarray, s: np.ndarray) -> tuple[float, str
         best = int(np.argmin(cost))
         return float(thr[best]), ""
     x, n = _rate_counts(m.kind, c, n_pos, n_neg)
-    ok = np.flatnonzero((n > 0) & (x >= (m.target - 1e-12) * n))
+    target = float(m.target) if m.target is not None else math.nan  # parse_method sets it for these kinds
+    ok = np.flatnonzero((n > 0) & (x >= (target - 1e-12) * n))
     if m.kind == "sensitivity":
         ok = ok[ok > 0]  # the old rule never used "call nothing"
     if not ok.size:

@@ -36,7 +36,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -62,7 +62,7 @@ __all__ = [
 #: ``ThresholdFit.status`` values.
 STATUSES = ("guaranteed", "not_a_guarantee", "insufficient_data", "unreachable", "undefined")
 _RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
-_CORE = ("finding", "method", "threshold", "sensitivity", "specificity", "ppv", "npv", "f1")
+_CORE: tuple[str, ...] = ("finding", "method", "threshold", "sensitivity", "specificity", "ppv", "npv", "f1")
 _CORE += ("tp", "fp", "tn", "fn", "n_pos", "n_neg", "prevalence")
 
 
@@ -190,7 +190,7 @@ def fit_threshold(
     one_class = n_pos == 0 or n_pos == y.size
     lb, need, note = math.nan, None, ""
     if m.kind == "fixed":
-        thr, status = float(m.value), "not_a_guarantee"
+        thr, status = float(m.value if m.value is not None else math.nan), "not_a_guarantee"
         if one_class:
             note = f"only one class ({n_pos} positive, {y.size - n_pos} negative)"
             warnings.warn(f"{finding}: {note}: rates at the fixed threshold are undefined", UndefinedMetricWarning, 3)
@@ -278,7 +278,7 @@ def resolve_methods(method: str | Sequence[str] | Mapping[str, str], findings: S
         missing = [n for n in names if n not in method and default is None]
         if missing:
             raise CalibrationError(f"no threshold method for {missing}; add them or a '*' default")
-        return [parse_method(method.get(n, default)) for n in names]
+        return [parse_method(method[n] if n in method else cast(str, default)) for n in names]
     specs = list(method)
     if len(specs) != len(names):
         raise CalibrationError(f"{len(specs)} threshold methods given for {len(names)} findings")
