@@ -231,7 +231,9 @@ def test_to_dict_is_json_and_round_trips():
         "n_neg": 2,
         "prevalence": 0.5,
     }
-    assert d["status"] == "not_a_guarantee" and d["guaranteed"] is False and d["guarantee"] is None and d["target"] == 0.9
+    assert (
+        d["status"] == "not_a_guarantee" and d["guaranteed"] is False and d["guarantee"] is None and d["target"] == 0.9
+    )
     assert d["sensitivity_ci"] == [pytest.approx(0.025**0.5), 1.0]  # Clopper-Pearson for 2 of 2
     assert d["lower_bound"] == pytest.approx(0.05**0.5)  # one-sided, for information
     assert ThresholdFit.from_dict({**d, "extra": 1}) == fit

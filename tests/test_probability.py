@@ -13,13 +13,13 @@ from sklearn.isotonic import IsotonicRegression
 
 from chestxr.core.errors import CalibrationError
 from chestxr.evaluation.metrics import UndefinedMetricWarning
-from chestxr.evaluation.reliability import expected_calibration_error
 from chestxr.evaluation.probability import (
     ProbabilityCalibrator,
     SmallSampleWarning,
     compare_ece,
     fit_probability_calibrator,
 )
+from chestxr.evaluation.reliability import expected_calibration_error
 
 
 def _miscalibrated(seed, n=4000):

@@ -18,7 +18,17 @@ from typing import Sequence
 from chestxr import __version__
 
 COMMANDS = [
-    "demo", "train", "calibrate", "evaluate", "approve", "card", "predict", "listen", "manifest", "cache", "export",
+    "demo",
+    "train",
+    "calibrate",
+    "evaluate",
+    "approve",
+    "card",
+    "predict",
+    "listen",
+    "manifest",
+    "cache",
+    "export",
     "presets",
 ]
 

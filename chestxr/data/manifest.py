@@ -43,9 +43,25 @@ from chestxr.data.schema import (
 
 # The schema's names stay importable from here (chestxr.data.manifest is the facade users read).
 __all__ = [
-    "CORE_COLUMNS", "LATERAL_VIEWS", "MAX_LISTED", "META_COLUMNS", "SPLIT_ALIASES", "SPLITS", "Manifest", "Problem",
-    "ValidationResult", "is_metadata_column", "normalize_view", "validate_manifest", "read_manifest", "expand_views",
-    "filter_views", "relative_paths", "manifest_hash", "write_manifest", "format_numbers",
+    "CORE_COLUMNS",
+    "LATERAL_VIEWS",
+    "MAX_LISTED",
+    "META_COLUMNS",
+    "SPLIT_ALIASES",
+    "SPLITS",
+    "Manifest",
+    "Problem",
+    "ValidationResult",
+    "is_metadata_column",
+    "normalize_view",
+    "validate_manifest",
+    "read_manifest",
+    "expand_views",
+    "filter_views",
+    "relative_paths",
+    "manifest_hash",
+    "write_manifest",
+    "format_numbers",
 ]
 
 

@@ -18,7 +18,7 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -183,7 +183,8 @@ def _field_counts(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
         return header, counts[data], data + 1
     reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
     head: Optional[list[str]] = None
-    counts, rows = [], []
+    n_fields: list[int] = []
+    row_numbers: list[int] = []
     prev = 0
     with csv_field_limit(limit):
         try:
@@ -194,11 +195,11 @@ def _field_counts(raw: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
                 if head is None:
                     head = rec
                     continue
-                counts.append(len(rec))
-                rows.append(start)
+                n_fields.append(len(rec))
+                row_numbers.append(start)
         except csv.Error:  # "field larger than field limit": the record starting after line prev
             raise _LongCell(prev + 1) from None
-    return head or [], np.asarray(counts, dtype=np.int64), np.asarray(rows, dtype=np.int64)
+    return head or [], np.asarray(n_fields, dtype=np.int64), np.asarray(row_numbers, dtype=np.int64)
 
 
 def _letter(i: int) -> str:
@@ -295,7 +296,7 @@ def parse_labels(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return vals[codes], bad[codes]
 
 
-def _normalized(values: pd.Series, fn: Callable[[str], str]) -> np.ndarray:
+def _normalized(values: pd.Series, fn: Callable[[str], Any]) -> np.ndarray:
     """fn applied to each unique value (values factorized first): object array."""
     codes, uniq = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
     mapped = np.empty(max(len(uniq), 1), dtype=object)
@@ -483,7 +484,7 @@ def load_manifest(
             ),
         )
 
-    out: dict[str, object] = {}
+    out: dict[str, Any] = {}
     written = np.full(n, "", dtype=object)
     if "path" in final:
         written = _cells(frame, "path", strip)
@@ -525,13 +526,14 @@ def load_manifest(
             exists = _existing(list(uniq))[codes]
             missing = ~exists & ~blank
             if missing.any():
+                missing_resolved = resolved[missing]
                 col.rows(
                     "error",
                     "missing_file",
                     "path",
                     rows[missing],
                     written[missing],
-                    lambda i, v, m=resolved[missing]: f"file not found: {m[i]}",
+                    lambda i, v: f"file not found: {missing_resolved[i]}",
                     f"paths are relative to the manifest's folder ({folder.rstrip('/')}) or absolute; fix the "
                     "path, or pass --no-check-paths if the images live elsewhere for now",
                 )

@@ -66,7 +66,7 @@ def build_heatmap_sc(source: Any, rgb: np.ndarray, *, finding: str, weights_sha2
             instance_number=number,
             manufacturer="chestxr",
             # the overlay keeps the image's orientation; L\F (a PA chest as displayed) when it has none
-            patient_orientation=orientation[:2] if len(orientation) >= 2 else ("L", "F"),
+            patient_orientation=(orientation[0], orientation[1]) if len(orientation) >= 2 else ("L", "F"),
         )
     sc.SeriesDescription = SERIES_DESCRIPTION
     sc.ImageComments = f"{LABEL}. Grad-CAM map for {finding}: shows where the model looked, not a finding."

@@ -88,7 +88,7 @@ class Listener:
     def start(self) -> "Listener":
         """Start the SCP (non-blocking) and the worker; resumes what the journal holds."""
         from pynetdicom import AE, AllStoragePresentationContexts, evt
-        from pynetdicom.sop_class import Verification
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time
 
         logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
         pending = [k for k in self.journal.studies() if self.journal.incoming(k) or self.journal.open_rounds(k)]
@@ -98,7 +98,7 @@ class Listener:
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)
         ae.maximum_associations = 16
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ACCEPTED, self._on_assoc, ["accepted"]),
             (evt.EVT_ABORTED, self._on_assoc, ["aborted"]),
@@ -173,9 +173,9 @@ class Listener:
                 for n in self.journal.open_rounds(key):
                     busy |= self._due(key, n) and self._process(key, n)
                 if self.journal.quiet_for(key) >= self.study_timeout:
-                    n = self.journal.claim(key)
-                    if n is not None:
-                        busy |= self._process(key, n)
+                    claimed = self.journal.claim(key)
+                    if claimed is not None:
+                        busy |= self._process(key, claimed)
             if not busy:
                 self._stop.wait(0.1)
 

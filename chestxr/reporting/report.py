@@ -22,7 +22,7 @@ import datetime as _dt
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -193,7 +193,9 @@ def build_predictions_table(
         label = np.where(mask[:, j], y_true[:, j].astype(float), np.nan)
         finite = label[np.isfinite(label)]
         if np.all(np.isin(finite, (0.0, 1.0))):
-            out[f"label_{finding}"] = pd.array(np.where(np.isnan(label), None, label), dtype="Int64")
+            cells = label.astype(object)
+            cells[np.isnan(label)] = None
+            out[f"label_{finding}"] = pd.array(cells, dtype="Int64")
         else:
             out[f"label_{finding}"] = label
         out[f"prob_{finding}"] = y_score[:, j].astype(float)
@@ -256,7 +258,7 @@ def write_evaluation_report(
     title: str = "chestxr evaluation",
     multiclass: dict[str, Any] | None = None,
     n_bins: int = 10,
-    reliability_strategy: str = "uniform",
+    reliability_strategy: Literal["uniform", "quantile"] = "uniform",
     approval: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write report.html, metrics.csv, metrics.json and predictions.csv into ``out_dir`` (atomically).

@@ -299,7 +299,7 @@ def _evaluate_into(
     on_bad_image: BadImagePolicy,
     title: Optional[str],
     promise_alpha: float = 0.05,
-    reliability_bins: str = "uniform",
+    reliability_bins: Literal["uniform", "quantile"] = "uniform",
 ) -> dict[str, Path]:
     """evaluate_run's work, written into the (staged) folder ``out``."""
     from chestxr.evaluation.evaluate import evaluate_predictions
