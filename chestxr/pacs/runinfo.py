@@ -129,7 +129,7 @@ def approval_info(run: Any) -> ApprovalInfo:
     """The run's sign-off (recomputed: an approval whose weights/thresholds changed since is "void")."""
     from chestxr.runs.approval import approval_status
 
-    status = approval_status(run.run_dir, run.metadata.to_json())
+    status = approval_status(run.run_dir, run.metadata)
     return ApprovalInfo(str(status.get("state") or "not_approved"), status.get("reviewer"), status.get("time"))
 
 

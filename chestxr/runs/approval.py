@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 from chestxr.core.errors import ApprovalError, CheckpointError
 from chestxr.core.fileio import hash_file
+from chestxr.modeling.run_metadata import RunMetadata
 
 STATES = ("approved", "void", "not_approved")
 MAX_TEXT = 500
@@ -39,24 +40,21 @@ def _clean(text: str | None, what: str) -> str | None:
     return cleaned
 
 
-def _threshold_key(meta: Mapping[str, Any]) -> list[list[Any]]:
-    out = []
-    for rec in meta.get("thresholds") or []:
-        if isinstance(rec, Mapping):
-            thr = rec.get("threshold")
-            thr = None if thr is None or not math.isfinite(float(thr)) else float(thr)
-            out.append([str(rec.get("finding")), rec.get("method"), thr])
-        else:  # legacy bare numbers
-            out.append([None, None, None if rec is None else float(rec)])
-    return out
+MetaLike = RunMetadata | Mapping[str, Any]
 
 
-def binding_hash(meta: Mapping[str, Any], weights_sha256: str) -> str:
+def _typed(meta: MetaLike) -> RunMetadata:
+    """``meta`` as RunMetadata (a model.json document is parsed and validated like read_metadata)."""
+    return meta if isinstance(meta, RunMetadata) else RunMetadata.from_json(dict(meta), "model.json")
+
+
+def binding_hash(meta: MetaLike, weights_sha256: str) -> str:
     """sha256 of what decides a call: weights hash, thresholds (finding, method, value), calibrator."""
+    m = _typed(meta)
     doc = {
         "weights_sha256": weights_sha256,
-        "thresholds": _threshold_key(meta),
-        "probability_calibration": meta.get("probability_calibration"),
+        "thresholds": [[r.finding, r.method, r.threshold] for r in m.thresholds or []],
+        "probability_calibration": m.probability_calibration,
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -82,13 +80,13 @@ def approve_run(run_dir: str | Path, *, reviewer: str, note: str | None = None) 
     who = _clean(reviewer, "--reviewer")
     if not who:
         raise ApprovalError("--reviewer is empty: give the name (and role) of the person signing off")
-    meta = read_metadata(run_dir).to_json()
-    if not meta.get("thresholds"):
+    meta = read_metadata(run_dir)
+    if not meta.thresholds:
         raise ApprovalError(f"{run_dir}: no thresholds to approve; run `chestxr calibrate` first")
     weights = _weights_sha(run_dir)
-    if meta.get("weights_sha256") and meta["weights_sha256"] != weights:
+    if meta.weights_sha256 and meta.weights_sha256 != weights:
         raise CheckpointError(f"{run_dir}: model.safetensors does not match model.json (sha256 differs)")
-    version = int(meta.get("version", 1))
+    version = meta.version
     record = {
         "reviewer": who,
         "note": _clean(note, "--note") or None,
@@ -98,36 +96,30 @@ def approve_run(run_dir: str | Path, *, reviewer: str, note: str | None = None) 
         "weights_sha256": weights,
         "binding_sha256": binding_hash(meta, weights),
         "thresholds": [
-            {
-                "finding": r.get("finding"),
-                "method": r.get("method"),
-                "threshold": r.get("threshold"),
-                "status": r.get("status"),
-            }
-            for r in meta["thresholds"]
-            if isinstance(r, Mapping)
+            {"finding": r.finding, "method": r.method, "threshold": r.threshold, "status": r.status}
+            for r in meta.thresholds
         ],
     }
     update_metadata(run_dir, {"approval": record}, reason=f"approved by {who}")
     return record
 
 
-def approval_status(run_dir: str | Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def approval_status(run_dir: str | Path, meta: MetaLike | None = None) -> dict[str, Any]:
     """{state: "approved" | "void" | "not_approved", reviewer, time, note, reason, banner}.
 
     "void": an approval exists but the weights, thresholds or calibrator changed since."""
     from chestxr.modeling.checkpoint import read_metadata
 
     run_dir = Path(run_dir)
-    meta = dict(meta) if meta is not None else read_metadata(run_dir).to_json()
-    rec = meta.get("approval")
+    m = _typed(meta) if meta is not None else read_metadata(run_dir)
+    rec = m.approval
     out: dict[str, Any] = {"state": "not_approved", "reviewer": None, "time": None, "note": None, "reason": ""}
     if not isinstance(rec, Mapping) or not rec.get("binding_sha256"):
         out["reason"] = "no approval recorded (chestxr approve RUN --reviewer NAME)"
     else:
         out.update(reviewer=rec.get("reviewer"), time=rec.get("time"), note=rec.get("note"))
         try:
-            now = binding_hash(meta, _weights_sha(run_dir))
+            now = binding_hash(m, _weights_sha(run_dir))
         except CheckpointError as exc:
             now, out["reason"] = None, str(exc)
         if now == rec.get("binding_sha256"):
@@ -136,7 +128,7 @@ def approval_status(run_dir: str | Path, meta: Mapping[str, Any] | None = None) 
             out["state"] = "void"
             out["reason"] = out["reason"] or (
                 "thresholds, probability calibration or weights changed since the approval "
-                f"(approved version {rec.get('model_version')}, now version {meta.get('version')})"
+                f"(approved version {rec.get('model_version')}, now version {m.version})"
             )
     out["banner"] = banner(out)
     return out
@@ -155,7 +147,7 @@ def banner(status: Mapping[str, Any]) -> str:
     return "NOT APPROVED FOR CLINICAL USE (research use only): no reviewer has signed off these thresholds"
 
 
-def require_approval(run_dir: str | Path, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def require_approval(run_dir: str | Path, meta: MetaLike | None = None) -> dict[str, Any]:
     """The status when approved; ApprovalError (CLI exit 2) otherwise."""
     status = approval_status(run_dir, meta)
     if status["state"] != "approved":

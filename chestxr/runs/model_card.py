@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from chestxr.core.errors import ManifestError, OutputExistsError
+from chestxr.modeling.run_metadata import RunMetadata
 
 
-def data_summary(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def data_summary(run_dir: Path, meta: RunMetadata) -> dict[str, Any]:
     """{source, recorded_train_hash, splits: [{split, n_images, n_patients, positives, views, sex, age, hash}]}."""
     import pandas as pd
 
@@ -25,11 +26,11 @@ def data_summary(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     from chestxr.reporting.report import age_band
 
     candidates = [run_dir / "splits.csv"]
-    named = ((meta.get("config") or {}).get("data") or {}).get("manifest")
+    named = ((meta.config or {}).get("data") or {}).get("manifest")
     if named:
         candidates.append(Path(named))
     path = next((p for p in candidates if p.exists()), None)
-    recorded = meta.get("training_manifest_hash")
+    recorded = meta.training_manifest_hash
     if path is None:
         return {
             "source": f"not available (no splits.csv in the run folder; training manifest {named!r} not found)",
@@ -41,9 +42,9 @@ def data_summary(run_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
         return {"source": f"{path}: unreadable ({exc})", "splits": []}
     from chestxr.data.findings import relabel
 
-    manifest = relabel(manifest, list(meta.get("findings") or manifest.findings))  # as training hashed it
+    manifest = relabel(manifest, list(meta.findings))  # as training hashed it
     frame = manifest.frame
-    findings = [f for f in (meta.get("findings") or []) if f in frame.columns]
+    findings = [f for f in meta.findings if f in frame.columns]
     groups = frame.groupby("split") if "split" in frame.columns else [("all", frame)]
     splits, matched = [], False
     for name, part in groups:
@@ -102,7 +103,7 @@ def card_run(
     from chestxr.runs.approval import approval_status
 
     run_dir = Path(run_dir)
-    meta = read_metadata(run_dir).to_json()
+    meta = read_metadata(run_dir)
     out = Path(out_dir)
     if out.exists() and any((out / n).exists() for n in ("model_card.html", "model_card.md")) and not overwrite:
         raise OutputExistsError(f"{out}: already holds a model card; pass --overwrite or another --out")
@@ -113,7 +114,7 @@ def card_run(
             raise ManifestError(str(d), ["no metrics.json: give a folder written by `chestxr evaluate`"])
         evaluations.append((Path(d).name, json.loads(path.read_text(encoding="utf-8"))))
     card = build_card(
-        meta,
+        meta.to_json(),  # the report floor renders the document
         evaluations=evaluations,
         approval=approval_status(run_dir, meta),
         data_summary=data_summary(run_dir, meta),

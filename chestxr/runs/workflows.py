@@ -375,7 +375,7 @@ def _evaluate_into(
         title=title or f"chestxr evaluation: {Path(manifest).name}",
         multiclass=multiclass,
         reliability_strategy=reliability_bins,
-        approval=approval_status(run.run_dir, run.metadata.to_json()),
+        approval=approval_status(run.run_dir, run.metadata),
     )
 
 
@@ -458,7 +458,7 @@ def predict_run(
             f"{run.run_dir}: --abstain applies to mutually exclusive classes (task: multiclass); this run's "
             f"task is {run.task}: its findings are called at their thresholds"
         )
-    meta = run.metadata.to_json()
+    meta = run.metadata
     approval = _require(run.run_dir, meta) if require_approval else approval_status(run.run_dir, meta)
     with staged_output_dir(out_dir, overwrite=overwrite) as staged:
         written = _predict_into(
