@@ -7,7 +7,7 @@
      zero_grad / backward / step - nothing else;
    * chestxr: what ``chestxr train`` runs per epoch - ``ChestXRayDataset`` (its loader returns the
      stored tensor, identity transform) + ``GlobalBatchSampler`` + ``collate``, the run's masked loss
-     (``train._make_loss``), its AdamW param groups and LambdaLR schedule, ``engine.train_one_epoch``
+     (``optim.make_loss``), its AdamW param groups and LambdaLR schedule, ``engine.train_one_epoch``
      with channels_last, gradient clipping (1.0) and the finite-loss check.
    Both start from the same weights. The two loops ALTERNATE (one short epoch each, ``rounds``
    times, after one warm-up step each), so load from other jobs on the machine hits both alike;
@@ -123,7 +123,7 @@ def _chestxr_setup(model, images, targets, mask, *, batch: int, channels_last: b
     from chestxr.core.config import config_from_dict
     from chestxr.imaging.dataset import ChestXRayDataset, collate
     from chestxr.modeling.distributed import DistInfo, GlobalBatchSampler
-    from chestxr.modeling.training import _build_optimizer, _build_scheduler, _make_loss
+    from chestxr.modeling.optim import build_optimizer, build_scheduler, make_loss
 
     ds = ChestXRayDataset(
         paths=[str(i) for i in range(len(images))],
@@ -136,9 +136,9 @@ def _chestxr_setup(model, images, targets, mask, *, batch: int, channels_last: b
     sampler = GlobalBatchSampler(len(ds), global_batch=batch, seed=0, shuffle=True)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=0, collate_fn=collate)
     cfg = config_from_dict({"train": {"epochs": 100, "batch_size": batch, "lr": 1e-4, "channels_last": channels_last}})
-    opt = _build_optimizer(model, cfg)
-    sched = _build_scheduler(opt, cfg, len(sampler))
-    loss_fn = _make_loss(pos_weight=None, info=DistInfo(), ovr=False)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, len(sampler))
+    loss_fn = make_loss(pos_weight=None, info=DistInfo(), ovr=False)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return loader, sampler, opt, sched, loss_fn
@@ -399,7 +399,7 @@ def bench_pipeline(
     from chestxr.modeling.distributed import DistInfo, GlobalBatchSampler
     from chestxr.modeling.engine import train_one_epoch
     from chestxr.modeling.models import build_model
-    from chestxr.modeling.training import _make_loss
+    from chestxr.modeling.optim import make_loss
 
     paths, targets, mask, pre, aug, cache_dir = data
     n = min(len(paths), batch * (steps + 1))
@@ -427,7 +427,7 @@ def bench_pipeline(
     torch.manual_seed(0)
     model = build_model(backbone, N_FINDINGS).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = _make_loss(pos_weight=None, info=DistInfo(), ovr=False)
+    loss_fn = make_loss(pos_weight=None, info=DistInfo(), ovr=False)
     amp_dtype = torch.bfloat16 if amp else None
     # warm-up epoch (also starts the persistent workers)
     train_one_epoch(model, loader, opt, loss_fn=loss_fn, device=dev, grad_clip=1.0, amp_dtype=amp_dtype)

@@ -82,7 +82,7 @@ def frozen_training(monkeypatch):
 
     import chestxr.modeling.training as training
 
-    monkeypatch.setattr(training, "_build_optimizer", lambda model, config: torch.optim.SGD(model.parameters(), lr=0.0))
+    monkeypatch.setattr(training, "build_optimizer", lambda model, config: torch.optim.SGD(model.parameters(), lr=0.0))
 
 
 @pytest.fixture(scope="session")

@@ -78,13 +78,13 @@ def test_training_pos_weight_is_resolve_pos_weight(synth_manifest, tmp_path, mon
     import chestxr.modeling.training as training
 
     seen = []
-    real = training._make_loss
+    real = training.make_loss
 
     def spy(*, pos_weight, info, ovr):
         seen.append(pos_weight)
         return real(pos_weight=pos_weight, info=info, ovr=ovr)
 
-    monkeypatch.setattr(training, "_make_loss", spy)
+    monkeypatch.setattr(training, "make_loss", spy)
     train(tiny_config(synth_manifest, "train.pos_weight=auto"), out_dir=tmp_path / "auto", log=lambda s: None)
     from chestxr.data.labels import load_training_splits
 

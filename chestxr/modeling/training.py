@@ -39,6 +39,7 @@ from chestxr.modeling.distributed import (
     setup_distributed,
 )
 from chestxr.modeling.engine import mean_auroc, predict, resolve_amp, resolve_device, train_one_epoch
+from chestxr.modeling.optim import build_optimizer, build_scheduler, make_loss, pos_weight_for
 from chestxr.modeling.run_metadata import RunMetadata
 
 
@@ -50,87 +51,6 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
-
-
-def _make_loss(
-    *, pos_weight: Optional[torch.Tensor], info: DistInfo, ovr: bool
-) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Masked BCE normalised by the GLOBAL count of unmasked labels (so DDP == one process).
-
-    One-vs-rest: the sum over findings of each finding's own masked mean, so every binary model
-    gets the gradient it would get if trained alone.
-    """
-    from chestxr.modeling.losses import masked_bce_with_logits
-
-    def loss_fn(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if ovr:
-            local = mask.sum(dim=0).float()
-            glob = all_reduce_sum(local.detach(), info).clamp_min(1.0)
-            total = logits.new_zeros(())
-            for j in range(logits.shape[1]):
-                pw = pos_weight[j : j + 1] if pos_weight is not None else None
-                mean_j = masked_bce_with_logits(
-                    logits[:, j : j + 1], targets[:, j : j + 1], mask[:, j : j + 1], pos_weight=pw
-                )
-                total = total + mean_j * local[j] / glob[j] * info.world
-            return total
-        local = mask.sum().float()
-        glob = all_reduce_sum(local.detach(), info).clamp_min(1.0)
-        mean = masked_bce_with_logits(logits, targets, mask, pos_weight=pos_weight)
-        return mean * local / glob * info.world
-
-    return loss_fn
-
-
-def _build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
-    t = config.train
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for _name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=t.lr)
-
-
-class _LRSchedule:
-    """LR multiplier per step: linear warmup, then cosine / step / constant. A plain object (not a
-    lambda), so the scheduler state saved for --resume is JSON."""
-
-    def __init__(self, kind: str, total_steps: int, warmup_steps: int) -> None:
-        self.kind, self.total, self.warmup = kind, max(total_steps, 1), warmup_steps
-
-    def __call__(self, step: int) -> float:
-        if self.warmup and step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = min(max(step - self.warmup, 0) / max(self.total - self.warmup, 1), 1.0)
-        if self.kind in ("cosine", "onecycle"):
-            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-        if self.kind == "step":
-            return 0.1 ** int(progress * 3)
-        return 1.0
-
-
-def _build_scheduler(optimizer, config: Config, steps_per_epoch: int):
-    t = config.train
-    warm = int(round(t.warmup_epochs * steps_per_epoch))
-    if t.scheduler == "onecycle" and not warm:
-        warm = max(1, int(0.1 * t.epochs * steps_per_epoch))
-    fn = _LRSchedule(t.scheduler, t.epochs * steps_per_epoch, warm)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=fn)
-
-
-def _pos_weight(config: Config, train: LabeledSet, device) -> Optional[torch.Tensor]:
-    """train.pos_weight as a (f,) tensor on ``device`` (:func:`chestxr.modeling.losses.resolve_pos_weight`)."""
-    from chestxr.modeling.losses import resolve_pos_weight
-
-    pw = resolve_pos_weight(
-        config.train.pos_weight, targets=torch.as_tensor(train.targets), mask=torch.as_tensor(train.mask)
-    )
-    return pw.to(device) if pw is not None else None
 
 
 def build_metadata(
@@ -360,8 +280,8 @@ def _fit(
     val_loader = DataLoader(
         val_ds, batch_sampler=val_sampler, num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda"
     )
-    optimizer = _build_optimizer(model, config)
-    scheduler = _build_scheduler(optimizer, config, len(train_sampler))
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, len(train_sampler))
     amp_dtype = resolve_amp(t.amp, device)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     ema = None
@@ -369,7 +289,7 @@ def _fit(
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
-    loss_fn = _make_loss(pos_weight=_pos_weight(config, train_set, device), info=info, ovr=ovr)
+    loss_fn = make_loss(pos_weight=pos_weight_for(config, train_set, device), info=info, ovr=ovr)
     metadata = build_metadata(config, findings, train_set, run_dir)
 
     best: dict[str, Any] = {"score": -math.inf, "epoch": -1, "per_member": None}
