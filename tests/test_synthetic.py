@@ -257,11 +257,11 @@ def test_nodule_is_a_small_local_maximum(seed: int) -> None:
     r, c = np.unravel_index(np.argmax(diff), diff.shape)
     assert diff[r, c] > 0.15
     area = int((diff > 0.5 * diff[r, c]).sum())
-    # 3-6% of the width across (128 px: 3.8-7.7 px, area 11-46 px), slack for the pose scale and pixel grid
-    assert np.pi * (0.013 * 128) ** 2 <= area <= np.pi * (0.033 * 128) ** 2 + 4
+    # 5-8% of the width across (128 px: 6.4-10.2 px, area 32-82 px), slack for the pose scale and pixel grid
+    assert np.pi * (0.022 * 128) ** 2 <= area <= np.pi * (0.044 * 128) ** 2 + 4
     # a bright spot: brighter than the ring around it, which it was not before
     yy, xx = np.mgrid[: on.shape[0], : on.shape[1]]
-    ring = (np.hypot(yy - r, xx - c) >= 5) & (np.hypot(yy - r, xx - c) <= 8)
+    ring = (np.hypot(yy - r, xx - c) >= 7) & (np.hypot(yy - r, xx - c) <= 10)
     assert on[r, c] > np.median(on[ring]) + 0.05
     assert on[r, c] - np.median(on[ring]) > off[r, c] - np.median(off[ring]) + 0.12
     assert (np.abs(diff) > 0.01).mean() < 0.02  # localized
