@@ -38,6 +38,14 @@ def command(name: str, *, full: bool, shared: str | None, smoke: bool = False) -
     return cmd
 
 
+def loadavg() -> str:
+    """The 1/5/15-minute load averages (``/proc/loadavg``), or "n/a": every number is read beside them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run every chestxr benchmark in sequence.")
     mode = ap.add_mutually_exclusive_group()
@@ -51,16 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     failed, took = [], []
     for name in args.only or BENCHMARKS:
         cmd = command(name, full=args.full, shared=args.shared, smoke=args.smoke)
-        print(f"\n{'=' * 100}\n== {name}: {' '.join(cmd[1:])}\n{'=' * 100}", flush=True)
+        start_load = loadavg()
+        print(f"\n{'=' * 100}\n== {name}: {' '.join(cmd[1:])}  (load average {start_load})\n{'=' * 100}", flush=True)
         t0 = time.perf_counter()
         code = subprocess.call(cmd, env=env, cwd=str(HERE.parent))
-        took.append((name, time.perf_counter() - t0, code))
+        took.append((name, time.perf_counter() - t0, code, start_load, loadavg()))
         if code != 0:
             failed.append(name)
             print(f"!! {name} exited with code {code}", flush=True)
-    print("\n| benchmark | seconds | exit code |\n| --- | ---: | ---: |")
-    for name, secs, code in took:
-        print(f"| {name} | {secs:.0f} | {code} |")
+    print("\n| benchmark | seconds | exit code | load average at start | at end |\n| --- | ---: | ---: | --- | --- |")
+    for name, secs, code, load0, load1 in took:
+        print(f"| {name} | {secs:.0f} | {code} | {load0} | {load1} |")
     if failed:
         print(f"failed: {', '.join(failed)}")
     return len(failed)
