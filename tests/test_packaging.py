@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chestxr.core.config import list_presets, load_config
+from chestxr.core.config import load_config
+from chestxr.core.presets import list_presets
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))

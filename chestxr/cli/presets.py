@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chestxr.core.config import find_preset, list_presets
+    from chestxr.core.presets import find_preset, list_presets
 
     if args.name:
         print(find_preset(args.name).text, end="")

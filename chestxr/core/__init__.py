@@ -1,1 +1,1 @@
-"""Layer 0, imported by every other floor: specific errors, atomic file writes and hashes, frozen configs and presets. Imports nothing from chestxr."""
+"""Layer 0, imported by every other floor: specific errors, atomic file writes and hashes, frozen configs, presets, progress output. Imports nothing from chestxr."""
