@@ -3,7 +3,8 @@
 
 Lookup order: ./configs in the working directory (a user's own copies), the installed
 ``chestxr.presets`` package, then the repository's configs/ beside the package (a source checkout run
-without installing). A preset's description is its first comment line.
+without installing, or an editable install: setuptools maps ``chestxr.presets`` only
+in a built wheel or sdist). A preset's description is its first comment line.
 """
 
 from __future__ import annotations
