@@ -28,5 +28,6 @@ test: lint
 	bash scripts/install_orthanc.sh || true
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: install
+bench:
+	bash scripts/setup_venv.sh $(VENV) bench
 	$(PY) benchmarks/run_all.py
