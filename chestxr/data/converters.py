@@ -145,7 +145,7 @@ def _sex(text: str) -> str:
 
 def _label_columns(df: pd.DataFrame, raw_names: list[str], where: str) -> dict[str, np.ndarray]:
     """Raw label strings ('1.0', '0.0', '-1.0', '', soft) -> canonical name: float64 column."""
-    from chestxr.data.manifest_reader import parse_labels
+    from chestxr.data.manifest_columns import parse_labels
 
     out: dict[str, np.ndarray] = {}
     problems = []
