@@ -209,7 +209,7 @@ def test_orthanc_routes_a_study_to_the_listener(orthanc, studies, pacs_run, tmp_
     for f in studies[uid]:
         orthanc.upload(f)
     out = tmp_path / "routed"
-    store = ["--store-sr", "--store-to", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"]
+    store = ["--store-sr", "--store-heatmaps", "--store-to", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"]
     proc = start_listen(pacs_run, out, orthanc.listener_port, *store)
     try:
         assert _wait_port(orthanc.listener_port)
@@ -224,9 +224,34 @@ def test_orthanc_routes_a_study_to_the_listener(orthanc, studies, pacs_run, tmp_
         content = read_sr(pydicom.dcmread(BytesIO(orthanc.file(srs[0]["ID"]))))
         srow = pd.read_csv(d / "study_predictions.csv").iloc[0]
         assert all(probs_close(content[f]["Probability of finding"], srow[f"prob_{f}"]) for f in FINDINGS)
+        images = pd.read_csv(d / "predictions.csv")
+        positives = int(sum((images[f"call_{f}"] == "positive").sum() for f in FINDINGS))
+        heatmaps = [i for i in orthanc.instances(uid) if i.get("Modality") == "OT"]
+        assert len(heatmaps) == positives == json.loads((d / "result.json").read_text())["heatmaps"]
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_study_in_progress_keeps_it_for_the_restart(studies, pacs_run, tmp_path):
+    uid = sorted(studies)[0]
+    port, out = free_port(), tmp_path / "term"
+    proc = start_listen(pacs_run, out, port, timeout=60)  # the study cannot go quiet before the signal
+    assert send(port, studies[uid]) == [0] * len(studies[uid])
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert results(out) == [] and len(list((out / "journal").rglob("*.dcm"))) == len(studies[uid])
+    proc = start_listen(pacs_run, out, port, timeout=0.5)
+    try:
+        wait_for(lambda: results(out) == [skey(out, studies[uid][0])], 60, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    d = out / "studies" / skey(out, studies[uid][0])
+    assert len(pd.read_csv(d / "predictions.csv")) == len(studies[uid])
+    assert "resuming 1 journaled study" in (out / "listen.log").read_text()
+    assert not list((out / "journal").rglob("*.dcm"))
 
 
 @pytest.mark.slow

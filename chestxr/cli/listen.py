@@ -59,18 +59,19 @@ def run(args: argparse.Namespace) -> int:
         study_reduce=args.study_reduce,
         batch_size=args.batch_size,
     )
+
+    def _stop(signum, _frame):  # noqa: ANN001
+        listener.request_stop()
+
+    # handlers first: a signal arriving as soon as the port accepts must stop cleanly, not kill
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         listener.start()
     except OSError as exc:
         raise PacsError(
             f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose another --port"
         ) from None
-
-    def _stop(signum, _frame):  # noqa: ANN001
-        listener.request_stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     listener.wait()
     listener.stop()
     return 0
