@@ -261,16 +261,18 @@ def test_kill9_mid_study_then_restart_processes_every_study_exactly_once(orthanc
     assert len(uids) >= 4
     port, out = free_port(), tmp_path / "crash"
     store = ["--store-sr", "--store-to", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"]
-    proc = start_listen(pacs_run, out, port, *store, timeout=0.5)
+    proc = start_listen(pacs_run, out, port, *store, timeout=3)
     first, second = uids[:2], uids[2:]
     partial = studies[second[0]][:1]
-    send(port, [f for u in first for f in studies[u]] + partial)
-    # kill -9 as soon as the first study starts processing (mid-study, with another half received)
+    send(port, [f for u in first for f in studies[u]])
+    # kill -9 as soon as the first study starts processing, with another study half received
     log = out / "listen.log"
     wait_for(lambda: log.exists() and "processing round" in log.read_text(), 60, proc)
+    send(port, partial)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    proc = start_listen(pacs_run, out, port, *store, timeout=0.5)
+    # the quiet timer restarts with the listener: the half study waits for the rest
+    proc = start_listen(pacs_run, out, port, *store, timeout=3)
     try:
         rest = [f for u in second for f in studies[u] if f not in partial]
         send(port, rest + partial)  # the modality resends what it is unsure of: no duplicate comes of it

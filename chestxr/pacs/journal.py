@@ -75,12 +75,14 @@ class Journal:
     def incoming(self, key: str) -> list[Path]:
         return sorted((self.root / key / INCOMING).glob("*.dcm"))
 
-    def quiet_for(self, key: str, now: Optional[float] = None) -> float:
-        """Seconds since the study's last instance arrived (inf when nothing is incoming)."""
+    def quiet_for(self, key: str, now: Optional[float] = None, *, since: float = 0.0) -> float:
+        """Seconds since the study's last instance arrived, counted from ``since`` at the earliest (the
+        listener's start: while it was down the sender could not send, so that silence proves nothing);
+        inf when nothing is incoming."""
         files = self.incoming(key)
         if not files:
             return float("inf")
-        return (now or time.time()) - max(f.stat().st_mtime for f in files)
+        return (now or time.time()) - max([since, *(f.stat().st_mtime for f in files)])
 
     def open_rounds(self, key: str) -> list[int]:
         """Rounds claimed but not done (a crash or a failed push left them), oldest first."""

@@ -78,6 +78,7 @@ class Listener:
             raise PacsError("--store-sr/--store-heatmaps need --store-to AET@HOST:PORT (where to C-STORE them)")
         self.keep_received, self.study_reduce, self.batch_size = keep_received, study_reduce, batch_size
         self._stop = threading.Event()
+        self._started = 0.0
         self._not_before: dict[tuple[str, int], float] = {}
         self._server: Any = None
         self._worker: Optional[threading.Thread] = None
@@ -104,6 +105,7 @@ class Listener:
             (evt.EVT_ABORTED, self._on_assoc, ["aborted"]),
             (evt.EVT_REJECTED, self._on_assoc, ["rejected"]),
         ]
+        self._started = time.time()
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         self._worker = threading.Thread(target=self._work, name="chestxr-listen-worker", daemon=True)
         self._worker.start()
@@ -172,7 +174,7 @@ class Listener:
                     break
                 for n in self.journal.open_rounds(key):
                     busy |= self._due(key, n) and self._process(key, n)
-                if self.journal.quiet_for(key) >= self.study_timeout:
+                if self.journal.quiet_for(key, since=self._started) >= self.study_timeout:
                     claimed = self.journal.claim(key)
                     if claimed is not None:
                         busy |= self._process(key, claimed)
