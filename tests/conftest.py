@@ -80,9 +80,9 @@ def frozen_training(monkeypatch):
     can compare the weights a run starts from (e.g. model.init_from) with the ones it saves."""
     import torch
 
-    import chestxr.modeling.training as training
+    import chestxr.modeling.fitting as fitting  # the epoch loop builds the optimizer
 
-    monkeypatch.setattr(training, "build_optimizer", lambda model, config: torch.optim.SGD(model.parameters(), lr=0.0))
+    monkeypatch.setattr(fitting, "build_optimizer", lambda model, config: torch.optim.SGD(model.parameters(), lr=0.0))
 
 
 @pytest.fixture(scope="session")

@@ -74,17 +74,17 @@ def test_cache_build_then_train_hits_the_cache_with_backslash_paths(synth_manife
 
 
 def test_training_pos_weight_is_resolve_pos_weight(synth_manifest, tmp_path, monkeypatch):
+    import chestxr.modeling.fitting as fitting  # the epoch loop builds the loss
     import chestxr.modeling.losses as losses
-    import chestxr.modeling.training as training
 
     seen = []
-    real = training.make_loss
+    real = fitting.make_loss
 
     def spy(*, pos_weight, info, ovr):
         seen.append(pos_weight)
         return real(pos_weight=pos_weight, info=info, ovr=ovr)
 
-    monkeypatch.setattr(training, "make_loss", spy)
+    monkeypatch.setattr(fitting, "make_loss", spy)
     train(tiny_config(synth_manifest, "train.pos_weight=auto"), out_dir=tmp_path / "auto", log=lambda s: None)
     from chestxr.data.labels import load_training_splits
 

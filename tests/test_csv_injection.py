@@ -131,13 +131,13 @@ def test_manifest_written_escaped_reads_back_unchanged(tmp_path):
 def test_training_metrics_and_skipped_csv(tmp_path):
     from types import SimpleNamespace
 
-    from chestxr.modeling.training import _write_metrics_csv, _write_skipped
+    from chestxr.modeling.run_outputs import write_metrics_csv, write_skipped
 
-    _write_metrics_csv(tmp_path / "metrics.csv", [{"epoch": 1, "val_auroc_=x": 0.5, "train_loss": -0.1}])
+    write_metrics_csv(tmp_path / "metrics.csv", [{"epoch": 1, "val_auroc_=x": 0.5, "train_loss": -0.1}])
     rows = assert_no_formula_cells(tmp_path / "metrics.csv")
     assert rows[0] == ["epoch", "val_auroc_=x", "train_loss"] and rows[1] == ["1", "0.5", "-0.1"]
     sets = SimpleNamespace(paths=["=cmd.png", "+x.png"])
-    _write_skipped(tmp_path, sets, sets, {("train", 0): "-bad", ("val", 1): "@reason"})
+    write_skipped(tmp_path, sets, sets, {("train", 0): "-bad", ("val", 1): "@reason"})
     rows = assert_no_formula_cells(tmp_path / "skipped.csv")
     assert rows[1] == ["train", "'=cmd.png", "'-bad"]
 

@@ -1,8 +1,8 @@
 """What training optimises and how: the masked, DDP-normalised loss, the optimizer's parameter groups,
 the per-step learning-rate schedule, and ``train.pos_weight`` resolved on the training split.
 
-Used by :func:`chestxr.modeling.training.train` and by benchmarks/bench_train.py (the same objects a
-run uses, against a plain loop).
+Used by the epoch loop of :func:`chestxr.modeling.training.train` (chestxr/modeling/fitting.py) and by
+benchmarks/bench_train.py (the same objects a run uses, against a plain loop).
 """
 
 from __future__ import annotations

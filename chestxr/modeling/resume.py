@@ -78,3 +78,23 @@ def check_resume_recipe(
             "change on resume (data.manifest: the same rows at another path); undo the change, or train a new "
             "run (another --out)"
         )
+
+
+def recorded_hashes(run_dir: Path) -> Optional[dict[str, str]]:
+    """{"train", "val"} row hashes saved in last/state.json (older runs: model.json's training hash).
+
+    Read through the run-folder JSON caps (checkpoint.read_run_json): a hostile file is a
+    CheckpointError naming it; a missing one gives None."""
+    from chestxr.modeling.checkpoint import read_run_json
+
+    try:
+        state = run_dir / "last" / "state.json"
+        doc = read_run_json(state) if state.is_file() else {}
+        hashes = (doc.get("extra") or {}).get("manifest_hashes") if isinstance(doc.get("extra"), dict) else None
+        if isinstance(hashes, dict):
+            return {k: str(v) for k, v in hashes.items() if isinstance(v, str)}
+        model = run_dir / "model.json"
+        meta = read_run_json(model) if model.is_file() else {}
+        return {"train": meta["training_manifest_hash"]} if meta.get("training_manifest_hash") else None
+    except (OSError, KeyError):
+        return None
