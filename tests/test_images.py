@@ -448,14 +448,14 @@ def test_invalid_window_tags_fall_back_to_minmax(tmp_path):
 
 
 def test_unexpected_library_errors_are_wrapped(tmp_path, monkeypatch):
-    import chestxr.imaging.readers as images
+    import chestxr.imaging.dicom_pixels as dicom_pixels  # the DICOM pipeline reads the header
 
     path = write_dicom(tmp_path / "ok.dcm", block_image())
 
     def boom(ds):
         raise KeyError("deep library detail")
 
-    monkeypatch.setattr(images, "_dicom_meta", boom)
+    monkeypatch.setattr(dicom_pixels, "_dicom_meta", boom)
     with pytest.raises(ImageReadError, match=r"ok\.dcm: cannot read the image \(KeyError") as info:
         read_image(path)
     assert info.value.__suppress_context__
