@@ -93,7 +93,7 @@ def start_listen(run: Path, out: Path, port: int, *extra: str, timeout: float = 
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
 
 
-def wait_for(predicate, timeout: float = 60.0, proc=None) -> None:
+def wait_for(predicate, timeout: float = 60.0, proc=None, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -101,7 +101,8 @@ def wait_for(predicate, timeout: float = 60.0, proc=None) -> None:
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"listener exited {proc.returncode}: {proc.stdout.read().decode()}")
         time.sleep(0.1)
-    raise AssertionError("timed out")
+    tail = "\n".join(log.read_text().splitlines()[-40:]) if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out; listen.log ends:\n{tail}")
 
 
 def skey(out: Path, source) -> str:
@@ -151,7 +152,7 @@ def test_listen_receives_predicts_pushes_sr_and_survives_bad_input(orthanc, stud
         assert statuses[:-2] == [0] * (len(statuses) - 2)
         assert statuses[-2] == 0x0122 and statuses[-1] == 0
         keys = sorted([skey(out, studies[u][0]) for u in uids] + [skey(out, broken)])
-        wait_for(lambda: results(out) == keys, 90, proc)
+        wait_for(lambda: results(out) == keys, 90, proc, out / "listen.log")
         wait_for(
             lambda: all(
                 json.loads((out / "studies" / k / "result.json").read_text()).get("stored")

@@ -4,7 +4,8 @@
   0x0122 "SOP class not supported" (a modality pushing a whole study with its SR or presentation states
   keeps going); an instance that cannot be journaled (disk full) is answered 0xA700 "out of resources",
   so the sender keeps it and retries: only what is durably journaled is acknowledged (:mod:`journal`).
-* A worker thread takes each study quiet for ``study_timeout`` seconds, predicts it with the folder
+* A worker thread takes each study quiet for ``study_timeout`` seconds (and whose sending association,
+  if any, has been released or aborted), predicts it with the folder
   predict workflow (:mod:`chestxr.pacs.process`) into ``<out>/studies/<study key>/`` (``-r2``... for
   instances that arrived after a study was processed), and C-STOREs its SR / heat maps to ``store_to``.
   A failure on one study (unreadable pixels: listed in its skipped.csv; disk full; the PACS down for the
@@ -80,6 +81,10 @@ class Listener:
         self._stop = threading.Event()
         self._started = 0.0
         self._not_before: dict[tuple[str, int], float] = {}
+        # study key -> ids of open associations that sent it: a study is not complete while its sender
+        # is still connected (pynetdicom's network timeout bounds an idle one)
+        self._senders: dict[str, set[int]] = {}
+        self._senders_lock = threading.Lock()
         self._server: Any = None
         self._worker: Optional[threading.Thread] = None
         self.processed: list[str] = []  # results folder names, in order (for tests and benchmarks)
@@ -103,6 +108,8 @@ class Listener:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ACCEPTED, self._on_assoc, ["accepted"]),
             (evt.EVT_ABORTED, self._on_assoc, ["aborted"]),
+            (evt.EVT_RELEASED, self._on_assoc, ["released"]),
+            (evt.EVT_CONN_CLOSE, self._on_assoc, ["closed"]),
             (evt.EVT_REJECTED, self._on_assoc, ["rejected"]),
         ]
         self._started = time.time()
@@ -136,8 +143,13 @@ class Listener:
     # ------------------------------------------------------------------ receiving (association threads)
 
     def _on_assoc(self, event: Any, what: str) -> None:
-        requestor = getattr(event.assoc, "requestor", None)
-        LOG.info("association %s (calling AE %s)", what, str(getattr(requestor, "ae_title", "?")).strip())
+        if what != "closed":  # every connection closes; released/aborted/rejected say how
+            requestor = getattr(event.assoc, "requestor", None)
+            LOG.info("association %s (calling AE %s)", what, str(getattr(requestor, "ae_title", "?")).strip())
+        if what in ("released", "aborted", "closed"):
+            with self._senders_lock:
+                for senders in self._senders.values():
+                    senders.discard(id(event.assoc))
 
     def _on_store(self, event: Any) -> int:
         try:
@@ -155,6 +167,8 @@ class Listener:
             return CANNOT_UNDERSTAND
         try:
             key, new = self.journal.add(ds)
+            with self._senders_lock:
+                self._senders.setdefault(key, set()).add(id(event.assoc))
         except OSError as exc:
             what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"{type(exc).__name__}"
             LOG.error(
@@ -174,7 +188,9 @@ class Listener:
                     break
                 for n in self.journal.open_rounds(key):
                     busy |= self._due(key, n) and self._process(key, n)
-                if self.journal.quiet_for(key, since=self._started) >= self.study_timeout:
+                with self._senders_lock:
+                    sending = bool(self._senders.get(key))
+                if not sending and self.journal.quiet_for(key, since=self._started) >= self.study_timeout:
                     claimed = self.journal.claim(key)
                     if claimed is not None:
                         busy |= self._process(key, claimed)
