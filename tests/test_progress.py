@@ -75,6 +75,7 @@ def test_log_file_gets_plain_lines_and_quiet_gets_results_only(synth, tmp_path):
     assert "\r" not in out.stdout + out.stderr
     epochs = [line for line in out.stdout.splitlines() if line.startswith("epoch ")]
     assert len(epochs) == 2
+    assert "val:" not in out.stderr  # validation is in the epoch line, not a stage line of its own
     assert re.match(r"epoch 1/2: loss \d\.\d{4}  val loss \d\.\d{4}  val mean AUROC [\d.]+  [\d.]+ img/s", epochs[0])
     assert out.stdout.splitlines()[-1] == "run folder: run"
 

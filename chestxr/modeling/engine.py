@@ -226,8 +226,12 @@ def predict(
     description: str = "predict",
     total: Optional[int] = None,
     findings: Optional[Sequence[str]] = None,
+    summary: bool = True,
 ) -> Predictions:
     """Run the model in eval mode over ``loader``; returns logits sorted by dataset index.
+
+    ``summary``: print the one-line stage summary off a terminal (:mod:`chestxr.core.progress`);
+    the training loop turns it off for validation, whose numbers are in its line per epoch.
 
     Rows whose logits hold NaN/inf are handled like unreadable images (the dataset's on_bad_image:
     ImageReadError naming the file and the ``findings`` name, or listed in ``skipped``): a
@@ -235,7 +239,7 @@ def predict(
     model.eval()
     out_logits, out_idx, skipped = [], [], []
     start = time.perf_counter()
-    bar = Progress(total, description)
+    bar = Progress(total, description, summary=summary)
     for batch in loader:
         ok = batch["ok"]
         images = batch["image"].to(device, non_blocking=True)

@@ -51,6 +51,7 @@ def validate(
         description="val",
         total=len(loader),
         findings=val.findings,
+        summary=False,  # the epoch's line carries the validation numbers
     )
     parts = all_gather_objects((preds.logits, preds.indices, preds.skipped), info)
     val_skipped = sorted({x for p in parts for x in p[2]})
