@@ -9,7 +9,8 @@ blank (not mentioned) or a soft value in [0, 1]. data_manifests/README.md is the
 ``validate_manifest`` reports every problem at once (row numbers as a spreadsheet shows them:
 the header is row 1); ``read_manifest`` raises ManifestError listing all errors and turns warnings
 into ``warnings.warn``. Checks are vectorized (pandas/numpy) so a million rows take seconds; the
-row-level checks live in chestxr/data/manifest_reader.py (orchestration), manifest_file.py, manifest_header.py and manifest_columns.py; the types in chestxr/data/schema.py.
+row-level checks live in chestxr/data/manifest_reader.py (orchestration), manifest_file.py,
+manifest_header.py and manifest_columns.py; the types in chestxr/data/schema.py.
 """
 
 from __future__ import annotations

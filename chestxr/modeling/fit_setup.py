@@ -1,4 +1,4 @@
-"""What the epoch loop trains on: the model (built, optionally initialised from another run, DDP-wrapped) and the loaders.
+"""What the epoch loop trains on: the model (built, initialised from another run, DDP-wrapped) and the loaders.
 
 ``build_train_model`` and ``build_loaders`` are called by :func:`chestxr.modeling.fitting.fit` in this order; a
 train loader draws global batches of ``train.batch_size`` split over the processes (GlobalBatchSampler).
