@@ -345,3 +345,39 @@ def test_disk_full_on_one_study_does_not_drop_the_others(studies, pacs_run, tmp_
     assert sorted(lst.processed) == sorted(keys.values())
     text = (out / "listen.log").read_text()
     assert "disk full" in text and f"{keys['b']}: round 1 failed (disk full)" in text
+
+
+def test_push_failure_is_retried_without_predicting_again(orthanc, studies, pacs_run, tmp_path):
+    """--store-to unreachable: the results are written once, the SR waits in the journal; the next start
+    (now with Orthanc reachable) pushes it without running the model again."""
+    from chestxr.pacs import listener as listener_mod
+    from chestxr.pacs.dimse import Node
+    from chestxr.pacs.listener import Listener
+
+    orthanc.clear()
+    uid = sorted(studies)[0]
+    port, out = free_port(), tmp_path / "push"
+    listener_mod.setup_logging(out, quiet=True)
+    dead = Node("NOBODY", "127.0.0.1", free_port())
+    lst = Listener(pacs_run, out, host="127.0.0.1", port=port, study_timeout=0.3, store_to=dead, store_sr=True)
+    lst.start()
+    try:
+        assert send(port, studies[uid]) == [0] * len(studies[uid])
+        key = lst.journal.keyer.study(pydicom.dcmread(studies[uid][0]))
+        log = out / "listen.log"
+        wait_for(lambda: "cannot be reached" in log.read_text(), 60, log=log)
+    finally:
+        lst.stop()
+    assert results(out) == [key] and lst.processed == [key]
+    assert not json.loads((out / "studies" / key / "result.json").read_text()).get("stored")
+    assert [i for i in orthanc.instances(uid) if i.get("Modality") == "SR"] == []
+    alive = Node(orthanc.aet, "127.0.0.1", orthanc.dicom_port)
+    lst = Listener(pacs_run, out, host="127.0.0.1", port=port, study_timeout=0.3, store_to=alive, store_sr=True)
+    lst.start()
+    try:
+        wait_for(lambda: json.loads((out / "studies" / key / "result.json").read_text()).get("stored"), 60, log=log)
+    finally:
+        lst.stop()
+    assert lst.processed == []  # pushed from the journal's outbox, not predicted again
+    assert len([i for i in orthanc.instances(uid) if i.get("Modality") == "SR"]) == 1
+    assert not list((out / "journal").rglob("*.dcm"))
