@@ -4,7 +4,7 @@
 
 Inputs: the real DICOMs in ``SHARED/data/dicom`` (8 files: CR/DX, uncompressed, JPEG, JPEG
 Lossless, RLE, JPEG 2000, up to 2140 x 1760; the list of paths repeats them to ``--items``), and
-synthetic DICOMs from ``chestxr.synthetic.generate_synthetic_dataset`` (1024 px, 16-bit).
+synthetic DICOMs from ``chestxr.data.synthetic.generate_synthetic_dataset`` (1024 px, 16-bit).
 Models: the ``tiny`` and ``resnet18`` backbones (random weights; 14 findings; 224 px letterbox).
 
 Pipelines (each after an untimed warm-up on a few images; same paths, same preprocessing):
@@ -12,7 +12,7 @@ Pipelines (each after an untimed warm-up on a few images; same paths, same prepr
 * per-image loop: ``read_image`` -> eval transform -> ``model(x[None])``, one at a time, eval + no_grad;
 * chestxr batch: ``Run.logits`` (what ``chestxr predict`` runs: Dataset + 2 DataLoader
   workers decoding in parallel, batch 32, channels_last);
-* TorchScript: the file ``chestxr.export.export_model`` writes, loaded with ``torch.jit.load``, fed
+* TorchScript: the file ``chestxr.runs.export.export_model`` writes, loaded with ``torch.jit.load``, fed
   by the same batched pipeline;
 * ONNX Runtime (CPU provider), same pipeline, when ``onnx`` and ``onnxruntime`` are importable.
 
@@ -34,22 +34,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-FINDINGS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-]
+from chestxr.data.findings import NIH14 as FINDINGS  # noqa: E402
 
 
 def make_run(run_dir: Path, backbone: str) -> Path:

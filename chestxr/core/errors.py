@@ -31,7 +31,7 @@ class HeaderCheckError(ImageReadError):
 
 class ManifestError(ChestXRError):
     """A manifest has problems. ``problems`` lists every one (row, column, value, how to fix): strings or
-    ``chestxr.manifest.Problem`` objects, whose ``str()`` is the readable line."""
+    ``chestxr.data.manifest.Problem`` objects, whose ``str()`` is the readable line."""
 
     def __init__(self, path: object, problems: "Sequence[object]") -> None:
         self.path = str(path)

@@ -3,7 +3,7 @@
 Each returns a DataFrame in manifest layout: ``path`` (image_root joined with the table's image
 name, '/' separated, relative unless image_root is absolute), ``patient_id``, ``study_id``,
 ``view``, ``sex`` (F/M/""), ``age`` (float, NaN unknown), then canonical finding columns as
-float64 (1, 0, -1 uncertain, NaN blank). Write it with ``chestxr.manifest.write_manifest``.
+float64 (1, 0, -1 uncertain, NaN blank). Write it with ``chestxr.data.manifest.write_manifest``.
 
 - NIH ChestX-ray14 ``Data_Entry_2017*.csv``: every finding in "Finding Labels" (split on '|')
   is 1, the others 0 (NIH has no uncertain or blank labels); "No Finding" is its own column.

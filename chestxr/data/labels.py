@@ -70,7 +70,7 @@ def evaluation_labels(labels: np.ndarray, policy: LabelPolicy, findings: list[st
 def labeled_from_manifest(
     manifest, findings: list[str], policy: LabelPolicy, *, seed: int, split: Optional[str] = None
 ) -> LabeledSet:
-    """LabeledSet for ``manifest`` (a chestxr.manifest.Manifest), optionally only rows of ``split``."""
+    """LabeledSet for ``manifest`` (a chestxr.data.manifest.Manifest), optionally only rows of ``split``."""
     from chestxr.data.findings import apply_label_policy, relabel
     from chestxr.data.manifest import manifest_hash
 

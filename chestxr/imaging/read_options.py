@@ -56,7 +56,7 @@ class ReadOptions:
 
     @classmethod
     def from_config(cls, pre: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> "ReadOptions":
-        """Options from a :class:`chestxr.config.PreprocessConfig`."""
+        """Options from a :class:`chestxr.core.config.PreprocessConfig`."""
         return cls(
             voi=pre.voi,
             window=tuple(pre.window) if pre.window is not None else None,

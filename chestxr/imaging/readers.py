@@ -33,8 +33,8 @@ on either side (1x1, 1x40000), holding NaN/inf, or constant (no contrast left: a
 all-zero PNG, a window that maps every pixel to 0 or 1) is refused with an ImageReadError: it
 carries no picture and must never be scored as if it did.
 
-Every failure is an :class:`~chestxr.errors.ImageReadError` naming the file and what to do;
-header filters raise :class:`~chestxr.errors.HeaderCheckError`. The metadata dict never holds
+Every failure is an :class:`~chestxr.core.errors.ImageReadError` naming the file and what to do;
+header filters raise :class:`~chestxr.core.errors.HeaderCheckError`. The metadata dict never holds
 patient identifiers (no names, IDs, dates, accession numbers or UIDs).
 
 The DICOM pipeline is chestxr/imaging/dicom_pixels.py, Pillow formats chestxr/imaging/raster.py, the options

@@ -1,7 +1,7 @@
 """Image -> model input: resize (letterbox / crop / stretch), train-time augmentation, normalization.
 
 ``build_transform(pre, aug, train=...)`` returns a picklable callable taking a float32 (H, W)
-numpy image in [0, 1] (from :func:`chestxr.images.read_image` or the cache) and returning a
+numpy image in [0, 1] (from :func:`chestxr.imaging.readers.read_image` or the cache) and returning a
 torch.float32 tensor (pre.channels, pre.size, pre.size).
 
 Order, chosen for speed: resize to ``pre.size`` FIRST (antialiased bilinear, one interpolation of

@@ -202,7 +202,7 @@ def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
 def spec_of(model: nn.Module) -> ModelSpec:
     spec = getattr(model, "chestxr_spec", None)
     if spec is None:
-        raise ValueError("this model was not built by chestxr.models.build_model")
+        raise ValueError("this model was not built by chestxr.modeling.models.build_model")
     return spec
 
 

@@ -56,7 +56,7 @@ def _check_not_pickle(path: Path) -> None:
         raise CheckpointError(
             f"{path}: is a pickle/torch.save file, not safetensors; chestxr refuses to "
             "load it because unpickling can run arbitrary code. Re-save the weights "
-            "with chestxr.checkpoint.save_model (safetensors) from a session you trust"
+            "with chestxr.modeling.checkpoint.save_model (safetensors) from a session you trust"
         )
     if kind != "safetensors":
         raise CheckpointError(f"{path}: not a safetensors file (corrupt or truncated?)")

@@ -1,6 +1,6 @@
 """Evaluation report: HTML (self-contained) + metrics.csv + metrics.json + predictions.csv.
 
-``write_evaluation_report`` turns the output of :func:`chestxr.metrics.evaluate_predictions` and
+``write_evaluation_report`` turns the output of :func:`chestxr.evaluation.evaluate.evaluate_predictions` and
 the arrays it was computed from into files a clinician or auditor can read:
 
     report.html       per finding: counts, prevalence, AUROC (bootstrap + DeLong CIs), AP, and at
@@ -11,7 +11,7 @@ the arrays it was computed from into files a clinician or auditor can read:
     metrics.json      the evaluation dict + model_info + subgroups (+ multiclass)
     predictions.csv   ids, then per finding label_<f> (blank when masked), prob_<f>, pred_<f> (0/1)
 
-The per-study review worklist lives in :mod:`chestxr.review` (re-exported here). Calls are
+The per-study review worklist lives in :mod:`chestxr.reporting.review` (re-exported here). Calls are
 ``score >= threshold`` everywhere. Reports show only what the caller passes: never pass names,
 birth dates or other DICOM identifiers in ``predictions``.
 
@@ -115,8 +115,8 @@ def write_evaluation_report(
     findings: f names; predictions: DataFrame with n rows (id columns, optional view/sex/age/site);
     y_true (n, f) labels in {0, 1}; mask (n, f) bool, True where the label counts; y_score (n, f)
     probabilities; thresholds (f,); groups (n,) patient ids or None; evaluation: the dict from
-    :func:`chestxr.metrics.evaluate_predictions` on the same arrays; multiclass: the dict from
-    :func:`chestxr.metrics.multiclass_metrics` (accuracy + confusion matrix) or None.
+    :func:`chestxr.evaluation.evaluate.evaluate_predictions` on the same arrays; multiclass: the dict from
+    :func:`chestxr.evaluation.metrics.multiclass_metrics` (accuracy + confusion matrix) or None.
     ``n_bins``/``reliability_strategy`` ("uniform" | "quantile"): the reliability diagrams' bins
     (:func:`chestxr.evaluation.reliability.reliability_bins`).
     Returns ``{"html", "metrics_csv", "metrics_json", "predictions_csv"}`` -> paths.

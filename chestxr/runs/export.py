@@ -11,7 +11,7 @@ traces the model at the checkpoint's preprocessing size, and writes
 
 Before the file is renamed into place, its outputs are compared with the eager model's on a
 random batch of a different size than the traced one; a difference above ``atol`` (1e-4) raises
-:class:`~chestxr.errors.ChestXRError` and leaves nothing under ``out_path``. Both files are written
+:class:`~chestxr.core.errors.ChestXRError` and leaves nothing under ``out_path``. Both files are written
 atomically (temp file + rename).
 """
 
