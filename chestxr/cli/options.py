@@ -23,10 +23,12 @@ def ranged(kind: type, rng: Range) -> Callable[[str], float]:
     return parse
 
 
-#: shared option types: counts, worker counts, levels/probabilities strictly between 0 and 1
+#: shared option types: counts, worker counts, levels/probabilities strictly between 0 and 1, network timeouts
+#: (seconds, > 0 and at most a day: a deadline timer cannot take inf or nan), seeds (numpy takes 0 .. 2**32 - 1)
 COUNT = ranged(int, AT_LEAST_1)
 WORKERS = ranged(int, AT_LEAST_0)
 LEVEL = ranged(float, OPEN_UNIT)
+TIMEOUT = ranged(float, Range(0, 86400, lo_open=True))
 
 
 def add_inference_options(p: argparse.ArgumentParser) -> None:

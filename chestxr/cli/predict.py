@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chestxr.cli.options import add_inference_options, add_pacs_options
+from chestxr.cli.options import TIMEOUT, add_inference_options, add_pacs_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,10 +44,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="DICOMweb base URL, e.g. http://pacs:8042/dicom-web (credentials: CHESTXR_PACS_USER/"
         "CHESTXR_PACS_PASSWORD, CHESTXR_PACS_TOKEN or --credentials FILE; never in the URL)",
     )
-    g.add_argument("--study", action="append", default=[], metavar="UID", help="a Study Instance UID (repeatable)")
+    g.add_argument(
+        "--study",
+        action="append",
+        default=[],
+        metavar="UID",
+        help="a Study Instance UID, digits and dots (repeatable; an empty value or a wildcard is refused)",
+    )
     g.add_argument("--since", metavar="YYYY-MM-DD", default=None, help="studies dated on or after this day")
     g.add_argument("--modality", default=None, metavar="CR,DX", help="studies with any of these modalities")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
+    g.add_argument(
+        "--timeout",
+        type=TIMEOUT,
+        default=30.0,
+        help="seconds: each request to the server (search, one study's retrieval, one store) must be "
+        "answered completely within it (default 30; raise it for large studies on slow links)",
+    )
     add_pacs_options(g, store_to=False)
     p.set_defaults(func=run)
 
@@ -97,7 +109,7 @@ def _run_dicomweb(args: argparse.Namespace) -> int:
         credentials=load_credentials(args.credentials),
         studies=args.study,
         since=args.since,
-        modalities=[m for m in (args.modality or "").split(",") if m.strip()],
+        modalities=args.modality.split(",") if args.modality is not None else [],
         store_sr=args.store_sr,
         store_heatmaps=args.store_heatmaps,
         timeout=args.timeout,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from chestxr.pacs.staging import ScreenedStudy, read_evidence, screen_study
 
@@ -56,9 +56,12 @@ def predict_staging(
     on_bad_image: str = "skip",
     make_sr: bool = False,
     make_heatmaps: bool = False,
+    skipped_studies: Sequence[tuple[str, str]] = (),
 ) -> tuple[dict[str, Path], list[StudyResult]]:
     """Predict the staged studies into ``out`` (predictions.csv, study_predictions.csv, review.html,
     skipped.csv) and return one :class:`StudyResult` per study (with its SR / heat maps when asked).
+    ``skipped_studies``: (study key, reason) of studies that never reached the staging folder (a failed
+    retrieval); they head skipped.csv.
 
     A study none of whose instances the run accepts gets n_images 0 and no SR. When no study has an
     image at all, only skipped.csv is written and ``written`` has just that.
@@ -67,6 +70,7 @@ def predict_staging(
     from chestxr.runs.workflows import predict_run
 
     studies, skipped = screen_staging(run, staging)
+    skipped = [*((str(k), str(r)) for k, r in skipped_studies), *skipped]
     results = {s.folder.name: StudyResult(s.folder.name, n_skipped=len(s.skipped)) for s in studies}
     if not any(s.images for s in studies):
         import pandas as pd

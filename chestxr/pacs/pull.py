@@ -1,11 +1,16 @@
 """``chestxr predict --dicomweb``: search, retrieve, predict as on a folder, optionally store SRs back.
 
-Order, so that a failure leaves nothing half-written: check --out, load the run, search (QIDO-RS),
-retrieve every instance (WADO-RS) into a hidden staging folder next to --out, predict there with the folder
-workflow, build the SRs / heat maps, store them (STOW-RS), and only then move the finished outputs to
---out in one rename. Any error removes the staging folder and leaves --out as it was. The staging copy
-(which holds the patients' files) is always deleted. Storing is idempotent: the SR and heat-map UIDs are
-derived from the study, its images and the model, so a re-run does not file duplicates.
+Order, so that a failure leaves nothing half-written: check the options (URL, --study UIDs, --since,
+--modality, --timeout) and --out, load the run, search (QIDO-RS), retrieve every instance (WADO-RS) into a
+hidden staging folder next to --out, predict there with the folder workflow, build the SRs / heat maps, store
+them (STOW-RS), and only then move the finished outputs to --out in one rename. Any error removes the staging
+folder and leaves --out as it was. The staging copy (which holds the patients' files) is always deleted.
+Storing is idempotent: the SR and heat-map UIDs are derived from the study, its images and the model, so a
+re-run does not file duplicates.
+
+A study whose retrieval fails on its own (HTTP 404 for it, a malformed or empty answer) follows
+``on_bad_image``: "skip" leaves it out and lists it in skipped.csv (its keyed name, "not retrieved: why");
+"error" stops with one line naming it by that keyed name, nothing written.
 """
 
 from __future__ import annotations
@@ -49,11 +54,15 @@ def predict_dicomweb(
     import pandas as pd
 
     from chestxr.core.fileio import write_text_atomic
-    from chestxr.pacs.dicomweb import DicomWeb
+    from chestxr.pacs.dicomweb import DicomWeb, check_uid
     from chestxr.pacs.process import predict_staging
     from chestxr.runs.run import load_run
 
     out = Path(out_dir)
+    studies = [check_uid(u) for u in studies]
+    if on_bad_image not in ("error", "skip"):
+        raise PacsError(f"--on-bad-image {on_bad_image!r}: expected 'error' or 'skip'")
+    server = DicomWeb(url, credentials, timeout=timeout)  # checks the URL and the timeout; no traffic yet
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise OutputExistsError(
             f"{out} already holds results; pass --overwrite to replace them or choose another --out"
@@ -61,7 +70,6 @@ def predict_dicomweb(
     if store_sr or store_heatmaps:
         require("highdicom")  # fail before any network traffic when the extra is missing
     run = load_run(run_dir)
-    server = DicomWeb(url, credentials, timeout=timeout)
     uids = server.search_studies(studies=studies, since=since, modalities=modalities)
     if not uids:
         raise PacsError(f"DICOMweb server {server.url}: no study matches the filters (--study/--since/--modality)")
@@ -70,7 +78,9 @@ def predict_dicomweb(
     try:
         staging, result = work / "instances", work / "result"
         staging.mkdir()
-        server.retrieve_studies(uids, staging, keyer)
+        retrieved = server.retrieve_studies(
+            uids, staging, keyer, on_error="skip" if on_bad_image == "skip" else "raise"
+        )
         written, results = predict_staging(
             run,
             staging,
@@ -82,6 +92,7 @@ def predict_dicomweb(
             on_bad_image=on_bad_image,
             make_sr=store_sr,
             make_heatmaps=store_heatmaps,
+            skipped_studies=retrieved.failed,
         )
         rows = []
         for res in results:
