@@ -35,15 +35,40 @@ def test_every_benchmark_is_run_by_run_all():
 
 
 @pytest.mark.parametrize("name", SMOKED_HERE)
-def test_benchmark_smoke_runs(name):
+def test_benchmark_smoke_runs(name, tmp_path):
     args = [f"benchmarks/{name}.py", "--smoke"]
-    if name in ("bench_train", "bench_predict", "bench_scale"):
+    if name in ("bench_train", "bench_predict", "bench_scale", "bench_gpu"):
         args += ["--threads", "1"]
+    if name == "bench_gpu":
+        args += ["--out", str(tmp_path)]
     out = _run(args)
     assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
     table_rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table_rows) >= 2, out.stdout[-3000:]  # a header and at least one measured row
     assert "Traceback" not in out.stderr
+    if name == "bench_gpu":  # a failing cell is recorded, not raised: every cell of the dry run must be ok
+        import json
+
+        result = json.loads((tmp_path / "bench_gpu.json").read_text())
+        kinds = {c["kind"] for c in result["cells"]}
+        assert kinds == {"ceiling", "baseline", "chestxr", "infer_ceiling", "infer_chestxr", "gradcam"}, kinds
+        bad = [(c["kind"], c["variant"], c.get("error")) for c in result["cells"] if c["status"] != "ok"]
+        assert not bad, bad
+        assert all(c["img_s"] > 0 and c["peak_mem_mib"] > 0 for c in result["cells"])
+        assert result["environment"]["torch"] and "cudnn" in result["environment"]
+        assert "| densenet121 |" in (tmp_path / "bench_gpu.md").read_text()
     if name == "bench_data" and importlib.util.find_spec("torchxrayvision") is not None:
         xrv = [line for line in table_rows if "| torchxrayvision |" in line]
         assert xrv and not any("skipped" in line for line in xrv), xrv  # the loader table measures its row
+
+
+def test_gpu_session_script_parses_and_names_files_that_exist():
+    """benchmarks/gpu_session.sh runs only on a GPU machine: at least check here that bash parses it and that
+    the test and benchmark it runs still exist (a rename would otherwise surface only in a GPU session)."""
+    import re
+
+    script = REPO / "benchmarks" / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    named = set(re.findall(r"\b((?:tests|benchmarks)/[\w/]+\.py)\b", script.read_text()))
+    assert any(n.endswith("test_cuda.py") for n in named) and "benchmarks/bench_gpu.py" in named, named
+    assert all((REPO / n).is_file() for n in named), [n for n in named if not (REPO / n).is_file()]

@@ -1,0 +1,249 @@
+"""CUDA smoke test (issue 26): two epochs with AMP on the GPU give a finite loss and AUROC, and calibrate /
+evaluate / predict on the GPU give the same calls as on the CPU for the same weights.
+
+Skipped without CUDA (CI has no GPU; benchmarks/gpu_session.sh runs this file on a GPU machine).
+``CHESTXR_TEST_ACCEL=cpu`` runs the same checks with the CPU standing in for the accelerator (bf16 autocast on
+the CPU for training and for the "accelerator" side's inference, fp32 on the other side): a dry run of this
+file and of its tolerance on a machine without a GPU, not a test of CUDA.
+
+Tolerance. On CUDA, ``Run.logits`` runs under bf16 autocast (``train.amp: auto``), the CPU in fp32, so the
+same weights give slightly different probabilities. bf16 keeps 8 significant bits (relative rounding 2^-9);
+through a few conv/norm layers with fp32 accumulation the logits of these small models move by a few
+hundredths at most, and a probability moves by at most a quarter of its logit's change (the sigmoid's
+slope is <= 1/4). ``EPS = 0.02`` (probability units) leaves a margin of 2 or more, and the test first checks
+that every probability agrees within it. A call (score >= threshold) may then differ between the devices
+only for an image whose score is within ``EPS`` of its threshold on either device; every other call must be
+equal. Calibration uses ``sensitivity:0.8@point`` (a threshold at an order statistic of the positives'
+scores, which moves by at most the largest score change), so the GPU and CPU thresholds must also agree
+within ``EPS``; evaluate and predict are compared on identical run folders (the same thresholds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+ACCEL = os.environ.get("CHESTXR_TEST_ACCEL", "cuda")
+EPS = 0.02
+RULE = "sensitivity:0.8@point"
+
+needs_accel = pytest.mark.skipif(
+    ACCEL == "cuda" and not torch.cuda.is_available(),
+    reason="needs a CUDA GPU (torch.cuda.is_available() is False); CHESTXR_TEST_ACCEL=cpu runs a CPU dry run",
+)
+
+
+def call_disagreements(
+    score_a: np.ndarray,
+    thr_a: np.ndarray,
+    call_a: np.ndarray,
+    score_b: np.ndarray,
+    thr_b: np.ndarray,
+    call_b: np.ndarray,
+    eps: float = EPS,
+) -> list[tuple[int, int]]:
+    """(row, finding) where the calls differ although the score is farther than ``eps`` from its threshold
+    on both sides. Scores and calls (n, f); thresholds (f,)."""
+    near = (np.abs(score_a - thr_a[None, :]) <= eps) | (np.abs(score_b - thr_b[None, :]) <= eps)
+    bad = (call_a != call_b) & ~near
+    return [(int(i), int(j)) for i, j in zip(*np.nonzero(bad))]
+
+
+def test_call_disagreements_flags_only_calls_away_from_the_threshold():
+    thr = np.array([0.5, 0.3])
+    a = np.array([[0.51, 0.9], [0.2, 0.31], [0.8, 0.1]])
+    b = np.array([[0.49, 0.9], [0.2, 0.29], [0.8, 0.1]])  # rows 0 and 1 cross their thresholds within eps
+    calls_a, calls_b = a >= thr, b >= thr
+    assert call_disagreements(a, thr, calls_a, b, thr, calls_b) == []
+    calls_b[2, 0] = False  # a flip at 0.8 against 0.5 is a real disagreement
+    calls_b[0, 1] = False
+    assert call_disagreements(a, thr, calls_a, b, thr, calls_b) == [(0, 1), (2, 0)]
+    # thresholds that moved: near either side's own threshold counts as near
+    assert call_disagreements(a, thr, a >= thr, a, thr + 0.015, a >= thr + 0.015) == []
+
+
+@contextlib.contextmanager
+def _accel_inference(run):
+    """Inference as on the accelerator: on CUDA ``Run.logits`` already picks bf16 autocast (amp auto); in the
+    CPU dry run the CPU's autocast is switched to bf16 for this side, so the tolerance is still exercised."""
+    if ACCEL == "cuda":
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys.modules[type(run).__module__], "resolve_amp", lambda amp, device: torch.bfloat16)
+        yield
+
+
+def _as_calls(frame: pd.DataFrame, finding: str) -> np.ndarray:
+    """The call column of ``finding`` as bool, whatever its name (call_/pred_/positive_) and spelling."""
+    for prefix in ("call_", "pred_", "positive_"):
+        col = f"{prefix}{finding}"
+        if col in frame.columns:
+            values = frame[col].astype(str).str.lower()
+            return values.isin(["1", "1.0", "true", "positive"]).to_numpy()
+    raise AssertionError(f"no call column for {finding} in {list(frame.columns)}")
+
+
+@pytest.fixture(scope="module")
+def gpu_run(tmp_path_factory):
+    """A run trained 2 epochs on the accelerator with AMP (train.amp auto: bf16 on a bf16 GPU), 2 loader
+    workers (pinned memory), resnet18 at 64 px on 240 synthetic PNGs split by patient."""
+    from chestxr.core.config import load_config
+    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.modeling.training import train
+
+    root = tmp_path_factory.mktemp("cuda")
+    manifest = generate_synthetic_dataset(
+        root / "data", n_images=240, seed=3, size=80, dicom_fraction=0.0, with_split=True
+    )
+    amp = "auto" if ACCEL == "cuda" else "bf16"
+    config = load_config(
+        None,
+        [
+            f"data.manifest={manifest}",
+            "model.backbone=resnet18",
+            "preprocessing.size=64",
+            "preprocessing.cache_size=72",
+            f"data.cache_dir={root / 'cache'}",
+            "data.num_workers=2",
+            "train.batch_size=32",
+            "train.epochs=2",
+            "train.lr=0.003",
+            f"train.amp={amp}",
+            f"train.device={ACCEL}",
+            "name=cuda-smoke",
+        ],
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHESTXR_NO_PROGRESS", "1")
+        if ACCEL == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        run_dir = train(config, out_dir=root / "run", log=lambda s: None)
+        used = torch.cuda.max_memory_allocated() if ACCEL == "cuda" else None
+    return {"run": run_dir, "manifest": manifest, "root": root, "cuda_bytes": used}
+
+
+@needs_accel
+def test_two_amp_epochs_on_the_accelerator_give_finite_loss_and_auroc(gpu_run):
+    metrics = pd.read_csv(gpu_run["run"] / "metrics.csv")
+    assert len(metrics) == 2, metrics
+    for col in ("train_loss", "val_loss", "val_mean_auroc"):
+        assert np.isfinite(metrics[col].to_numpy()).all(), metrics[[col]]
+    assert (metrics["train_images_per_s"] > 0).all()
+    assert (gpu_run["run"] / "model.safetensors").is_file()
+    if ACCEL == "cuda":
+        assert gpu_run["cuda_bytes"] and gpu_run["cuda_bytes"] > 0  # the training really ran on the GPU
+
+
+@needs_accel
+def test_fp16_amp_with_grad_scaler_trains_on_cuda(tmp_path):
+    """train.amp=fp16 takes the GradScaler path (never run on a CPU)."""
+    if ACCEL != "cuda":
+        pytest.skip("fp16 autocast + GradScaler is a CUDA path")
+    from chestxr.core.config import load_config
+    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.modeling.training import train
+
+    manifest = generate_synthetic_dataset(
+        tmp_path / "data", n_images=80, seed=4, size=48, dicom_fraction=0.0, with_split=True
+    )
+    config = load_config(
+        None,
+        [
+            f"data.manifest={manifest}",
+            "model.backbone=tiny",
+            "preprocessing.size=32",
+            "preprocessing.cache_size=40",
+            "data.num_workers=0",
+            "train.batch_size=16",
+            "train.epochs=2",
+            "train.amp=fp16",
+            "train.device=cuda",
+        ],
+    )
+    run_dir = train(config, out_dir=tmp_path / "run", log=lambda s: None)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert np.isfinite(metrics[["train_loss", "val_loss", "val_mean_auroc"]].to_numpy()).all(), metrics
+
+
+def _split_paths(manifest: Path, split: str) -> list[str]:
+    frame = pd.read_csv(manifest)
+    return [str((manifest.parent / p).resolve()) for p in frame.loc[frame["split"] == split, "path"]]
+
+
+@needs_accel
+def test_calibrate_evaluate_predict_on_the_accelerator_make_the_cpu_calls(gpu_run, tmp_path):
+    from chestxr.runs.calibrating import calibrate_run
+    from chestxr.runs.evaluating import evaluate_run
+    from chestxr.runs.predicting import predict_run
+    from chestxr.runs.run import Run
+
+    manifest = gpu_run["manifest"]
+    runs = {}
+    for side in ("cpu", "accel"):
+        runs[side] = tmp_path / f"run-{side}"
+        shutil.copytree(gpu_run["run"], runs[side])
+    device = {"cpu": "cpu", "accel": ACCEL}
+
+    # calibrate on each device: the same rule must give thresholds within EPS and the same calls
+    fitted, scores, thresholds = {}, {}, {}
+    val_paths = _split_paths(manifest, "val")
+    for side in ("cpu", "accel"):
+        run = Run.load(runs[side], device=device[side])
+        assert run.device.type == device[side]
+        with _accel_inference(run) if side == "accel" else contextlib.nullcontext():
+            fitted[side] = calibrate_run(run, manifest, split="val", method=RULE, n_boot=20, num_workers=2)
+            reloaded = Run.load(runs[side], device=device[side])
+            thresholds[side] = reloaded.thresholds
+            scores[side] = reloaded.scores(val_paths, num_workers=2)
+    findings = Run.load(runs["cpu"], device="cpu").findings
+    diff = float(np.nanmax(np.abs(scores["cpu"] - scores["accel"])))
+    assert 0 < diff <= EPS, f"validation probabilities differ by up to {diff:.4f} between the CPU and {ACCEL}"
+    print(f"max |p_{ACCEL} - p_cpu| on validation: {diff:.5f} (EPS {EPS})")
+    assert np.isfinite(thresholds["cpu"]).all() and np.isfinite(thresholds["accel"]).all(), fitted
+    assert np.abs(thresholds["cpu"] - thresholds["accel"]).max() <= EPS, (thresholds, diff)
+    bad = call_disagreements(
+        scores["cpu"],
+        thresholds["cpu"],
+        scores["cpu"] >= thresholds["cpu"],
+        scores["accel"],
+        thresholds["accel"],
+        scores["accel"] >= thresholds["accel"],
+    )
+    assert not bad, f"calls differ away from the threshold (row, finding): {bad}"
+
+    # evaluate and predict with identical run folders (the CPU calibration on both sides)
+    shutil.rmtree(runs["accel"])
+    shutil.copytree(runs["cpu"], runs["accel"])
+    tables = {}
+    for side in ("cpu", "accel"):
+        run = Run.load(runs[side], device=device[side])
+        with _accel_inference(run) if side == "accel" else contextlib.nullcontext():
+            evaluate_run(run, manifest, tmp_path / f"eval-{side}", split="test", n_boot=20, num_workers=2)
+            predict_run(run, tmp_path / f"pred-{side}", manifest=manifest, num_workers=2)
+        tables[side] = {
+            "evaluate": pd.read_csv(tmp_path / f"eval-{side}" / "predictions.csv"),
+            "predict": pd.read_csv(tmp_path / f"pred-{side}" / "predictions.csv"),
+        }
+    thr = thresholds["cpu"]
+    for kind in ("evaluate", "predict"):
+        a, b = tables["cpu"][kind], tables["accel"][kind]
+        assert list(a["path"]) == list(b["path"]), f"{kind}: rows in a different order"
+        pa = a[[f"prob_{f}" for f in findings]].to_numpy(float)
+        pb = b[[f"prob_{f}" for f in findings]].to_numpy(float)
+        diff = float(np.nanmax(np.abs(pa - pb)))
+        assert diff <= EPS, f"{kind}: probabilities differ by up to {diff:.4f}"
+        print(f"{kind}: max |p_{ACCEL} - p_cpu| {diff:.5f}; thresholds {np.round(thr, 4).tolist()}")
+        ca = np.stack([_as_calls(a, f) for f in findings], axis=1)
+        cb = np.stack([_as_calls(b, f) for f in findings], axis=1)
+        assert ca.any(), f"{kind}: no positive call at all; the comparison would be empty"
+        bad = call_disagreements(pa, thr, ca, pb, thr, cb)
+        assert not bad, f"{kind}: calls differ away from the threshold (row, finding): {bad}"
