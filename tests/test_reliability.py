@@ -81,7 +81,9 @@ def write_corpus(folder: Path, good_png: bytes, good_dcm: bytes) -> dict[str, Pa
     for name, data in raw.items():
         (folder / name).write_bytes(data)
     write_dicom(folder / "nopixels.dcm", block_image(), with_pixels=False)
-    write_dicom(folder / "rgb.dcm", np.zeros((32, 32, 3), np.uint8), photometric="RGB")
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 0], rgb[:8, :8] = 200, 255  # real colour (an all-zero RGB is grey content, read as gray)
+    write_dicom(folder / "rgb.dcm", rgb, photometric="RGB")
     write_dicom(folder / "multiframe.dcm", np.stack([block_image()] * 3), frames=3)
     write_dicom(folder / "ct.dcm", block_image(), modality="CT")
     colour = np.zeros((32, 32, 3), np.uint8)

@@ -51,11 +51,11 @@ def read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nda
         )
     photometric = meta["photometric"] or ""
     is_gray = photometric in _GRAY
-    if not is_gray and not options.allow_color:
+    if not is_gray and not photometric and not options.allow_color:
         raise ImageReadError(
             path,
-            f"photometric interpretation {photometric or 'missing'} is not "
-            "grayscale (MONOCHROME1/2); set preprocessing.allow_color: true to convert it",
+            "photometric interpretation missing is not grayscale (MONOCHROME1/2); fix the header "
+            "or set preprocessing.allow_color: true to convert it",
         )
     if meta["frames"] > 1:
         warnings.warn(f"{path}: DICOM has {meta['frames']} frames; using the first", stacklevel=3)
@@ -80,7 +80,7 @@ def read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nda
             if photometric == "MONOCHROME1":
                 out = 1.0 - out
         else:
-            out, voi, value_range = _color_to_gray(ds, arr, photometric)
+            out, voi, value_range = _color_to_gray(ds, arr, photometric, allow_color=options.allow_color, path=path)
     except ImageReadError:
         raise
     except Exception as exc:
@@ -247,18 +247,35 @@ def _window(x: np.ndarray, c: float, w: float, function: str) -> np.ndarray:
     return np.clip(y, 0.0, 1.0, out=y).astype(np.float32, copy=False)
 
 
-def _color_to_gray(ds: Any, arr: np.ndarray, photometric: str) -> tuple[np.ndarray, str, list[float]]:
-    """RGB/YBR (decoded to RGB by pydicom) or PALETTE COLOR -> luma scaled by the stored range."""
+def _color_to_gray(
+    ds: Any, arr: np.ndarray, photometric: str, *, allow_color: bool = True, path: Optional[Path] = None
+) -> tuple[np.ndarray, str, list[float]]:
+    """RGB/YBR (decoded to RGB by pydicom) or PALETTE COLOR -> luma scaled by the stored range.
+
+    Without ``allow_color`` only grey content (channels equal up to chestxr.imaging.grey_content.GREY_TOLERANCE of
+    the range, e.g. a grey film saved as RGB or YBR_FULL_422 JPEG) is converted; real colour is an ImageReadError.
+    """
     from pydicom.pixels import apply_color_lut
+
+    from chestxr.imaging.grey_content import channel_spread, describe_spread, is_grey
 
     if photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
         bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
     else:
         bits = int(ds.get("BitsStored") or 8)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"expected an RGB array, got shape {arr.shape}")
+    testable = arr.ndim == 3 and arr.shape[-1] == 3
     hi = float(2**bits - 1)
+    if not allow_color:
+        spread = channel_spread(arr, hi) if testable else None
+        if spread is None or not is_grey(spread):
+            raise ImageReadError(
+                path or "?",
+                f"photometric interpretation {photometric} is not grayscale (MONOCHROME1/2) and holds "
+                f"{describe_spread(spread)}; set preprocessing.allow_color: true to convert it",
+            )
+    if not testable:
+        raise ValueError(f"expected an RGB array, got shape {arr.shape}")
     gray = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
     return _rescale(gray, 0.0, hi), "color->gray", [0.0, hi]
 

@@ -1,4 +1,7 @@
-"""PNG, JPEG, TIFF and BMP through Pillow into float32 (H, W) in [0, 1]; see chestxr.imaging.readers."""
+"""PNG, JPEG, TIFF and BMP through Pillow into float32 (H, W) in [0, 1]; see chestxr.imaging.readers.
+
+A file in a colour mode whose content is grey (chestxr.imaging.grey_content) is read as grayscale; real colour
+needs ``preprocessing.allow_color``."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import numpy as np
 from chestxr.core.errors import ImageReadError
 from chestxr.imaging.decoding import ACCEPTED_FORMATS, META_KEYS, PIL_FORMATS, damage_hint, format_list, short
 from chestxr.imaging.decoding import rescale as _rescale
+from chestxr.imaging.grey_content import describe_spread, is_grey, pillow_spread
 
 PIL_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
 #: Pillow modes that are grayscale (LA: gray + alpha, the alpha is dropped); any other mode is colour
@@ -46,16 +50,24 @@ def read_pillow(path: Path, options: Any) -> tuple[np.ndarray, dict[str, Any]]:
                 path,
                 f"{im.format} images are not accepted (accepted: {', '.join(ACCEPTED_FORMATS)}); convert it to PNG",
             )
-        if not (options.allow_color or _pillow_is_gray(im)):
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        mode = im.mode
+        # a colour mode holding grey content (channels equal up to GREY_TOLERANCE) is read as grayscale
+        colour = not (options.allow_color or _pillow_is_gray(im))
+        try:
+            spread = pillow_spread(im) if colour else None
+        except Exception as exc:
+            raise ImageReadError(
+                path, f"cannot decode the {im.format} data ({short(exc)}); {damage_hint(exc)}"
+            ) from None
+        if colour and (spread is None or not is_grey(spread)):
             raise ImageReadError(
                 path,
-                f"{im.format} mode {im.mode} is colour, not grayscale; set preprocessing.allow_color: true "
-                "to convert it to gray (luma), as for colour DICOMs",
+                f"{im.format} mode {mode} is colour, not grayscale ({describe_spread(spread)}); set "
+                "preprocessing.allow_color: true to convert it to gray (luma), as for colour DICOMs",
             )
-        frames = int(getattr(im, "n_frames", 1) or 1)
         if frames > 1:
             warnings.warn(f"{path}: image has {frames} frames; using the first", stacklevel=3)
-        mode = im.mode
         try:
             arr, bit_depth = _pillow_to_gray(im)
         except Exception as exc:

@@ -22,7 +22,8 @@ class ReadOptions:
 
     voi: "auto" | "ignore" | "window" (then ``window`` = (center, width) in Modality-LUT units).
     allow_color: convert colour images (DICOM RGB/YBR/PALETTE COLOR; PNG/JPEG/TIFF/BMP RGB, RGBA,
-    CMYK, YCbCr, colour palettes) to gray instead of refusing them. modalities / body_parts / view_positions: None (accept all) or the allowed
+    CMYK, YCbCr, colour palettes) to gray instead of refusing them (grey content in those formats,
+    chestxr.imaging.grey_content, is read as gray without it). modalities / body_parts / view_positions: None (accept all) or the allowed
     values of (0008,0060) / (0018,0015) / (0018,5101), compared case-insensitively; checked for
     DICOM only (PNG/JPEG carry no header). max_pixels: refuse larger images (decompression bombs).
     """

@@ -24,9 +24,11 @@ file's window is in rescaled units, so it is ignored too); a non-finite, zero or
 WindowCenter/WindowWidth uses the image min/max.
 
 PNG/JPEG/TIFF/BMP: 8-bit gray / 255, 16-bit gray (``I;16``/``I``) / 65535, gray + alpha (LA) and
-palette images with an all-gray palette as gray. Colour follows the same rule as DICOM: a colour
-image (RGB/RGBA/CMYK/YCbCr, a colour palette; DICOM RGB/YBR/PALETTE COLOR) is refused unless
-``preprocessing.allow_color`` is true, then converted to luma (ITU-R 601-2, alpha dropped) / 255.
+palette images with an all-gray palette as gray. Colour follows the same rule as DICOM: an image in
+a colour mode (RGB/RGBA/CMYK/YCbCr, a palette; DICOM RGB/YBR/PALETTE COLOR) whose channels agree on every
+pixel up to chestxr.imaging.grey_content.GREY_TOLERANCE (8 of 255: JPEG chroma noise) is grey content and
+read as gray; real colour is refused unless ``preprocessing.allow_color`` is true. Both are converted to
+luma (ITU-R 601-2, alpha dropped) / 255, so grey content reads to the same values either way.
 
 Content checks after decoding (both formats): an image smaller than ``MIN_IMAGE_SIDE`` (16) pixels
 on either side (1x1, 1x40000), holding NaN/inf, or constant (no contrast left: a blank export, an
