@@ -26,6 +26,7 @@ lint:
 test: lint
 	bash scripts/install_browser.sh || true
 	bash scripts/install_orthanc.sh || true
+	bash scripts/install_dicom_tools.sh || true
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from chestxr.pacs import require
+from chestxr.pacs.dicom_text import set_character_set, text
 from chestxr.pacs.sr import derived_uid
 
 LABEL = "NOT FOR DIAGNOSTIC USE"
@@ -69,9 +70,11 @@ def build_heatmap_sc(source: Any, rgb: np.ndarray, *, finding: str, weights_sha2
             patient_orientation=(orientation[0], orientation[1]) if len(orientation) >= 2 else ("L", "F"),
         )
     sc.SeriesDescription = SERIES_DESCRIPTION
-    sc.ImageComments = f"{LABEL}. Grad-CAM map for {finding}: shows where the model looked, not a finding."
-    sc.DerivationDescription = f"{LABEL}: chestxr {__version__} Grad-CAM overlay ({finding})"
+    sc.ImageComments = text(
+        f"{LABEL}. Grad-CAM map for {finding}: shows where the model looked, not a finding.", limit=10240
+    )
+    sc.DerivationDescription = text(f"{LABEL}: chestxr {__version__} Grad-CAM overlay ({finding})", limit=1024)
     sc.BurnedInAnnotation = "YES"
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.SoftwareVersions = f"chestxr {__version__}"
-    return sc
+    return set_character_set(sc)  # UTF-8 when the finding or the patient name is not ASCII

@@ -15,6 +15,11 @@ references every source image in its evidence and image library, and has new UID
 deterministically from the study, the images and the model weights: producing it twice (a restarted
 listener) gives the same SOP Instance UID, so the PACS files it once. Codes without a standard code use
 the local scheme ``99CHESTXR``. It is the one artifact that carries the patient's identifiers.
+
+Text values are valid for their VR whatever the names hold (chestxr.pacs.dicom_text): code meanings are one line,
+without backslash, at most 64 bytes; TEXT items one line; the SR is UTF-8 (ISO_IR 192) when any value, the
+patient's name included, is not ASCII. A finding named "Pleural\\Effusion" shows as "Pleural/Effusion" in its code
+meaning (its tracking identifier keeps the backslash).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 from chestxr.pacs import require
+from chestxr.pacs.dicom_text import lo, set_character_set, text
 from chestxr.pacs.runinfo import ApprovalInfo, ThresholdInfo
 
 SCHEME = "99CHESTXR"
@@ -56,8 +62,9 @@ def _finding_code(finding: str) -> str:
     return "CXRF" + hashlib.sha256(finding.encode()).hexdigest()[:8]
 
 
-def _meaning(text: str) -> str:
-    return text if len(text) <= 64 else text[:61] + "..."
+def _meaning(value: str) -> str:
+    """A Code Meaning (LO): one line, no backslash, at most 64 bytes (chestxr.pacs.dicom_text.lo)."""
+    return lo(value)
 
 
 def derived_uid(*parts: str) -> str:
@@ -113,17 +120,17 @@ def build_sr(
     sop_uids = sorted(str(ds.SOPInstanceUID) for ds in evidence)
     ident = dict(identity)
     algorithm = AlgorithmIdentification(
-        name=ident["name"],
-        version=f"model v{ident['version']} (chestxr {__version__})",
-        parameters=[f"weights_sha256={ident['weights_sha256']}", f"study_reduce={study_reduce}"],
+        name=text(ident["name"]),
+        version=text(f"model v{ident['version']} (chestxr {__version__})"),
+        parameters=[text(f"weights_sha256={ident['weights_sha256']}"), text(f"study_reduce={study_reduce}")],
     )
     device = ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
             uid=derived_uid("device", ident["weights_sha256"]),
-            name=ident["name"],
+            name=text(ident["name"]),
             manufacturer_name="chestxr",
-            model_name=f"model v{ident['version']}",
+            model_name=text(f"model v{ident['version']}"),
         ),
     )
     by_uid = {str(ds.SOPInstanceUID): ds for ds in evidence}
@@ -159,7 +166,7 @@ def build_sr(
         groups.append(
             MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=TrackingIdentifier(
-                    uid=derived_uid("tracking", study_uid, f, ident["weights_sha256"]), identifier=f
+                    uid=derived_uid("tracking", study_uid, f, ident["weights_sha256"]), identifier=text(f)
                 ),
                 finding_type=CodedConcept(_finding_code(f), SCHEME, _meaning(f)),
                 algorithm_id=algorithm,
@@ -198,4 +205,4 @@ def build_sr(
         )
     sr.SeriesDescription = SERIES_DESCRIPTION
     sr.SoftwareVersions = f"chestxr {__version__}"
-    return sr
+    return set_character_set(sr)  # UTF-8 when a name (finding, reviewer, patient) is not ASCII
