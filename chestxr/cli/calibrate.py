@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chestxr.cli.options import COUNT, LEVEL, add_inference_options
+from chestxr.cli.options import COUNT, LEVEL, SEED, add_inference_options
 
 
 def _parse_per_finding(items: list[str]) -> dict[str, str]:
@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=0.95,
         help="confidence of the one-sided bound behind sensitivity:X / specificity:X / ppv:X / npv:X",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--force",
         action="store_true",

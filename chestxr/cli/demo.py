@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from chestxr.cli.options import COUNT
+from chestxr.cli.options import COUNT, SEED
 
 #: what the demo must reach on its test patients (tests/test_demo_quality.py checks seeds 0-2)
 DEMO_BAR = {"macro": 0.93, "finding": 0.85}
@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--images", type=COUNT, default=400, help="number of synthetic images")
     p.add_argument("--epochs", type=COUNT, default=None, help="override the number of epochs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples for intervals")
     p.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     p.set_defaults(func=run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chestxr.cli.options import COUNT, LEVEL, add_inference_options
+from chestxr.cli.options import COUNT, LEVEL, SEED, add_inference_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--bootstrap", type=COUNT, default=1000)
     p.add_argument("--ci", type=LEVEL, default=0.95)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
         "--promise-alpha",
         type=LEVEL,

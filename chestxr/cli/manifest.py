@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from chestxr.cli.options import SEED
 import sys
 import warnings
 from pathlib import Path
@@ -55,7 +57,7 @@ def add_parser(subparsers) -> None:
     s.add_argument("manifest")
     s.add_argument("--val", type=float, default=0.1, help="fraction of images for val (default 0.1)")
     s.add_argument("--test", type=float, default=0.2, help="fraction of images for test (default 0.2)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--out", default=None, help="output manifest (default: M.split.csv beside M)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     s.add_argument("--check-paths", action="store_true", help="also check that the image files exist")

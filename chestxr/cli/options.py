@@ -3,7 +3,7 @@
 import argparse
 from typing import Callable
 
-from chestxr.core.ranges import AT_LEAST_0, AT_LEAST_1, OPEN_UNIT, Range
+from chestxr.core.ranges import AT_LEAST_0, AT_LEAST_1, OPEN_UNIT, SEED_RANGE, Range
 
 
 def ranged(kind: type, rng: Range) -> Callable[[str], float]:
@@ -29,6 +29,7 @@ COUNT = ranged(int, AT_LEAST_1)
 WORKERS = ranged(int, AT_LEAST_0)
 LEVEL = ranged(float, OPEN_UNIT)
 TIMEOUT = ranged(float, Range(0, 86400, lo_open=True))
+SEED = ranged(int, SEED_RANGE)
 
 
 def add_inference_options(p: argparse.ArgumentParser) -> None:

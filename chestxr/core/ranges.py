@@ -35,13 +35,18 @@ class Range:
         return True
 
     def describe(self) -> str:
-        lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+        hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
         if lo and hi:
             left = "(" if self.lo_open else "["
             right = ")" if self.hi_open else "]"
-            return f"in {left}{self.lo:g}, {self.hi:g}{right}"
+            return f"in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
         return lo or hi or "finite"
+
+
+def _num(v: float) -> str:
+    """A bound as written: integers in full (4294967295, not 4.29497e+09), other numbers with %g."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e16 else f"{v:g}"
 
 
 AT_LEAST_1 = Range(1)
@@ -50,8 +55,11 @@ POSITIVE = Range(0, lo_open=True)
 UNIT = Range(0, 1)
 UNIT_HALF_OPEN = Range(0, 1, hi_open=True)
 OPEN_UNIT = Range(0, 1, lo_open=True, hi_open=True)
+#: random seeds: numpy's generators take 0 .. 2**32 - 1 (a negative seed used to be a traceback deep in numpy)
+SEED_RANGE = Range(0, 2**32 - 1)
 
 CONFIG_RANGES: dict[str, Range] = {
+    "seed": SEED_RANGE,
     "data.val_fraction": UNIT_HALF_OPEN,
     "data.test_fraction": UNIT_HALF_OPEN,
     "data.num_workers": AT_LEAST_0,
