@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-
-from chestxr.cli.options import SEED
 import sys
 import warnings
 from pathlib import Path
+
+from chestxr.cli.options import SEED
 
 DESCRIPTION = """Manifests are CSV files with one row per image (schema: data_manifests/README.md).
 

@@ -37,7 +37,7 @@ class Range:
     def describe(self) -> str:
         lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
         hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
-        if lo and hi:
+        if self.lo is not None and self.hi is not None:
             left = "(" if self.lo_open else "["
             right = ")" if self.hi_open else "]"
             return f"in {left}{_num(self.lo)}, {_num(self.hi)}{right}"
