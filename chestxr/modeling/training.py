@@ -21,6 +21,14 @@ from chestxr.core.config import Config, write_config
 from chestxr.core.errors import CheckpointError, TrainingError
 from chestxr.core.fileio import prepare_output_dir
 from chestxr.data.labels import load_training_splits
+from chestxr.modeling._torchrun import (
+    check_ranks_agree,
+    decode_digest,
+    elastic_plan,
+    remove_marker,
+    split_digest,
+    write_marker,
+)
 from chestxr.modeling.distributed import barrier, cleanup_distributed, setup_distributed
 from chestxr.modeling.engine import resolve_device
 from chestxr.modeling.fitting import fit, seed_everything
@@ -50,15 +58,21 @@ def train(
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     run_dir = Path(out_dir)
-    if log is None:
-        from chestxr.core.progress import say as log
-    say = log if info.is_main else (lambda s: None)
+    from chestxr.core.progress import say as default_log
+
+    main_log: Callable[[str], None] = log if log is not None else default_log
+    say: Callable[[str], None] = main_log if info.is_main else (lambda s: None)
+    plan = elastic_plan(run_dir, resume=resume, overwrite=overwrite)  # a torchrun restart resumes
+    resume, overwrite = plan.resume, plan.overwrite
+    if plan.note:
+        say(plan.note)
     try:
         if resume:
             if not (run_dir / "last" / "state.json").exists():
                 raise CheckpointError(f"{run_dir}: nothing to resume (no last/state.json); start without --resume")
         elif info.is_main:
             prepare_output_dir(run_dir, overwrite=overwrite)
+            write_marker(run_dir)
         if info.is_main:
             from chestxr.core.patient_ids import load_or_create_key
 
@@ -70,6 +84,21 @@ def train(
         if val_set is None or len(val_set) == 0:
             raise TrainingError("no validation rows: set data.val_fraction > 0 or give a split column with 'val'")
         findings = train_set.findings
+        if info.enabled:
+            agreed = check_ranks_agree(
+                info,
+                {
+                    "split": split_digest(train_set, val_set),
+                    "decode": decode_digest(
+                        train_set.frame["path"].astype(str).tolist(),
+                        config.preprocessing,
+                        cache_dir=config.data.cache_dir,
+                    ),
+                },
+            )
+            say(
+                f"{info.world} ranks agree: patient split {agreed['split'][:12]}, decoded images {agreed['decode'][:12]}"
+            )
         if resume:
             from chestxr.modeling.resume import check_resume_recipe, recorded_hashes
 
@@ -81,7 +110,7 @@ def train(
             )
         if info.is_main:
             write_config(config, run_dir / "config.yaml")
-        return fit(
+        done = fit(
             config,
             run_dir=run_dir,
             train_set=train_set,
@@ -93,5 +122,8 @@ def train(
             say=say,
             stop_after_epochs=stop_after_epochs,
         )
+        if info.is_main and stop_after_epochs is None:
+            remove_marker(run_dir)
+        return done
     finally:
         cleanup_distributed()
