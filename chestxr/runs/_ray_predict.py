@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from chestxr.core.errors import ChestXRError, CheckpointError, ConfigError, ImageReadError
+from chestxr.core.errors import CheckpointError, ChestXRError, ConfigError, ImageReadError
 from chestxr.runs._packed_run import PackedRun, load_packed, pack_run
 from chestxr.runs._result_store import (
     STATUS_OK,

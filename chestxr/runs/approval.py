@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any, Mapping
 
