@@ -72,3 +72,20 @@ def test_gpu_session_script_parses_and_names_files_that_exist():
     named = set(re.findall(r"\b((?:tests|benchmarks)/[\w/]+\.py)\b", script.read_text()))
     assert any(n.endswith("test_cuda.py") for n in named) and "benchmarks/bench_gpu.py" in named, named
     assert all((REPO / n).is_file() for n in named), [n for n in named if not (REPO / n).is_file()]
+
+
+def test_cuda_smoke_test_dry_run_on_the_cpu():
+    """tests/test_cuda.py skips without CUDA, so CI would never notice it break (an API it calls changed); its
+    CPU dry run (CHESTXR_TEST_ACCEL=cpu: same calls, tiny network, bf16 autocast on the CPU) must pass."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "CHESTXR_TEST_ACCEL": "cpu"}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "tests" / "test_cuda.py")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert " passed" in out.stdout and "failed" not in out.stdout, out.stdout[-1000:]

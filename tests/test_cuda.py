@@ -3,8 +3,9 @@ evaluate / predict on the GPU give the same calls as on the CPU for the same wei
 
 Skipped without CUDA (CI has no GPU; benchmarks/gpu_session.sh runs this file on a GPU machine).
 ``CHESTXR_TEST_ACCEL=cpu`` runs the same checks with the CPU standing in for the accelerator (bf16 autocast on
-the CPU for training and for the "accelerator" side's inference, fp32 on the other side): a dry run of this
-file and of its tolerance on a machine without a GPU, not a test of CUDA.
+the CPU for training and for the "accelerator" side's inference, fp32 on the other side, the tiny backbone): a
+dry run of this file and of its tolerance on a machine without a GPU, not a test of CUDA. tests/test_benchmarks.py
+runs that dry run, so this file cannot rot unseen while CI has no GPU.
 
 Tolerance. On CUDA, ``Run.logits`` runs under bf16 autocast (``train.amp: auto``), the CPU in fp32, so the
 same weights give slightly different probabilities. bf16 keeps 8 significant bits (relative rounding 2^-9);
@@ -34,6 +35,8 @@ import torch
 ACCEL = os.environ.get("CHESTXR_TEST_ACCEL", "cuda")
 EPS = 0.02
 RULE = "sensitivity:0.8@point"
+# the CPU dry run (tests/test_benchmarks.py runs it in CI) checks the same plumbing on a smaller network
+BACKBONE, SIZE = ("resnet18", 64) if ACCEL == "cuda" else ("tiny", 48)
 
 needs_accel = pytest.mark.skipif(
     ACCEL == "cuda" and not torch.cuda.is_available(),
@@ -95,7 +98,8 @@ def _as_calls(frame: pd.DataFrame, finding: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def gpu_run(tmp_path_factory):
     """A run trained 2 epochs on the accelerator with AMP (train.amp auto: bf16 on a bf16 GPU), 2 loader
-    workers (pinned memory), resnet18 at 64 px on 240 synthetic PNGs split by patient."""
+    workers (pinned memory), resnet18 at 64 px (the dry run: tiny at 48 px) on 240 synthetic PNGs split by
+    patient."""
     from chestxr.core.config import load_config
     from chestxr.data.synthetic import generate_synthetic_dataset
     from chestxr.modeling.training import train
@@ -109,9 +113,9 @@ def gpu_run(tmp_path_factory):
         None,
         [
             f"data.manifest={manifest}",
-            "model.backbone=resnet18",
-            "preprocessing.size=64",
-            "preprocessing.cache_size=72",
+            f"model.backbone={BACKBONE}",
+            f"preprocessing.size={SIZE}",
+            f"preprocessing.cache_size={SIZE + 8}",
             f"data.cache_dir={root / 'cache'}",
             "data.num_workers=2",
             "train.batch_size=32",
