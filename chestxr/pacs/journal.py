@@ -4,59 +4,152 @@ study is processed exactly once, across crashes and restarts.
 Layout under ``<out>/journal`` (names are keys, never identifiers; the ``.dcm`` files are the received
 instances, identifiers and all, as a PACS holds them)::
 
-    <study key>/incoming/<instance key>.dcm    written atomically (temp + fsync + rename) before the C-STORE
-                                               response: an instance acknowledged is an instance on disk
-    <study key>/round-<n>/<instance key>.dcm   a batch claimed for processing (one atomic directory rename)
-    <study key>/state.json                     {"next_round": n, "done": [1, ...], "pushed": [...], "claimed": [instance keys]}
+    key                                        the keyed hasher's secret (0600): names survive restarts
+    <study key>/incoming/<instance key>.dcm    an image, written atomically (temp + fsync + rename, then the
+                                               folder fsynced) before the C-STORE response
+    <study key>/incoming/<instance key>.json   an instance acknowledged but not kept: a non-image SOP class
+                                               ({"ignored": why}); it is listed, never predicted
+    <study key>/round-<n>/...                  a batch claimed for processing (one atomic directory rename)
+    <study key>/state.json                     {"next_round": n, "done": [..], "pushed": [..], "claimed": [instance keys]}
+    <study key>/open-<token>                   an association that sent this study is open
+    <study key>/aborted-<token>                one was aborted, or cut by a crash (an open-* found at start)
 
-A study is processed in rounds: when it has been quiet for the study timeout, ``incoming`` is renamed to
-``round-<n>`` (instances arriving later start round n+1: a late image is never lost, never merged into a
-result already sent). A round's results folder appears in one rename; then its SR is pushed (the SR's UID
-is derived from its content, so a repeated push files it once); then the round is marked done and its
-instances deleted. Whatever the crash point, a restart finds each round either unprocessed (process it),
-processed but not pushed (push it), or done (clean up): no round is lost and none is processed twice.
+A study is processed in rounds: when it is complete (see :mod:`chestxr.pacs.listener`), ``incoming`` is
+renamed to ``round-<n>`` (instances arriving later start round n+1: a late image is never lost, never
+merged into a result already sent). A round's results folder appears in one rename; then its SR is pushed
+(the SR's UID is derived from its content, so a repeated push files it once); then the round is marked
+done and its instances deleted. Whatever the crash point, a restart finds each round either unprocessed
+(process it), processed but not pushed (push it), or done (clean up): no round is lost and none is
+processed twice. A resend of an instance already claimed is acknowledged and not processed again.
+
+Space: :meth:`Journal.add` refuses (:class:`NoRoom`, an ``ENOSPC`` OSError) any instance that would leave
+less than ``reserve_bytes`` free on the journal's filesystem, so received instances never eat the space
+the results, SRs and the journal's own bookkeeping need; it accepts again as soon as space returns.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import threading
-import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from chestxr.core.fileio import write_bytes_atomic, write_json_atomic
 from chestxr.pacs.staging import Keyer, dataset_bytes
 
 INCOMING = "incoming"
+#: default free space kept for results (``listen --reserve-mb``): see the README's listener SPEC.
+DEFAULT_RESERVE_BYTES = 512 * 2**20
+
+
+class NoRoom(OSError):
+    """Journaling an instance would leave less free space than the reserve (errno ENOSPC)."""
+
+    def __init__(self, free: int, reserve: int) -> None:
+        super().__init__(errno.ENOSPC, f"{free / 2**20:.0f} MiB free, reserve {reserve / 2**20:.0f} MiB")
+        self.free, self.reserve = free, reserve
+
+
+def disk_free(path: Path) -> int:
+    """Bytes an unprivileged process can still write on ``path``'s filesystem (statvfs f_bavail)."""
+    return int(shutil.disk_usage(path).free)
 
 
 class Journal:
-    """Thread-safe journal of received studies under ``root`` (see the module docstring)."""
+    """Thread-safe journal of received studies under ``root`` (see the module docstring).
 
-    def __init__(self, root: str | Path) -> None:
+    reserve_bytes: free space :meth:`add` never eats into; free_space: probe of the free bytes on a path
+    (default :func:`disk_free`; injectable for tests and for storage with its own quota).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        reserve_bytes: int = 0,
+        free_space: Optional[Callable[[Path], int]] = None,
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self.keyer = Keyer.persistent(self.root)
+        self.reserve_bytes = int(reserve_bytes)
+        self.free_space = free_space or disk_free
 
     # ------------------------------------------------------------------ receiving
 
-    def add(self, ds: Any) -> tuple[str, bool]:
+    def room_for(self, nbytes: int) -> None:
+        """Raise :class:`NoRoom` unless ``nbytes`` more leave the reserve free."""
+        free = int(self.free_space(self.root))
+        if free - nbytes < self.reserve_bytes:
+            raise NoRoom(free, self.reserve_bytes)
+
+    def add(self, ds: Any, *, ignored: Optional[str] = None) -> tuple[str, bool]:
         """Journal one instance durably; returns (study key, False if it was already received: a resend
-        of an instance already claimed for processing is acknowledged and not processed again)."""
+        of an instance already claimed for processing is acknowledged and not processed again).
+
+        ignored: the reason an instance is acknowledged but not kept (a non-image SOP class): only a small
+        record of it is written, so it is listed with its round and never predicted.
+        """
         key = self.keyer.study(ds)
         name = self.keyer.instance(str(ds.SOPInstanceUID))
+        if ignored is None:
+            data, suffix = dataset_bytes(ds), ".dcm"
+        else:
+            data, suffix = json.dumps({"ignored": ignored}).encode(), ".json"
+        self.room_for(len(data))
         with self._lock:
-            target = self.root / key / INCOMING / f"{name}.dcm"
+            target = self.root / key / INCOMING / f"{name}{suffix}"
             if name in self.state(key).get("claimed", []):
                 return key, False
             existed = target.exists()
-            write_bytes_atomic(target, dataset_bytes(ds))
+            write_bytes_atomic(target, data)
             _fsync_dir(target.parent)
         return key, not existed
+
+    # ------------------------------------------------------------------ associations
+
+    def begin_transfer(self, key: str, token: str) -> None:
+        """Record that association ``token`` is sending study ``key`` (durable: a crash leaves it open)."""
+        (self.root / key).mkdir(parents=True, exist_ok=True)
+        (self.root / key / f"open-{token}").touch()
+        _fsync_dir(self.root / key)
+
+    def end_transfer(self, key: str, token: str, *, aborted: bool) -> None:
+        """Association ``token`` ended: released (the sender finished: every abort mark of the study is
+        cleared) or aborted (the study is marked: its sender did not finish)."""
+        study = self.root / key
+        opened = study / f"open-{token}"
+        if aborted:
+            if opened.exists():
+                os.replace(opened, study / f"aborted-{token}")
+        else:
+            opened.unlink(missing_ok=True)
+            self.clear_aborted(key)
+        _fsync_dir(study)
+
+    def clear_aborted(self, key: str) -> None:
+        for p in (self.root / key).glob("aborted-*"):
+            p.unlink(missing_ok=True)
+
+    def recover(self) -> tuple[list[str], set[str]]:
+        """At start: drop half-written temp files, turn transfers left open by a crash into aborted ones.
+        Returns (studies with incoming instances, oldest first by name; studies marked aborted)."""
+        pending, aborted = [], set()
+        for key in self.studies():
+            study = self.root / key
+            for p in study.glob("open-*"):
+                os.replace(p, study / f"aborted-{p.name[5:]}")
+            for p in (study / INCOMING).glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+            if any(study.glob("aborted-*")):
+                aborted.add(key)
+            if self.incoming(key):
+                pending.append(key)
+        return pending, aborted
 
     # ------------------------------------------------------------------ state
 
@@ -73,16 +166,9 @@ class Journal:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.startswith("study-"))
 
     def incoming(self, key: str) -> list[Path]:
-        return sorted((self.root / key / INCOMING).glob("*.dcm"))
-
-    def quiet_for(self, key: str, now: Optional[float] = None, *, since: float = 0.0) -> float:
-        """Seconds since the study's last instance arrived, counted from ``since`` at the earliest (the
-        listener's start: while it was down the sender could not send, so that silence proves nothing);
-        inf when nothing is incoming."""
-        files = self.incoming(key)
-        if not files:
-            return float("inf")
-        return (now or time.time()) - max([since, *(f.stat().st_mtime for f in files)])
+        """The study's unclaimed entries: images (``.dcm``) and ignored instances (``.json``)."""
+        folder = self.root / key / INCOMING
+        return sorted(p for p in folder.glob("*") if p.suffix in (".dcm", ".json") and not p.name.startswith("."))
 
     def open_rounds(self, key: str) -> list[int]:
         """Rounds claimed but not done (a crash or a failed push left them), oldest first."""
@@ -97,18 +183,47 @@ class Journal:
         return self.root / key / f"round-{n}"
 
     def claim(self, key: str) -> Optional[int]:
-        """Turn the study's incoming instances into the next round (one directory rename); None if none."""
+        """Turn the study's incoming entries into the next round (one directory rename); None if there is
+        no image among them (ignored instances alone are dropped, they have been logged)."""
         with self._lock:
-            if not self.incoming(key):
+            entries = self.incoming(key)
+            if not entries:
                 return None
             state = self.state(key)
+            state["claimed"] = sorted(set(state.get("claimed", [])) | {p.stem for p in entries})
+            if not any(p.suffix == ".dcm" for p in entries):
+                self._save(key, state)
+                shutil.rmtree(self.root / key / INCOMING, ignore_errors=True)
+                return None
             n = int(state["next_round"])
-            state["claimed"] = sorted(set(state.get("claimed", [])) | {p.stem for p in self.incoming(key)})
             state["next_round"] = n + 1
             self._save(key, state)  # first: a crash before the rename only skips a round number
             os.rename(self.root / key / INCOMING, self.round_dir(key, n))
             _fsync_dir(self.root / key)
             return n
+
+    def ignored(self, key: str, n: int) -> list[tuple[str, str]]:
+        """(instance key, why) of the round's acknowledged-but-not-kept and quarantined instances."""
+        out = []
+        for p in sorted(self.round_dir(key, n).glob("*.json")):
+            info = json.loads(p.read_text())
+            out.append((p.stem, str(info.get("ignored") or info.get("quarantined"))))
+        return out
+
+    def quarantine(self, key: str, n: int, path: Path, reason: str, folder: Path) -> Path:
+        """Move an instance of round ``n`` that cannot be re-read to ``folder/<study key>/`` (with a
+        ``.txt`` giving ``reason``) and leave a record of it in the round; returns its new path."""
+        dest = folder / key / path.name
+        write_bytes_atomic(dest.with_suffix(".txt"), (reason + "\n").encode())
+        record = f"quarantined in quarantine/{key}/{path.name}: {reason}"
+        write_bytes_atomic(path.with_suffix(".json"), json.dumps({"quarantined": record}).encode())
+        try:
+            os.replace(path, dest)
+        except OSError:  # another filesystem: copy durably, then drop the journal's copy
+            write_bytes_atomic(dest, path.read_bytes())
+            path.unlink()
+        _fsync_dir(dest.parent)
+        return dest
 
     def mark_pushed(self, key: str, n: int) -> None:
         with self._lock:

@@ -1,19 +1,24 @@
-"""``chestxr listen``: a C-STORE SCP that predicts each study once it has been quiet for a while.
+"""``chestxr listen``: a C-STORE SCP that predicts each study once it is complete.
 
-* Accepts CR and DX image storage (and C-ECHO). Other storage SOP classes are negotiated, then answered
-  0x0122 "SOP class not supported" (a modality pushing a whole study with its SR or presentation states
-  keeps going); an instance that cannot be journaled (disk full) is answered 0xA700 "out of resources",
-  so the sender keeps it and retries: only what is durably journaled is acknowledged (:mod:`journal`).
-* A worker thread takes each study quiet for ``study_timeout`` seconds (and whose sending association,
-  if any, has been released or aborted), predicts it with the folder
-  predict workflow (:mod:`chestxr.pacs.process`) into ``<out>/studies/<study key>/`` (``-r2``... for
-  instances that arrived after a study was processed), and C-STOREs its SR / heat maps to ``store_to``.
-  A failure on one study (unreadable pixels: listed in its skipped.csv; disk full; the PACS down for the
-  push) is logged and retried later; it never stops the others.
+* Accepts every storage SOP class (and C-ECHO). CR and DX images are journaled (:mod:`journal`) and only
+  then acknowledged 0x0000; an instance of any other SOP class (an SR, a presentation state, a dose
+  report...) is acknowledged 0x0000 too, not kept, and listed (listen.log, its round's skipped.csv), so
+  an archive forwarding a whole study carries on to the images. An instance that cannot be journaled is
+  answered 0xA700 "out of resources" (the sender keeps it and retries): a full disk, or free space below
+  the reserve results need (``reserve_bytes``).
+* A study is complete when no instance of it is being received or written, no association that sent it
+  is open, and it has been quiet for ``study_timeout`` seconds (``aborted_timeout`` when an association
+  that sent it was aborted or cut by a crash, and no later one finished a transfer of it: the sender is
+  expected to resend). The worker thread then claims it as a round and :meth:`Listener.process_round`
+  predicts it with the folder predict workflow (:mod:`chestxr.pacs.process`) into
+  ``<out>/studies/<study key>/`` (``-r2``... for instances that arrived after a study was processed),
+  and C-STOREs its SR / heat maps to ``store_to``. An instance pydicom cannot read back is moved to
+  ``<out>/quarantine/<study key>/`` and listed; the rest of its study goes on. A failure on one study
+  (disk full, the PACS down for the push) is logged and retried later; it never stops the others.
 * ``stop()`` (the CLI calls it on SIGTERM/SIGINT) stops accepting, lets the study in progress finish and
   returns; received studies not yet processed stay journaled and are resumed by the next start.
 
-Logs (``<out>/listen.log`` and stderr) name studies by key only, never by an identifier or UID.
+Logs (``<out>/listen.log`` and stderr) name studies and instances by key only, never by an identifier or UID.
 """
 
 from __future__ import annotations
@@ -26,17 +31,31 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from chestxr.core.fileio import write_bytes_atomic, write_json_atomic
 from chestxr.pacs import require
 from chestxr.pacs.dimse import Node, c_store
-from chestxr.pacs.journal import Journal
+from chestxr.pacs.journal import DEFAULT_RESERVE_BYTES, Journal, NoRoom
 from chestxr.pacs.staging import IMAGE_SOP_CLASSES, dataset_bytes
 
 LOG = logging.getLogger("chestxr.listen")
-SUCCESS, SOP_CLASS_NOT_SUPPORTED, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0x0122, 0xA700, 0xC000
+SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
+#: the longest wait between two tries of a failed round (the first waits ``retry_s``, then it doubles)
+MAX_RETRY_S = 60.0
+
+
+@dataclass
+class _Activity:
+    """What is going on with one study right now (in memory; guarded by ``Listener._lock``)."""
+
+    writing: int = 0  # instances being journaled
+    senders: set[int] = field(default_factory=set)  # open associations that sent it
+    last: float = 0.0  # time.monotonic() when its last instance was journaled
+    aborted: bool = False  # a sender was aborted (or cut by a crash) and none finished since
 
 
 class Listener:
@@ -51,6 +70,7 @@ class Listener:
         host: str = "0.0.0.0",
         port: int = 11112,
         study_timeout: float = 30.0,
+        aborted_timeout: float = 600.0,
         store_to: Optional[Node] = None,
         store_sr: bool = False,
         store_heatmaps: bool = False,
@@ -58,6 +78,8 @@ class Listener:
         study_reduce: str = "max",
         batch_size: int = 32,
         retry_s: Optional[float] = None,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        free_space: Optional[Callable[[Path], int]] = None,
     ) -> None:
         from chestxr.runs.run import load_run
 
@@ -66,11 +88,13 @@ class Listener:
             require("highdicom")
         self.out = Path(out)
         self.studies_dir = self.out / "studies"
+        self.quarantine_dir = self.out / "quarantine"
         self.studies_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(self.out / "journal")
+        self.journal = Journal(self.out / "journal", reserve_bytes=reserve_bytes, free_space=free_space)
         self.run = load_run(run_dir)
         self.ae_title, self.host, self.port = ae_title, host, int(port)
         self.study_timeout = float(study_timeout)
+        self.aborted_timeout = max(float(aborted_timeout), self.study_timeout)
         self.retry_s = float(retry_s if retry_s is not None else max(5.0, self.study_timeout))
         self.store_to, self.store_sr, self.store_heatmaps = store_to, store_sr, store_heatmaps
         if (store_sr or store_heatmaps) and store_to is None:
@@ -79,12 +103,14 @@ class Listener:
             raise PacsError("--store-sr/--store-heatmaps need --store-to AET@HOST:PORT (where to C-STORE them)")
         self.keep_received, self.study_reduce, self.batch_size = keep_received, study_reduce, batch_size
         self._stop = threading.Event()
-        self._started = 0.0
-        self._not_before: dict[tuple[str, int], float] = {}
-        # study key -> ids of open associations that sent it: a study is not complete while its sender
-        # is still connected (pynetdicom's network timeout bounds an idle one)
-        self._senders: dict[str, set[int]] = {}
-        self._senders_lock = threading.Lock()
+        self._started = 0.0  # time.monotonic() at start: silence while the listener was down proves nothing
+        self._lock = threading.Lock()
+        self._activity: dict[str, _Activity] = {}
+        self._pending: dict[str, float] = {}  # studies with unclaimed instances (oldest first) -> not before
+        self._rounds: dict[tuple[str, int], float] = {}  # claimed rounds not done -> not before (monotonic)
+        self._failures: dict[tuple[str, int], int] = {}
+        self._assoc: dict[int, tuple[str, set[str]]] = {}  # id(association) -> (token, study keys it sent)
+        self._refusing = False  # refusing instances for lack of space (logged once per episode)
         self._server: Any = None
         self._worker: Optional[threading.Thread] = None
         self.processed: list[str] = []  # results folder names, in order (for tests and benchmarks)
@@ -97,9 +123,25 @@ class Listener:
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time
 
         logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-        pending = [k for k in self.journal.studies() if self.journal.incoming(k) or self.journal.open_rounds(k)]
-        if pending:
-            LOG.info("resuming %d journaled stud%s", len(pending), "y" if len(pending) == 1 else "ies")
+        self._started = time.monotonic()
+        pending, aborted = self.journal.recover()
+        rounds = [(k, n) for k in self.journal.studies() for n in self.journal.open_rounds(k)]
+        with self._lock:
+            self._pending = dict.fromkeys(pending, 0.0)
+            self._rounds = dict.fromkeys(rounds, 0.0)
+            for key in aborted:
+                self._activity.setdefault(key, _Activity()).aborted = True
+        resumed = len(set(pending) | {k for k, _ in rounds})
+        if resumed:
+            LOG.info("resuming %d journaled stud%s", resumed, "y" if resumed == 1 else "ies")
+        if aborted:
+            LOG.warning(
+                "%d stud%s had a transfer cut (aborted, or open when the listener stopped): each waits "
+                "%g s for its sender to resend before it is processed as it is",
+                len(aborted),
+                "y" if len(aborted) == 1 else "ies",
+                self.aborted_timeout,
+            )
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)
@@ -112,12 +154,16 @@ class Listener:
             (evt.EVT_CONN_CLOSE, self._on_assoc, ["closed"]),
             (evt.EVT_REJECTED, self._on_assoc, ["rejected"]),
         ]
-        self._started = time.time()
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         self._worker = threading.Thread(target=self._work, name="chestxr-listen-worker", daemon=True)
         self._worker.start()
         LOG.info(
-            "listening as %s on %s:%d (study timeout %g s)", self.ae_title, self.host, self.port, self.study_timeout
+            "listening as %s on %s:%d (study timeout %g s, reserve %s MiB free)",
+            self.ae_title,
+            self.host,
+            self.port,
+            self.study_timeout,
+            f"{self.journal.reserve_bytes / 2**20:g}",
         )
         return self
 
@@ -143,13 +189,31 @@ class Listener:
     # ------------------------------------------------------------------ receiving (association threads)
 
     def _on_assoc(self, event: Any, what: str) -> None:
+        assoc = id(event.assoc)
+        if what == "accepted":
+            with self._lock:
+                self._assoc[assoc] = (uuid.uuid4().hex[:16], set())
         if what != "closed":  # every connection closes; released/aborted/rejected say how
             requestor = getattr(event.assoc, "requestor", None)
             LOG.info("association %s (calling AE %s)", what, str(getattr(requestor, "ae_title", "?")).strip())
-        if what in ("released", "aborted", "closed"):
-            with self._senders_lock:
-                for senders in self._senders.values():
-                    senders.discard(id(event.assoc))
+        if what not in ("released", "aborted", "closed"):
+            return
+        aborted = what != "released"  # a connection closed without a release was cut
+        with self._lock:
+            token, keys = self._assoc.pop(assoc, ("", set()))
+            for key in keys:
+                act = self._activity.setdefault(key, _Activity())
+                act.senders.discard(assoc)
+                act.aborted = aborted  # released: the sender finished a transfer of it
+        for key in sorted(keys):
+            try:
+                self.journal.end_transfer(key, token, aborted=aborted)
+            except OSError as exc:  # the in-memory state still holds it; the mark is only for a restart
+                LOG.error("%s: cannot record the end of a transfer (%s)", key, _why(exc))
+            if aborted:
+                LOG.warning(
+                    "%s: its transfer was cut; it waits up to %g s for the sender to resend", key, self.aborted_timeout
+                )
 
     def _on_store(self, event: Any) -> int:
         try:
@@ -160,49 +224,119 @@ class Listener:
         except Exception:  # noqa: BLE001 - a dataset pynetdicom cannot decode
             LOG.warning("refused an instance whose data set cannot be decoded (0x%04X)", CANNOT_UNDERSTAND)
             return CANNOT_UNDERSTAND
-        if sop_class not in IMAGE_SOP_CLASSES:
-            LOG.info("refused an instance of a non CR/DX SOP class (0x%04X)", SOP_CLASS_NOT_SUPPORTED)
-            return SOP_CLASS_NOT_SUPPORTED
         if not study or not sop:
             return CANNOT_UNDERSTAND
+        ignored = None if sop_class in IMAGE_SOP_CLASSES else _not_an_image(ds, sop_class)
+        key = self.journal.keyer.study(ds)
+        assoc = id(event.assoc)
+        with self._lock:  # from here until it is journaled, the study is not complete
+            act = self._activity.setdefault(key, _Activity())
+            act.writing += 1
+            act.senders.add(assoc)
+            token, keys = self._assoc.setdefault(assoc, (uuid.uuid4().hex[:16], set()))
+            first = key not in keys
+            keys.add(key)
+            self._pending.setdefault(key, 0.0)
         try:
-            key, new = self.journal.add(ds)
-            with self._senders_lock:
-                self._senders.setdefault(key, set()).add(id(event.assoc))
+            if first:
+                self.journal.begin_transfer(key, token)
+            key, new = self.journal.add(ds, ignored=ignored)
         except OSError as exc:
-            what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"{type(exc).__name__}"
-            LOG.error(
-                "cannot journal an instance (%s); refused with 0x%04X so the sender keeps it", what, OUT_OF_RESOURCES
-            )
-            return OUT_OF_RESOURCES
-        LOG.info("%s: %s instance %s", key, "received" if new else "already had", self.journal.keyer.instance(sop)[:8])
+            return self._refuse(exc)
+        finally:
+            with self._lock:
+                act.writing -= 1
+                act.last = time.monotonic()
+        if self._refusing:
+            self._refusing = False
+            LOG.warning("space is back: accepting instances again")
+        inst = self.journal.keyer.instance(sop)[:8]
+        if ignored is not None:
+            LOG.info("%s: acknowledged and ignored instance %s (%s)", key, inst, ignored)
+        else:
+            LOG.info("%s: %s instance %s", key, "received" if new else "already had", inst)
         return SUCCESS
+
+    def _refuse(self, exc: OSError) -> int:
+        if isinstance(exc, NoRoom):
+            if not self._refusing:
+                self._refusing = True
+                LOG.error(
+                    "free space is below the reserve (%s): refusing instances with 0x%04X until space returns",
+                    exc.strerror,
+                    OUT_OF_RESOURCES,
+                )
+        else:
+            LOG.error(
+                "cannot journal an instance (%s); refused with 0x%04X so the sender keeps it",
+                _why(exc),
+                OUT_OF_RESOURCES,
+            )
+        return OUT_OF_RESOURCES
 
     # ------------------------------------------------------------------ processing (worker thread)
 
     def _work(self) -> None:
         while not self._stop.is_set():
             busy = False
-            for key in self.journal.studies():
+            with self._lock:
+                now = time.monotonic()
+                due = [r for r, not_before in self._rounds.items() if now >= not_before]
+            for key, n in due:
                 if self._stop.is_set():
                     break
-                for n in self.journal.open_rounds(key):
-                    busy |= self._due(key, n) and self._process(key, n)
-                with self._senders_lock:
-                    sending = bool(self._senders.get(key))
-                if not sending and self.journal.quiet_for(key, since=self._started) >= self.study_timeout:
-                    claimed = self.journal.claim(key)
-                    if claimed is not None:
-                        busy |= self._process(key, claimed)
+                busy |= self.process_round(key, n)
+            with self._lock:
+                now = time.monotonic()
+                candidates = [k for k, not_before in self._pending.items() if now >= not_before]
+            for key in candidates:
+                if self._stop.is_set():
+                    break
+                try:
+                    claimed = self._claim_if_complete(key)
+                except OSError as exc:  # e.g. no space for state.json: keep it pending, try again
+                    with self._lock:
+                        self._pending[key] = time.monotonic() + self.retry_s
+                    LOG.error("%s: cannot claim the study (%s); retrying in %g s", key, _why(exc), self.retry_s)
+                    continue
+                if claimed is not None:
+                    busy |= self.process_round(key, claimed)
             if not busy:
                 self._stop.wait(0.1)
 
-    def _due(self, key: str, n: int) -> bool:
-        return time.monotonic() >= self._not_before.get((key, n), 0.0)
+    def _claim_if_complete(self, key: str) -> Optional[int]:
+        """Claim the study as its next round if it is complete: nothing of it being received or written, no
+        association that sent it open, quiet for the study timeout (the aborted timeout after a cut
+        transfer). The check and the claim hold the receivers' lock, so no instance slips in between."""
+        with self._lock:
+            act = self._activity.get(key) or _Activity()
+            if act.writing or act.senders:
+                return None
+            quiet = time.monotonic() - max(act.last, self._started)
+            if quiet < (self.aborted_timeout if act.aborted else self.study_timeout):
+                return None
+            entries = self.journal.incoming(key)
+            n = self.journal.claim(key)
+            del self._pending[key]
+            if n is not None:
+                self._rounds[(key, n)] = 0.0
+            if act.aborted:
+                act.aborted = False
+                self.journal.clear_aborted(key)
+                if n is not None:
+                    LOG.warning(
+                        "%s: its transfer was cut and not resent within %g s; processing what arrived",
+                        key,
+                        self.aborted_timeout,
+                    )
+            if n is None and entries:
+                LOG.info("%s: only ignored instances arrived; no round to process", key)
+            return n
 
-    def _process(self, key: str, n: int) -> bool:
-        """Predict round ``n`` of ``key`` unless its results exist, push, mark done. False on a failure
-        (retried after ``retry_s``)."""
+    def process_round(self, key: str, n: int) -> bool:
+        """Round ``n`` of study ``key``, once: predict it unless its results exist, push its SR / heat maps
+        unless pushed, mark it done. False on a failure (kept; tried again after ``retry_s``, doubling up
+        to a minute)."""
         name = key if n == 1 else f"{key}-r{n}"
         final = self.studies_dir / name
         outbox = self.journal.root / key / f"outbox-{n}"
@@ -215,32 +349,45 @@ class Listener:
             self._push(key, n, final, outbox)
             self.journal.mark_done(key, n, keep=self.keep_received)
             shutil.rmtree(outbox, ignore_errors=True)
+            with self._lock:
+                self._rounds.pop((key, n), None)
+                self._failures.pop((key, n), None)
             return True
         except Exception as exc:  # noqa: BLE001 - one study's failure must not stop the others
             from chestxr.core.errors import ChestXRError
 
-            what = (
-                "disk full"
-                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                else (str(exc) if isinstance(exc, ChestXRError) else type(exc).__name__)
-            )
-            LOG.error("%s: round %d failed (%s); kept in the journal, retrying in %g s", key, n, what, self.retry_s)
-            self._not_before[(key, n)] = time.monotonic() + self.retry_s
+            what = str(exc) if isinstance(exc, ChestXRError) else _why(exc)
+            with self._lock:
+                tries = self._failures[(key, n)] = self._failures.get((key, n), 0) + 1
+                wait = min(self.retry_s * 2 ** (tries - 1), max(MAX_RETRY_S, self.retry_s))
+                self._rounds[(key, n)] = time.monotonic() + wait
+            LOG.error("%s: round %d failed (%s); kept in the journal, retrying in %g s", key, n, what, wait)
             if os.environ.get("CHESTXR_DEBUG"):
                 LOG.exception("details")
             return False
 
     def _predict(self, key: str, n: int, final: Path, outbox: Path) -> None:
+        """Quarantine what cannot be re-read, predict the rest exactly as ``chestxr predict FOLDER`` (one
+        study folder), keep the SR / heat maps in the journal's outbox, then publish the results folder in
+        one rename (the commit point: from then on the round counts as processed)."""
+        from chestxr.pacs.instance_check import reread_problem
         from chestxr.pacs.process import predict_staging
 
+        round_dir = self.journal.round_dir(key, n)
+        for f in sorted(round_dir.glob("*.dcm")):
+            problem = reread_problem(f)
+            if problem is not None:
+                self.journal.quarantine(key, n, f, problem, self.quarantine_dir)
+                LOG.error("%s: quarantined instance %s (%s)", key, f.stem[:8], problem)
         work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=self.studies_dir))
         try:
             staging = work / "instances"
             (staging / key).mkdir(parents=True)
-            for f in sorted(self.journal.round_dir(key, n).glob("*.dcm")):
+            for f in sorted(round_dir.glob("*.dcm")):
                 _link_or_copy(f, staging / key / f.name)
             result = work / "result"
-            written, results = predict_staging(
+            left_out = [(f"{key}/{inst}.dcm", why) for inst, why in self.journal.ignored(key, n)]
+            _, results = predict_staging(
                 self.run,
                 staging,
                 result,
@@ -250,6 +397,7 @@ class Listener:
                 on_bad_image="skip",
                 make_sr=self.store_sr,
                 make_heatmaps=self.store_heatmaps,
+                skipped_studies=left_out,  # (path, reason): they head skipped.csv
             )
             res = results[0]
             shutil.rmtree(outbox, ignore_errors=True)
@@ -263,7 +411,7 @@ class Listener:
                     "study_id": key,
                     "round": n,
                     "n_images": res.n_images,
-                    "n_skipped": res.n_skipped,
+                    "n_skipped": res.n_skipped + len(left_out),
                     "sr": n_sr,
                     "heatmaps": len(res.datasets) - n_sr,
                     "store_to": str(self.store_to) if self.store_to else None,
@@ -286,6 +434,21 @@ class Listener:
         self.journal.mark_pushed(key, n)
         info = json.loads((final / "result.json").read_text())
         write_json_atomic(final / "result.json", {**info, "stored": True})
+
+
+def _not_an_image(ds: Any, sop_class: str) -> str:
+    """The skipped.csv reason for an instance of a SOP class chestxr does not read (no identifier in it)."""
+    import pydicom
+
+    name = getattr(pydicom.uid.UID(sop_class), "name", "") or sop_class
+    modality = str(ds.get("Modality", "") or "?")
+    return f"not a CR/DX image (SOP class {name}, modality {modality}); acknowledged, not kept"
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return type(exc).__name__
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

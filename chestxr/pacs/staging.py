@@ -138,6 +138,9 @@ def screen_study(folder: str | Path, options: Optional[Any] = None) -> ScreenedS
             except HeaderCheckError as exc:
                 out.skipped.append((path, exc.reason))
                 continue
+            except Exception as exc:  # an element pydicom cannot convert (e.g. a US of 3 bytes): list it
+                out.skipped.append((path, f"cannot read the DICOM header ({type(exc).__name__}); send it again"))
+                continue
         out.images.append(path)
     return out
 
