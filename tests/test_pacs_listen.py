@@ -390,8 +390,11 @@ def in_process(pacs_run, out: Path, port: int, **kw):
     from chestxr.pacs.listener import Listener
 
     listener_mod.setup_logging(out, quiet=True)
+    network_timeout = kw.pop("network_timeout", None)
     kw = {"study_timeout": 0.3, "retry_s": 0.5, **kw}
-    return Listener(pacs_run, out, host="127.0.0.1", port=port, **kw).start()
+    lst = Listener(pacs_run, out, host="127.0.0.1", port=port, **kw)
+    lst.network_timeout = network_timeout or lst.network_timeout
+    return lst.start()
 
 
 def copy_as(source, **changes) -> pydicom.Dataset:
@@ -523,8 +526,9 @@ def bad_vr_length(source: Path, tmp: Path) -> pydicom.Dataset:
 def test_an_instance_that_cannot_be_reread_is_quarantined_and_its_study_goes_on(studies, pacs_run, tmp_path):
     """A CR whose Rows element has a bad length (3 bytes for US) is acknowledged (it is durably kept), then
     found unreadable: it is moved to OUT/quarantine/<study key>/<instance key>.dcm with the reason beside
-    it, listed in the study's skipped.csv, and the rest of its study is predicted. (Before: the study failed
-    with BytesLengthException every 5 s, forever.)"""
+    it, listed in the study's skipped.csv, and the rest of its study is predicted; the corrected instance,
+    resent, is accepted and predicted as round 2. (Before: the study failed with BytesLengthException
+    every 5 s, forever.)"""
     uid = max(studies, key=lambda u: len(studies[u]))
     images = list(studies[uid])
     bad = bad_vr_length(images[0], tmp_path / "bad")
@@ -536,8 +540,12 @@ def test_an_instance_that_cannot_be_reread_is_quarantined_and_its_study_goes_on(
         ) == [0] * (len(images) + 1)
         key = skey(out, images[0])
         wait_for(lambda: results(out) == [key], 20, log=out / "listen.log")
+        fixed = pydicom.dcmread(tmp_path / "bad" / "good.dcm")  # the sender corrects it, same SOP Instance UID
+        assert send_explicit(port, [fixed]) == [0]
+        wait_for(lambda: results(out) == [key, f"{key}-r2"], 20, log=out / "listen.log")
     finally:
         lst.stop()
+    assert json.loads((out / "studies" / f"{key}-r2" / "result.json").read_text())["n_images"] == 1
     inst = Keyer.persistent(out / "journal").instance(str(bad.SOPInstanceUID))
     q = out / "quarantine" / key / f"{inst}.dcm"
     assert q.read_bytes()[128:132] == b"DICM" and pydicom.dcmread(q).SOPInstanceUID == bad.SOPInstanceUID
@@ -638,6 +646,25 @@ def test_an_aborted_transfer_waits_for_the_resend_and_gives_one_result(studies, 
     assert f"{key_b}: its transfer was cut and not resent within 4 s; processing what arrived" in log
     assert f"{key_a}: its transfer was cut and not resent" not in log
     assert not list((out / "journal").glob("*/aborted-*")) and not list((out / "journal").glob("*/open-*"))
+
+
+def test_an_idle_sender_closed_by_the_listener_is_not_a_cut_transfer(studies, pacs_run, tmp_path):
+    """A modality keeps its association open after sending a study; the listener aborts it after its
+    network timeout (2 s here, 60 s by default). The sender had been silent that long, so the study is
+    complete at once, not held for the aborted timeout."""
+    uid = sorted(studies)[0]
+    port, out = free_port(), tmp_path / "idle"
+    lst = in_process(pacs_run, out, port, aborted_timeout=600.0, network_timeout=2.0)
+    try:
+        assoc = sender(port)
+        for f in studies[uid]:
+            assert int(assoc.send_c_store(pydicom.dcmread(f)).Status) == 0
+        key = skey(out, studies[uid][0])
+        wait_for(lambda: results(out) == [key], 20, log=out / "listen.log")
+        assert not assoc.is_established
+    finally:
+        lst.stop()
+    assert "transfer was cut" not in (out / "listen.log").read_text()
 
 
 def test_below_the_reserve_instances_are_refused_and_accepted_again_when_space_returns(studies, pacs_run, tmp_path):

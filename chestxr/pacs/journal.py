@@ -212,8 +212,14 @@ class Journal:
 
     def quarantine(self, key: str, n: int, path: Path, reason: str, folder: Path) -> Path:
         """Move an instance of round ``n`` that cannot be re-read to ``folder/<study key>/`` (with a
-        ``.txt`` giving ``reason``) and leave a record of it in the round; returns its new path."""
+        ``.txt`` giving ``reason``) and leave a record of it in the round; returns its new path. The
+        instance no longer counts as received: a corrected resend (same SOP Instance UID) is accepted
+        and predicted in a later round."""
         dest = folder / key / path.name
+        with self._lock:
+            state = self.state(key)
+            state["claimed"] = [k for k in state.get("claimed", []) if k != path.stem]
+            self._save(key, state)
         write_bytes_atomic(dest.with_suffix(".txt"), (reason + "\n").encode())
         record = f"quarantined in quarantine/{key}/{path.name}: {reason}"
         write_bytes_atomic(path.with_suffix(".json"), json.dumps({"quarantined": record}).encode())

@@ -58,6 +58,16 @@ class _Activity:
     aborted: bool = False  # a sender was aborted (or cut by a crash) and none finished since
 
 
+@dataclass
+class _Sender:
+    """One open association: its token in the journal's open-/aborted- marks, the studies it sent, and
+    time.monotonic() of its last activity (guarded by ``Listener._lock``)."""
+
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    keys: set[str] = field(default_factory=set)
+    last: float = field(default_factory=time.monotonic)
+
+
 class Listener:
     """The SCP, its journal under ``out/journal`` and its results under ``out/studies``."""
 
@@ -109,7 +119,10 @@ class Listener:
         self._pending: dict[str, float] = {}  # studies with unclaimed instances (oldest first) -> not before
         self._rounds: dict[tuple[str, int], float] = {}  # claimed rounds not done -> not before (monotonic)
         self._failures: dict[tuple[str, int], int] = {}
-        self._assoc: dict[int, tuple[str, set[str]]] = {}  # id(association) -> (token, study keys it sent)
+        self._assoc: dict[int, _Sender] = {}  # id(association) -> what it sent
+        #: seconds of silence after which the listener aborts an association (pynetdicom's network timeout);
+        #: such an abort is not a cut transfer: the sender had been idle that long
+        self.network_timeout = 60.0
         self._refusing = False  # refusing instances for lack of space (logged once per episode)
         self._server: Any = None
         self._worker: Optional[threading.Thread] = None
@@ -146,6 +159,7 @@ class Listener:
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)
         ae.maximum_associations = 16
+        ae.network_timeout = self.network_timeout
         handlers: list[Any] = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ACCEPTED, self._on_assoc, ["accepted"]),
@@ -192,15 +206,17 @@ class Listener:
         assoc = id(event.assoc)
         if what == "accepted":
             with self._lock:
-                self._assoc[assoc] = (uuid.uuid4().hex[:16], set())
+                self._assoc[assoc] = _Sender()
         if what != "closed":  # every connection closes; released/aborted/rejected say how
             requestor = getattr(event.assoc, "requestor", None)
             LOG.info("association %s (calling AE %s)", what, str(getattr(requestor, "ae_title", "?")).strip())
         if what not in ("released", "aborted", "closed"):
             return
-        aborted = what != "released"  # a connection closed without a release was cut
         with self._lock:
-            token, keys = self._assoc.pop(assoc, ("", set()))
+            sender = self._assoc.pop(assoc, None) or _Sender(token="")
+            # a connection closed without a release was cut, unless the listener closed it for being idle
+            aborted = what != "released" and time.monotonic() - sender.last < self.network_timeout - 1.0
+            keys, token = sender.keys, sender.token
             for key in keys:
                 act = self._activity.setdefault(key, _Activity())
                 act.senders.discard(assoc)
@@ -233,9 +249,10 @@ class Listener:
             act = self._activity.setdefault(key, _Activity())
             act.writing += 1
             act.senders.add(assoc)
-            token, keys = self._assoc.setdefault(assoc, (uuid.uuid4().hex[:16], set()))
-            first = key not in keys
-            keys.add(key)
+            sender = self._assoc.setdefault(assoc, _Sender())
+            first = key not in sender.keys
+            sender.keys.add(key)
+            token = sender.token
             self._pending.setdefault(key, 0.0)
         try:
             if first:
@@ -246,7 +263,7 @@ class Listener:
         finally:
             with self._lock:
                 act.writing -= 1
-                act.last = time.monotonic()
+                act.last = sender.last = time.monotonic()
         if self._refusing:
             self._refusing = False
             LOG.warning("space is back: accepting instances again")
