@@ -99,7 +99,8 @@ def wait_for(predicate, timeout: float = 60.0, proc=None, log: Path | None = Non
         if predicate():
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"listener exited {proc.returncode}: {proc.stdout.read().decode()}")
+            printed = proc.stdout.read().decode() if proc.stdout is not None else ""
+            raise AssertionError(f"listener exited {proc.returncode}: {printed}")
         time.sleep(0.1)
     tail = "\n".join(log.read_text().splitlines()[-40:]) if log is not None and log.exists() else ""
     raise AssertionError(f"timed out; listen.log ends:\n{tail}")

@@ -49,7 +49,7 @@ class NoRoom(OSError):
     """Journaling an instance would leave less free space than the reserve (errno ENOSPC)."""
 
     def __init__(self, free: int, reserve: int) -> None:
-        super().__init__(errno.ENOSPC, f"{free / 2**20:.0f} MiB free, reserve {reserve / 2**20:.0f} MiB")
+        super().__init__(errno.ENOSPC, f"{free / 2**20:.1f} MiB free, reserve {reserve / 2**20:.1f} MiB")
         self.free, self.reserve = free, reserve
 
 
@@ -118,9 +118,10 @@ class Journal:
         (self.root / key / f"open-{token}").touch()
         _fsync_dir(self.root / key)
 
-    def end_transfer(self, key: str, token: str, *, aborted: bool) -> None:
-        """Association ``token`` ended: released (the sender finished: every abort mark of the study is
-        cleared) or aborted (the study is marked: its sender did not finish)."""
+    def end_transfer(self, key: str, token: str, *, aborted: bool, cleared: bool) -> None:
+        """Association ``token`` ended. aborted: its open mark becomes an abort mark (its sender did not
+        finish); else the open mark goes. cleared: no cut transfer of the study is pending any more (a
+        later one finished): every abort mark goes."""
         study = self.root / key
         opened = study / f"open-{token}"
         if aborted:
@@ -128,6 +129,7 @@ class Journal:
                 os.replace(opened, study / f"aborted-{token}")
         else:
             opened.unlink(missing_ok=True)
+        if cleared:
             self.clear_aborted(key)
         _fsync_dir(study)
 
@@ -145,10 +147,12 @@ class Journal:
                 os.replace(p, study / f"aborted-{p.name[5:]}")
             for p in (study / INCOMING).glob(".*.tmp"):
                 p.unlink(missing_ok=True)
-            if any(study.glob("aborted-*")):
-                aborted.add(key)
             if self.incoming(key):
                 pending.append(key)
+                if any(study.glob("aborted-*")):
+                    aborted.add(key)
+            else:  # nothing of it waits: nothing to hold
+                self.clear_aborted(key)
         return pending, aborted
 
     # ------------------------------------------------------------------ state

@@ -46,6 +46,8 @@ LOG = logging.getLogger("chestxr.listen")
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 #: the longest wait between two tries of a failed round (the first waits ``retry_s``, then it doubles)
 MAX_RETRY_S = 60.0
+#: seconds after its socket closed without a release or an abort that an association counts as cut
+CLOSED_GRACE_S = 5.0
 
 
 @dataclass
@@ -55,7 +57,15 @@ class _Activity:
     writing: int = 0  # instances being journaled
     senders: set[int] = field(default_factory=set)  # open associations that sent it
     last: float = 0.0  # time.monotonic() when its last instance was journaled
-    aborted: bool = False  # a sender was aborted (or cut by a crash) and none finished since
+    # the start (epoch) of the latest sender of it that was cut, and of the latest that ended with a release:
+    # compared, not overwritten, because the two events arrive on different threads in any order
+    cut: float = float("-inf")
+    done: float = float("-inf")
+
+    @property
+    def aborted(self) -> bool:
+        """A transfer of it was cut and no transfer that started later has finished."""
+        return self.cut > self.done
 
 
 @dataclass
@@ -64,7 +74,10 @@ class _Sender:
     time.monotonic() of its last activity (guarded by ``Listener._lock``)."""
 
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    epoch: float = field(default_factory=time.monotonic)  # when the association started
     keys: set[str] = field(default_factory=set)
+    marked: set[str] = field(default_factory=set)  # keys whose open-<token> mark is on disk
+    closed: Optional[float] = None  # time.monotonic() when its socket closed
     last: float = field(default_factory=time.monotonic)
 
 
@@ -142,8 +155,8 @@ class Listener:
         with self._lock:
             self._pending = dict.fromkeys(pending, 0.0)
             self._rounds = dict.fromkeys(rounds, 0.0)
-            for key in aborted:
-                self._activity.setdefault(key, _Activity()).aborted = True
+            for key in aborted:  # cut before this start: any transfer from now on is later
+                self._activity.setdefault(key, _Activity()).cut = self._started
         resumed = len(set(pending) | {k for k, _ in rounds})
         if resumed:
             LOG.info("resuming %d journaled stud%s", resumed, "y" if resumed == 1 else "ies")
@@ -207,26 +220,42 @@ class Listener:
         if what == "accepted":
             with self._lock:
                 self._assoc[assoc] = _Sender()
-        if what != "closed":  # every connection closes; released/aborted/rejected say how
-            requestor = getattr(event.assoc, "requestor", None)
-            LOG.info("association %s (calling AE %s)", what, str(getattr(requestor, "ae_title", "?")).strip())
-        if what not in ("released", "aborted", "closed"):
+        if what == "closed":
+            # the socket closed; the association's own thread says how (released or aborted) and may do so
+            # after this (pynetdicom signals the close from another thread); the worker ends a sender
+            # closed for CLOSED_GRACE_S without either as cut
+            with self._lock:
+                if assoc in self._assoc:
+                    self._assoc[assoc].closed = time.monotonic()
             return
+        requestor = getattr(event.assoc, "requestor", None)
+        LOG.info("association %s (calling AE %s)", what, str(getattr(requestor, "ae_title", "?")).strip())
+        if what in ("released", "aborted"):
+            self._end_association(assoc, released=what == "released")
+
+    def _end_association(self, assoc: int, *, released: bool) -> None:
+        """The association ``assoc`` is over: its studies lose a sender; a transfer that did not end with a
+        release is cut (unless the listener closed it for being idle: its sender had been silent)."""
         with self._lock:
-            sender = self._assoc.pop(assoc, None) or _Sender(token="")
-            # a connection closed without a release was cut, unless the listener closed it for being idle
-            aborted = what != "released" and time.monotonic() - sender.last < self.network_timeout - 1.0
-            keys, token = sender.keys, sender.token
-            for key in keys:
+            sender = self._assoc.pop(assoc, None)
+            if sender is None:
+                return
+            cut = not released and time.monotonic() - sender.last < self.network_timeout - 1.0
+            held: dict[str, bool] = {}
+            for key in sender.keys:
                 act = self._activity.setdefault(key, _Activity())
                 act.senders.discard(assoc)
-                act.aborted = aborted  # released: the sender finished a transfer of it
-        for key in sorted(keys):
-            try:
-                self.journal.end_transfer(key, token, aborted=aborted)
-            except OSError as exc:  # the in-memory state still holds it; the mark is only for a restart
+                if cut:
+                    act.cut = max(act.cut, sender.epoch)
+                else:
+                    act.done = max(act.done, sender.epoch)
+                held[key] = act.aborted
+        for key in sorted(held):
+            try:  # the marks only matter for a restart; memory decides now
+                self.journal.end_transfer(key, sender.token, aborted=cut and held[key], cleared=not held[key])
+            except OSError as exc:
                 LOG.error("%s: cannot record the end of a transfer (%s)", key, _why(exc))
-            if aborted:
+            if cut and held[key]:
                 LOG.warning(
                     "%s: its transfer was cut; it waits up to %g s for the sender to resend", key, self.aborted_timeout
                 )
@@ -250,13 +279,12 @@ class Listener:
             act.writing += 1
             act.senders.add(assoc)
             sender = self._assoc.setdefault(assoc, _Sender())
-            first = key not in sender.keys
             sender.keys.add(key)
-            token = sender.token
             self._pending.setdefault(key, 0.0)
         try:
-            if first:
-                self.journal.begin_transfer(key, token)
+            if key not in sender.marked:  # so that a crash from here on counts as a cut transfer
+                self.journal.begin_transfer(key, sender.token)
+                sender.marked.add(key)
             key, new = self.journal.add(ds, ignored=ignored)
         except OSError as exc:
             return self._refuse(exc)
@@ -299,6 +327,9 @@ class Listener:
             with self._lock:
                 now = time.monotonic()
                 due = [r for r, not_before in self._rounds.items() if now >= not_before]
+                gone = [a for a, s in self._assoc.items() if s.closed and now - s.closed > CLOSED_GRACE_S]
+            for assoc in gone:
+                self._end_association(assoc, released=False)
             for key, n in due:
                 if self._stop.is_set():
                     break
@@ -335,10 +366,10 @@ class Listener:
             entries = self.journal.incoming(key)
             n = self.journal.claim(key)
             del self._pending[key]
+            self._activity.pop(key, None)  # nothing of it is pending any more: a new arrival starts afresh
             if n is not None:
                 self._rounds[(key, n)] = 0.0
             if act.aborted:
-                act.aborted = False
                 self.journal.clear_aborted(key)
                 if n is not None:
                     LOG.warning(
@@ -404,7 +435,7 @@ class Listener:
                 _link_or_copy(f, staging / key / f.name)
             result = work / "result"
             left_out = [(f"{key}/{inst}.dcm", why) for inst, why in self.journal.ignored(key, n)]
-            _, results = predict_staging(
+            written, results = predict_staging(
                 self.run,
                 staging,
                 result,
@@ -417,6 +448,8 @@ class Listener:
                 skipped_studies=left_out,  # (path, reason): they head skipped.csv
             )
             res = results[0]
+            # here the round's outputs (``written``: predictions.csv, study_predictions.csv...) are complete
+            # in ``result`` and nothing is committed yet: a per-study hook (e.g. an inference log) goes here
             shutil.rmtree(outbox, ignore_errors=True)
             for ds in res.datasets:  # carry identifiers: they stay in the journal, like received instances
                 name = self.journal.keyer.instance(str(ds.SOPInstanceUID))
