@@ -117,7 +117,8 @@ class Sender(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.batches, self.abort_batch = port, batches, abort_batch
         self.acked = 0
-        self.resent_batches = 0
+        self.resent: set[int] = set()  # batches sent again (after an abort, a refusal or the kill)
+        self.failed_tries = 0  # associations that failed or were cut (the listener down counts each try)
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -125,9 +126,10 @@ class Sender(threading.Thread):
             for i, batch in enumerate(self.batches):
                 if i == self.abort_batch:  # send half, then A-ABORT: the resend below completes it
                     self._try(batch[: len(batch) // 2], abort=True)
-                    self.resent_batches += 1
+                    self.resent.add(i)
                 while not self._try(batch):
-                    self.resent_batches += 1
+                    self.resent.add(i)
+                    self.failed_tries += 1
                     time.sleep(0.3)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
@@ -236,13 +238,14 @@ def test_soak_1000_instances_250_studies_one_kill9_every_instance_once_no_split_
     assert sorted(srs) == sorted(str(study[0].StudyInstanceUID) for study in studies)
     assert all(len(uids) == 1 for uids in srs.values())
     # the kill really interrupted the stream, and the journal is empty
-    resent = sum(s.resent_batches for s in senders)
+    resent = sum(len(s.resent) for s in senders)
+    tries = sum(s.failed_tries for s in senders)
     assert n_studies * per_study // 2 <= acked_at_kill < n_studies * per_study and resent >= 2
     assert "resuming" in log or "transfer was cut" in log
     assert not list((out / "journal").rglob("*.dcm")) and not list((out / "journal").glob("*/open-*"))
     print(
         f"\nsoak: {n_studies * per_study} instances, {n_studies} studies, {n_senders} senders, "
-        f"kill -9 after {acked_at_kill} acknowledged, {resent} batches resent, "
+        f"kill -9 after {acked_at_kill} acknowledged, {resent} batches resent ({tries} failed tries), "
         f"{len(sink.received) - n_studies} SR pushes repeated (same UID); wall {wall:.1f} s; "
         f"load average before {' '.join(load_before)}, after {' '.join(load_after)}"
     )
