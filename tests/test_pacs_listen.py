@@ -8,6 +8,7 @@ a full disk on one study leaves the others untouched.
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -400,7 +401,7 @@ def in_process(pacs_run, out: Path, port: int, **kw):
 
 def copy_as(source, **changes) -> pydicom.Dataset:
     """A copy of ``source`` (path or dataset) with a new SOP Instance UID and ``changes`` applied."""
-    ds = pydicom.dcmread(source) if not isinstance(source, pydicom.Dataset) else source.copy()
+    ds = pydicom.dcmread(source) if not isinstance(source, pydicom.Dataset) else copy.deepcopy(source)
     ds.SOPInstanceUID = pydicom.uid.generate_uid()
     for k, v in changes.items():
         setattr(ds, k, v)
@@ -729,3 +730,48 @@ def test_a_full_disk_under_the_journals_own_bookkeeping_does_not_stop_the_worker
     log = (out / "listen.log").read_text()
     assert log.count(f"{key}: cannot claim the study (disk full)") == 2
     assert f"{key}: round 1 failed (disk full)" in log
+
+
+def test_compressed_images_from_an_archive_are_accepted_and_read(studies, pacs_run, tmp_path):
+    """Archives store CRs compressed (JPEG 2000, JPEG-LS, RLE: the ones pydicom can encode here; JPEG
+    lossless and baseline are accepted the same way) and a sender proposing only that transfer syntax must
+    be accepted: the images are journaled as received and predicted; a compressed non-image (a Secondary
+    Capture in JPEG 2000) is acknowledged and ignored. (Before: no presentation
+    context was accepted, the association failed.)"""
+    from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+    uid = sorted(studies)[0]
+    base = pydicom.dcmread(studies[uid][0])
+    sent = []
+    for ts in (RLELossless, JPEG2000Lossless, JPEGLSLossless):
+        ds = copy_as(base)
+        ds.compress(ts, generate_instance_uid=False)
+        sent.append((ds, ts))
+    sc = copy_as(base, SOPClassUID="1.2.840.10008.5.1.4.1.1.7", Modality="OT")
+    sc.BitsAllocated = sc.BitsStored = 8
+    sc.HighBit, sc.PixelRepresentation = 7, 0
+    sc.PixelData = (base.pixel_array // 256).astype("uint8").tobytes() if base.BitsAllocated == 16 else base.PixelData
+    sc.compress(JPEG2000, generate_instance_uid=False, j2k_psnr=[60])
+    sent.append((sc, JPEG2000))
+    port, out = free_port(), tmp_path / "compressed"
+    lst = in_process(pacs_run, out, port)
+    try:
+        from pynetdicom import AE
+
+        ae = AE(ae_title="ARCHIVE")
+        for ds, ts in sent:
+            ae.add_requested_context(ds.SOPClassUID, [ts])
+        assert _wait_port(port)
+        assoc = ae.associate("127.0.0.1", port, ae_title="CHESTXR")
+        assert assoc.is_established
+        statuses = [int(assoc.send_c_store(ds).Status) for ds, _ in sent]
+        assoc.release()
+        key = skey(out, base)
+        wait_for(lambda: results(out) == [key], 20, log=out / "listen.log")
+    finally:
+        lst.stop()
+    assert statuses == [0, 0, 0, 0]
+    d = out / "studies" / key
+    assert json.loads((d / "result.json").read_text())["n_images"] == 3
+    skipped = pd.read_csv(d / "skipped.csv")
+    assert len(skipped) == 1 and "Secondary Capture" in skipped["reason"][0]

@@ -145,7 +145,7 @@ class Listener:
 
     def start(self) -> "Listener":
         """Start the SCP (non-blocking) and the worker; resumes what the journal holds."""
-        from pynetdicom import AE, AllStoragePresentationContexts, evt
+        from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
         from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # made at import time
 
         logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
@@ -169,7 +169,10 @@ class Listener:
                 self.aborted_timeout,
             )
         ae = AE(ae_title=self.ae_title)
-        ae.supported_contexts = AllStoragePresentationContexts
+        readable = image_transfer_syntaxes()
+        for cx in AllStoragePresentationContexts:  # images: what chestxr can decode; the rest is not kept
+            sop = str(cx.abstract_syntax)
+            ae.add_supported_context(sop, readable if sop in IMAGE_SOP_CLASSES else ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         ae.maximum_associations = 16
         ae.network_timeout = self.network_timeout
@@ -484,6 +487,22 @@ class Listener:
         self.journal.mark_pushed(key, n)
         info = json.loads((final / "result.json").read_text())
         write_json_atomic(final / "result.json", {**info, "stored": True})
+
+
+def image_transfer_syntaxes() -> list[str]:
+    """Transfer syntaxes accepted for CR/DX images: the uncompressed ones and every compressed one pydicom
+    can decode here (JPEG baseline/lossless, JPEG-LS, JPEG 2000, HTJ2K, RLE with the core dependencies)."""
+    from pydicom.pixels import get_decoder
+    from pynetdicom import ALL_TRANSFER_SYNTAXES
+
+    out = []
+    for uid in ALL_TRANSFER_SYNTAXES:
+        try:
+            if get_decoder(uid).is_available:
+                out.append(uid)
+        except NotImplementedError:  # no decoder for it at all (MPEG, JPEG XL...)
+            pass
+    return out
 
 
 def _not_an_image(ds: Any, sop_class: str) -> str:
