@@ -80,7 +80,7 @@ out = sys.argv[1]
 t0 = time.perf_counter()
 code = None
 try:
-    from chestxr.cli.main import main
+    from chestxr.cli._main import main
     code = main(sys.argv[2:])
 finally:
     hwm = None

@@ -1,6 +1,6 @@
 """Benchmark: patient-level bootstrap intervals for AUROC/sensitivity/specificity/PPV/NPV/F1.
 
-Compares chestxr.evaluation.bootstrap.bootstrap_metrics (vectorised: integer resample weights per patient,
+Compares chestxr.evaluation.bootstrap_metrics (vectorised: integer resample weights per patient,
 one sort per finding, sparse products and cumulative sums for a whole chunk of resamples) with
 the usual loop (draw patients, gather their images, sklearn roc_auc_score + confusion counts per
 resample per finding), timed on a few resamples in the same run and extrapolated. The loop is
@@ -29,13 +29,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chestxr.evaluation.bootstrap import (  # noqa: E402
+from chestxr.evaluation import (
     bootstrap_metrics,
     bootstrap_replicates,
     draw_resample_counts,
     group_index,
+    rates_from_counts,  # noqa: E402
 )
-from chestxr.evaluation.metrics import rates_from_counts  # noqa: E402
 
 
 def make_predictions(n: int, f: int, images_per_patient: float, seed: int):

@@ -142,10 +142,8 @@ def run_pipeline(name: str, paths: list[str], passes: int, size: int, cache_dir:
     """Runs in a fresh process; returns images/s and peak RSS."""
     import torch
 
-    from chestxr.core.config import AugmentConfig, PreprocessConfig
-    from chestxr.imaging.cache import ImageCache, build_image_loader
-    from chestxr.imaging.readers import ReadOptions, read_image
-    from chestxr.imaging.transforms import build_transform
+    from chestxr.core import AugmentConfig, PreprocessConfig
+    from chestxr.imaging import ImageCache, ReadOptions, build_image_loader, build_transform, read_image
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -328,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _synthetic_sets(root: Path, sets: dict[str, list[str]]) -> dict[str, list[str]]:
     """Stand-ins for absent real-data sets (smoke only): 2 synthetic DICOMs / 2 PNGs of 512 px."""
-    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.data import generate_synthetic_dataset
 
     out = dict(sets)
     for (name, paths), frac in zip(sets.items(), (1.0, 0.0)):

@@ -15,7 +15,7 @@ Rows (one process; each row's wall time covers everything that engine does for t
   DataLoader workers, batch 32);
 * Ray start-up: ``ray.init`` of a local Ray with 2 CPUs (paid once per job by ``chestxr predict --engine ray``
   without ``--ray-address``);
-* ray, 1 actor: :func:`chestxr.runs._ray_predict.score_with_ray` into an empty store (hash tasks, decode
+* ray, 1 actor: ``score_with_ray`` (chestxr/runs/_ray_predict.py) into an empty store (hash tasks, decode
   tasks, one model actor with 1 CPU, results written as Parquet parts); the actor pool starts inside it;
 * ray, 2 actors: the same with two actors of 0.5 CPU each (so a decode task still fits on 2 CPUs);
 * ray, rerun: the 1-actor job again on its full store (what a resumed or repeated job pays: hashing only).
@@ -123,10 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from bench_predict import make_run
 
-    from chestxr.data.synthetic import generate_synthetic_dataset
-    from chestxr.imaging.cache import ImageCache
-    from chestxr.imaging.readers import ReadOptions
-    from chestxr.runs.run import Run
+    from chestxr.data import generate_synthetic_dataset
+    from chestxr.imaging import ImageCache, LoaderOptions, ReadOptions
+    from chestxr.runs import Run
 
     rows: list[dict[str, Any]] = []
     load = {"start": os.getloadavg()}
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             paths, workers=2, progress=False
         )
         print(f"{len(paths)} images generated and cached in {time.perf_counter() - t0:.1f} s", flush=True)
-        run.logits(paths[:batch], batch_size=batch, num_workers=0, cache_dir=cache_dir)  # warm-up, untimed
+        run.logits(paths[:batch], loading=LoaderOptions(batch, 0, cache_dir))  # warm-up, untimed
 
         def row(name: str, seconds: float, mem: float | None, diff: float | None, note: str = "") -> None:
             rows.append(
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with TreeMemory() as mem:
             t0 = time.perf_counter()
-            preds = run.logits(paths, batch_size=batch, num_workers=2, cache_dir=cache_dir)
+            preds = run.logits(paths, loading=LoaderOptions(batch, 2, cache_dir))
             ref = run.scores_from_logits(preds.logits)
             secs = time.perf_counter() - t0
         row("plain predict (Run.logits, 2 DataLoader workers)", secs, mem.peak_mb, 0.0)

@@ -11,7 +11,7 @@ dtype, a kernel error) or runs past its time limit is recorded as ``failed`` wit
 next cell runs; cells that would start after ``--deadline`` seconds are recorded as ``skipped``.
 Cells run in priority order, so a deadline cuts the least important ones.
 
-Sections (14 findings, random-init torchvision backbones through ``chestxr.modeling.models.build_model``):
+Sections (14 findings, random-init torchvision backbones through ``chestxr.modeling.build_model``):
 
 * ``ceiling`` - plain PyTorch train step on a synthetic batch already on the GPU (no data loading):
   ``AdamW``, ``BCEWithLogitsLoss``, autocast (bf16/fp16, GradScaler for fp16), NCHW or channels_last,
@@ -19,10 +19,10 @@ Sections (14 findings, random-init torchvision backbones through ``chestxr.model
 * ``baseline`` - the plain loop a user would write on the same cached data: chestxr's Dataset (decode
   cache + train augmentation) through a default ``DataLoader(shuffle, pin_memory, persistent_workers)``,
   ``.to(device, non_blocking=True)``, the same step as ``ceiling``.
-* ``chestxr`` - what ``chestxr train`` runs per epoch: ``fit_setup.build_train_model`` /
+* ``chestxr`` - what ``chestxr train`` runs per epoch: ``chestxr.modeling.build_train_model`` /
   ``build_loaders`` from a Config (decode cache, augmentation, ``GlobalBatchSampler``, the loader
   settings chestxr chooses), ``optim.build_optimizer`` / ``build_scheduler`` / ``make_loss``,
-  ``fitting.seed_everything`` and ``engine.train_one_epoch`` (finite-loss check, grad clip 1.0,
+  ``chestxr.modeling.seed_everything`` and ``engine.train_one_epoch`` (finite-loss check, grad clip 1.0,
   schedule). Its ratio to the ``ceiling`` of the same model/size/batch/precision/layout is the
   issue's goal (>= 90 %). Variants flip one setting each (``cudnn.benchmark``, deterministic
   algorithms, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``, a host sync at the end of
@@ -31,7 +31,7 @@ Sections (14 findings, random-init torchvision backbones through ``chestxr.model
 * ``infer`` - eval, batch 256: ``ceiling`` (synthetic batch on the GPU, ``inference_mode``) vs
   ``chestxr`` (``engine.predict`` over the loader ``Run.logits`` builds: decode cache, eval transform,
   pinned memory).
-* ``gradcam`` - ``chestxr.reporting.gradcam.grad_cam`` one image at a time, as ``predict --explain``
+* ``gradcam`` - ``chestxr.reporting.grad_cam`` one image at a time, as ``predict --explain``
   calls it (fp32, the model in channels_last after ``Run.logits``): maps/s.
 
 ``--smoke`` runs every section's code on the CPU in seconds (32 px, batch 2, fp32 only, 1 worker, one
@@ -450,7 +450,7 @@ def _generate_part(args: tuple[str, int, int, int]) -> list[str]:
     out, n, seed, side = args
     import pandas as pd
 
-    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.data import generate_synthetic_dataset
 
     manifest = generate_synthetic_dataset(out, n_images=n, seed=seed, size=side, dicom_fraction=0.0)
     frame = pd.read_csv(manifest)
@@ -465,11 +465,10 @@ class Data:
 
 
 def make_data(st: Settings, root: Path) -> Data:
-    """Synthetic PNG radiographs (chestxr.data.synthetic) decoded once into the chestxr decode cache at
+    """Synthetic PNG radiographs (chestxr.data.generate_synthetic_dataset) decoded once into the chestxr decode cache at
     every cache side the cells use (before CUDA is initialised: the generators are forked processes)."""
-    from chestxr.core.config import PreprocessConfig
-    from chestxr.imaging.cache import ImageCache
-    from chestxr.imaging.readers import ReadOptions
+    from chestxr.core import PreprocessConfig
+    from chestxr.imaging import ImageCache, ReadOptions
 
     t0 = time.perf_counter()
     procs = max(1, min(8, (os.cpu_count() or 2)))
@@ -497,8 +496,7 @@ def _labeled(paths: list[str], seed: int):
     import numpy as np
     import pandas as pd
 
-    from chestxr.data.findings import NIH14
-    from chestxr.data.labels import LabeledSet
+    from chestxr.data import NIH14, LabeledSet
 
     rng = np.random.default_rng(seed)
     n = len(paths)
@@ -520,7 +518,7 @@ def _labeled(paths: list[str], seed: int):
 
 
 def _config(st: Settings, cell: Cell, data: Data, **train: Any):
-    from chestxr.core.config import config_from_dict
+    from chestxr.core import config_from_dict
 
     amp = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}[cell.precision]
     return config_from_dict(
@@ -543,7 +541,7 @@ def _repeat(paths: list[str], n: int) -> list[str]:
 def run_ceiling(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
     import torch
 
-    from chestxr.modeling.models import build_model
+    from chestxr.modeling import build_model
 
     dev = torch.device(st.device)
     dtype = amp_dtype(cell.precision)
@@ -603,9 +601,9 @@ def run_baseline(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from chestxr.core.config import AugmentConfig, PreprocessConfig
-    from chestxr.imaging.dataset import build_dataset
-    from chestxr.modeling.models import build_model
+    from chestxr.core import AugmentConfig, PreprocessConfig
+    from chestxr.imaging import build_dataset
+    from chestxr.modeling import build_model
 
     dev = torch.device(st.device)
     dtype = amp_dtype(cell.precision)
@@ -657,14 +655,20 @@ def run_baseline(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
 
 
 def run_chestxr(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
-    """engine.train_one_epoch over fit_setup's model and loaders, set up as fit() sets them up."""
+    """train_one_epoch over the training loop's model and loaders, set up as fit() sets them up."""
     import torch
 
-    from chestxr.modeling.distributed import DistInfo
-    from chestxr.modeling.engine import resolve_amp, train_one_epoch
-    from chestxr.modeling.fit_setup import build_loaders, build_train_model
-    from chestxr.modeling.fitting import seed_everything
-    from chestxr.modeling.optim import build_optimizer, build_scheduler, make_loss
+    from chestxr.modeling import (
+        DistInfo,
+        build_loaders,
+        build_optimizer,
+        build_scheduler,
+        build_train_model,
+        make_loss,
+        resolve_amp,
+        seed_everything,
+        train_one_epoch,
+    )
 
     dev = torch.device(st.device)
     knobs = cell.knobs
@@ -674,10 +678,8 @@ def run_chestxr(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
     val_set = _labeled(data.paths[: min(len(data.paths), cell.batch)], seed=2)
     info = DistInfo()
     torch.manual_seed(0)
-    model, train_model = build_train_model(
-        config, train_set.findings, device=dev, info=info, resume=False, say=lambda s: None
-    )
-    train_ds, sampler, loader, _val_loader = build_loaders(config, train_set, val_set, device=dev, info=info)
+    model, train_model = build_train_model(config, train_set.findings, device=dev, dist=info, log=lambda s: None)
+    train_ds, sampler, loader, _val_loader = build_loaders(config, train_set, val_set, dev, info)
     if knobs.get("flip"):
         loader = rebuild_loader(loader, **{knobs["flip"]: not getattr(loader, knobs["flip"])})
     if knobs.get("loader"):
@@ -730,7 +732,7 @@ def run_chestxr(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
 def run_infer_ceiling(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
     import torch
 
-    from chestxr.modeling.models import build_model
+    from chestxr.modeling import build_model
 
     dev = torch.device(st.device)
     dtype = amp_dtype(cell.precision)
@@ -760,11 +762,9 @@ def run_infer_chestxr(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from chestxr.core.config import PreprocessConfig
-    from chestxr.imaging.dataset import build_dataset, collate
-    from chestxr.modeling.distributed import GlobalBatchSampler
-    from chestxr.modeling.engine import predict
-    from chestxr.modeling.models import build_model
+    from chestxr.core import PreprocessConfig
+    from chestxr.imaging import build_dataset, collate
+    from chestxr.modeling import GlobalBatchSampler, build_model, predict
 
     dev = torch.device(st.device)
     n = cell.batch * (st.infer_warmup + st.infer_steps)
@@ -803,11 +803,10 @@ def run_infer_chestxr(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
 def run_gradcam(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
     import torch
 
-    from chestxr.core.config import PreprocessConfig
-    from chestxr.imaging.cache import build_image_loader
-    from chestxr.imaging.transforms import build_transform
-    from chestxr.modeling.models import build_model
-    from chestxr.reporting.gradcam import grad_cam
+    from chestxr.core import PreprocessConfig
+    from chestxr.imaging import build_image_loader, build_transform
+    from chestxr.modeling import build_model
+    from chestxr.reporting import grad_cam
 
     dev = torch.device(st.device)
     pre = PreprocessConfig(size=cell.size, cache_size=st.cache_side(cell.size))

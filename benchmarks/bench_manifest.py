@@ -210,8 +210,7 @@ def child(kind: str, a: str, b: str) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import pandas  # noqa: F401  (imports are not part of the measurement)
 
-    from chestxr.data.converters import convert_nih
-    from chestxr.data.manifest import validate_manifest, write_manifest
+    from chestxr.data import convert_nih, validate_manifest, write_manifest
 
     before = _hwm_mb()
     t0 = time.perf_counter()

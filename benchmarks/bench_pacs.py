@@ -2,7 +2,7 @@
 
     python benchmarks/bench_pacs.py [--smoke | --quick | --full] [--threads 2] [--json FILE]
 
-Setting: synthetic DICOM studies (chestxr.data.synthetic, 1-2 images per study, ``--size`` px, 16-bit),
+Setting: synthetic DICOM studies (chestxr/data/_synthetic.py, 1-2 images per study, ``--size`` px, 16-bit),
 a random-weight run (``tiny`` backbone, 4 findings, ``--input`` px model input), a real Orthanc with the
 DICOMweb plugin on free localhost ports (tests/orthanc.py; storage in a temp folder). Rows, each timed
 from the first byte sent / first request to the last study's outputs written:
@@ -11,7 +11,7 @@ from the first byte sent / first request to the last study's outputs written:
   over the same folder, so no row pays for imports or a cold page cache);
 * DICOMweb pull: ``predict_dicomweb`` (QIDO-RS search, WADO-RS retrieval into staging, the same predict);
   again with ``--store-sr`` (SR built and stored by STOW-RS per study);
-* listen: a :class:`~chestxr.pacs.listener.Listener` receiving every study by C-STORE from a pynetdicom
+* listen: a :class:`~chestxr.pacs.Listener` receiving every study by C-STORE from a pynetdicom
   sender in one association (the ``--study-timeout`` quiet period of each study included: it is the
   time the listener waits before a study counts as complete); again pushing each SR to Orthanc.
 
@@ -42,10 +42,10 @@ SETTINGS = {  # n_images, image size, model input, study timeout
 def make_run(run_dir: Path, size: int) -> Path:
     import torch
 
-    from chestxr.core.config import Config, config_to_dict
-    from chestxr.data.synthetic import FINDINGS
-    from chestxr.modeling.checkpoint import save_model
-    from chestxr.modeling.models import build_model
+    from chestxr.core import Config, config_to_dict
+    from chestxr.data import FINDINGS
+    from chestxr.modeling import build_model
+    from chestxr.runs import save_model
 
     torch.manual_seed(0)
     cfg = config_to_dict(Config())
@@ -75,7 +75,7 @@ def send_all(port: int, files: list[Path]) -> None:
 def time_listen(run: Path, files: list[Path], n_studies: int, work: Path, timeout_s: float, store_to=None) -> float:
     from orthanc import free_port
 
-    from chestxr.pacs.listener import Listener
+    from chestxr.pacs import Listener
 
     port = free_port()
     lst = Listener(
@@ -119,10 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     import pydicom
     from orthanc import orthanc_missing, start_orthanc
 
-    from chestxr.pacs.credentials import Credentials
-    from chestxr.pacs.dimse import Node
-    from chestxr.pacs.pull import predict_dicomweb
-    from chestxr.runs.workflows import predict_run
+    from chestxr.imaging import IN_PROCESS
+    from chestxr.pacs import Credentials, Node, predict_dicomweb
+    from chestxr.runs import predict_run
 
     logging.getLogger("chestxr.listen").setLevel(logging.WARNING)
     why = orthanc_missing()
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows, result = [], {"setting": setting, "loadavg": open("/proc/loadavg").read().split()[:3]}
     server = None
     try:
-        from chestxr.data.synthetic import generate_synthetic_dataset
+        from chestxr.data import generate_synthetic_dataset
 
         manifest = generate_synthetic_dataset(
             root / "data", n_images=n_images, seed=1, size=size, dicom_fraction=1.0, images_per_patient=(1, 2)
@@ -139,13 +138,13 @@ def main(argv: list[str] | None = None) -> dict:
         n_studies = len({str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID) for f in files})
         run = make_run(root / "run", model_size)
         # warm-up, untimed: imports, first forwards, the files in the page cache (every row then starts warm)
-        predict_run(run, root / "warm", inputs=[str(manifest.parent / "images")], num_workers=0)
+        predict_run(run, root / "warm", inputs=[str(manifest.parent / "images")], loading=IN_PROCESS)
 
         def row(name: str, secs: float) -> None:
             rows.append([name, n_studies, len(files), secs, n_studies / secs * 60])
 
         t0 = time.perf_counter()
-        predict_run(run, root / "folder", inputs=[str(manifest.parent / "images")], num_workers=0)
+        predict_run(run, root / "folder", inputs=[str(manifest.parent / "images")], loading=IN_PROCESS)
         row("folder (baseline)", time.perf_counter() - t0)
         if why:
             print(f"note: {why}; DICOMweb and listen rows skipped")

@@ -4,7 +4,7 @@
 
 Inputs: the real DICOMs in ``SHARED/data/dicom`` (8 files: CR/DX, uncompressed, JPEG, JPEG
 Lossless, RLE, JPEG 2000, up to 2140 x 1760; the list of paths repeats them to ``--items``), and
-synthetic DICOMs from ``chestxr.data.synthetic.generate_synthetic_dataset`` (1024 px, 16-bit).
+synthetic DICOMs from ``chestxr.data.generate_synthetic_dataset`` (1024 px, 16-bit).
 Models: the ``tiny`` and ``resnet18`` backbones (random weights; 14 findings; 224 px letterbox).
 
 Pipelines (each after an untimed warm-up on a few images; same paths, same preprocessing):
@@ -12,7 +12,7 @@ Pipelines (each after an untimed warm-up on a few images; same paths, same prepr
 * per-image loop: ``read_image`` -> eval transform -> ``model(x[None])``, one at a time, eval + no_grad;
 * chestxr batch: ``Run.logits`` (what ``chestxr predict`` runs: Dataset + 2 DataLoader
   workers decoding in parallel, batch 32, channels_last);
-* TorchScript: the file ``chestxr.runs.export.export_model`` writes, loaded with ``torch.jit.load``, fed
+* TorchScript: the file ``chestxr.runs.export_model`` writes, loaded with ``torch.jit.load``, fed
   by the same batched pipeline;
 * ONNX Runtime (CPU provider), same pipeline, when ``onnx`` and ``onnxruntime`` are importable.
 
@@ -34,16 +34,16 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from chestxr.data.findings import NIH14 as FINDINGS  # noqa: E402
+from chestxr.data import NIH14 as FINDINGS  # noqa: E402
 
 
 def make_run(run_dir: Path, backbone: str) -> Path:
     """A run folder (model.safetensors + model.json) with random weights and default preprocessing."""
     import torch
 
-    from chestxr.core.config import Config, config_to_dict
-    from chestxr.modeling.checkpoint import save_model
-    from chestxr.modeling.models import build_model
+    from chestxr.core import Config, config_to_dict
+    from chestxr.modeling import build_model
+    from chestxr.runs import save_model
 
     torch.manual_seed(0)
     model = build_model(backbone, len(FINDINGS)).eval()
@@ -96,7 +96,7 @@ def _batched(run, fn: Callable, paths: list[str], *, batch: int, workers: int):
     import torch
     from torch.utils.data import DataLoader
 
-    from chestxr.imaging.dataset import build_dataset, collate
+    from chestxr.imaging import build_dataset, collate
 
     ds = build_dataset(
         paths=paths,
@@ -120,8 +120,7 @@ def _per_image(run, paths: list[str]):
     import numpy as np
     import torch
 
-    from chestxr.imaging.readers import ReadOptions, read_image
-    from chestxr.imaging.transforms import build_transform
+    from chestxr.imaging import ReadOptions, build_transform, read_image
 
     pre = run.preprocessing
     opts, tfm, model = ReadOptions.from_config(pre), build_transform(pre, None, train=False), run.model
@@ -160,8 +159,8 @@ def bench_set(
     import numpy as np
     import torch
 
-    from chestxr.runs.export import export_model
-    from chestxr.runs.run import Run
+    from chestxr.imaging import LoaderOptions
+    from chestxr.runs import Run, export_model
 
     run_dir = tmp / f"run-{backbone}"
     if not run_dir.exists():
@@ -195,7 +194,7 @@ def bench_set(
 
     ref = row(
         "chestxr batch (Run.logits, 2 workers)",
-        lambda ps: run.logits(ps, batch_size=batch, num_workers=workers).logits,
+        lambda ps: run.logits(ps, loading=LoaderOptions(batch, workers)).logits,
         model_fn=lambda t: run.model(t.contiguous(memory_format=torch.channels_last)),
     )
     rows[-1]["max_abs_diff"] = 0.0
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             sets.append((f"real DICOM ({len(real)} files, repeated)", [real[i % len(real)] for i in range(items)]))
         else:
             print(f"no DICOMs found under {Path(args.shared) / 'data' / 'dicom'}; real-data rows skipped")
-        from chestxr.data.synthetic import generate_synthetic_dataset
+        from chestxr.data import generate_synthetic_dataset
 
         manifest = generate_synthetic_dataset(
             tmp / "synth", n_images=items, seed=0, size=synth_size, dicom_fraction=1.0

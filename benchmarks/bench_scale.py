@@ -14,7 +14,7 @@
 (b) Peak RSS (VmHWM of the process, imports included) of real commands on the shared NIH PNGs
     (``data_manifests/nih14_shared.csv``, 421 images, paths re-rooted at ``--shared``):
     ``chestxr train`` (tiny backbone, 1 epoch, batch 16, 224 px, in-process loading) and
-    ``chestxr predict`` on the same images, next to the floor of ``import chestxr.modeling.training`` (torch).
+    ``chestxr predict`` on the same images, next to the floor of ``from chestxr.runs import train, predict_run`` (torch).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def make_big_manifest(tmp: Path, *, rows: int, n_images: int) -> Path:
     import numpy as np
     import pandas as pd
 
-    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.data import generate_synthetic_dataset
 
     small = generate_synthetic_dataset(tmp / "imgs", n_images=n_images, seed=0, size=128, dicom_fraction=0.0)
     src = pd.read_csv(small)
@@ -78,9 +78,9 @@ def bench_manifest_stream(tmp: Path, *, rows: int, n_images: int, items: int) ->
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    from chestxr.core.config import LabelPolicy, PreprocessConfig
-    from chestxr.data.labels import load_labeled_set
-    from chestxr.imaging.dataset import build_dataset, collate
+    from chestxr.core import LabelPolicy, PreprocessConfig
+    from chestxr.data import load_labeled_set
+    from chestxr.imaging import build_dataset, collate
 
     manifest = make_big_manifest(tmp, rows=rows, n_images=n_images)
     rows_out: list[dict[str, Any]] = []
@@ -186,14 +186,14 @@ def bench_cli(tmp: Path, shared: Path, *, quick: bool, smoke: bool = False) -> l
     import subprocess
 
     code = (
-        "import chestxr.modeling.training, chestxr.runs.inference\n"
+        "from chestxr.runs import train, predict_run\n"
         "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
     )
     t0 = time.perf_counter()
     kb = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(C.REPO)).stdout.strip()
     rows.append(
         {
-            "command": "python -c 'import chestxr.modeling.training, chestxr.runs.inference' (torch, torchvision)",
+            "command": "python -c 'from chestxr.runs import train, predict_run' (torch, torchvision)",
             "images": 0,
             "seconds": time.perf_counter() - t0,
             "peak_mb": float(kb) / 1024 if kb else None,

@@ -120,10 +120,9 @@ def _chestxr_setup(model, images, targets, mask, *, batch: int, channels_last: b
     import torch
     from torch.utils.data import DataLoader
 
-    from chestxr.core.config import config_from_dict
-    from chestxr.imaging.dataset import ChestXRayDataset, collate
-    from chestxr.modeling.distributed import DistInfo, GlobalBatchSampler
-    from chestxr.modeling.optim import build_optimizer, build_scheduler, make_loss
+    from chestxr.core import config_from_dict
+    from chestxr.imaging import ChestXRayDataset, collate
+    from chestxr.modeling import DistInfo, GlobalBatchSampler, build_optimizer, build_scheduler, make_loss
 
     ds = ChestXRayDataset(
         paths=[str(i) for i in range(len(images))],
@@ -172,7 +171,7 @@ def bench_bookkeeping(*, batch: int, n_batches: int) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from chestxr.modeling.engine import train_one_epoch
+    from chestxr.modeling import train_one_epoch
 
     g = torch.Generator().manual_seed(0)
     n = batch * n_batches
@@ -227,8 +226,7 @@ def bench_overhead(backbone: str, *, batch: int, rounds: int, steps: int) -> lis
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from chestxr.modeling.engine import train_one_epoch
-    from chestxr.modeling.models import build_model
+    from chestxr.modeling import build_model, train_one_epoch
 
     g = torch.Generator().manual_seed(0)
     n = batch * steps
@@ -315,8 +313,7 @@ def bench_variants(*, batch: int, bf16_batch: int, rounds: int) -> list[dict[str
     """resnet18 through train_one_epoch: channels_last on/off (fp32), bf16 autocast on/off."""
     import torch
 
-    from chestxr.modeling.engine import train_one_epoch
-    from chestxr.modeling.models import build_model
+    from chestxr.modeling import build_model, train_one_epoch
 
     rows = []
     dev = torch.device("cpu")
@@ -370,10 +367,9 @@ def _synthetic_cache(tmp: Path, n_images: int, size: int = 320):
     """(paths, LabeledSet-like targets/mask, preprocessing, augmentation, cache_dir) with a filled cache."""
     import numpy as np
 
-    from chestxr.core.config import AugmentConfig, PreprocessConfig
-    from chestxr.data.synthetic import generate_synthetic_dataset
-    from chestxr.imaging.cache import ImageCache
-    from chestxr.imaging.readers import ReadOptions
+    from chestxr.core import AugmentConfig, PreprocessConfig
+    from chestxr.data import generate_synthetic_dataset
+    from chestxr.imaging import ImageCache, ReadOptions
 
     manifest = generate_synthetic_dataset(tmp / "data", n_images=n_images, seed=0, size=size, dicom_fraction=0.5)
     import pandas as pd
@@ -395,11 +391,8 @@ def bench_pipeline(
     import torch
     from torch.utils.data import DataLoader
 
-    from chestxr.imaging.dataset import build_dataset, collate, seed_worker
-    from chestxr.modeling.distributed import DistInfo, GlobalBatchSampler
-    from chestxr.modeling.engine import train_one_epoch
-    from chestxr.modeling.models import build_model
-    from chestxr.modeling.optim import make_loss
+    from chestxr.imaging import build_dataset, collate, seed_worker
+    from chestxr.modeling import DistInfo, GlobalBatchSampler, build_model, make_loss, train_one_epoch
 
     paths, targets, mask, pre, aug, cache_dir = data
     n = min(len(paths), batch * (steps + 1))

@@ -1,60 +1,111 @@
 """chestxr: train, calibrate and audit multi-label chest X-ray classifiers.
 
-Data flow (one direction)::
-
-    manifest CSV -> manifest.read_manifest -> images.read_image -> transforms -> dataset
-      -> models (logits, (B, n_findings)) -> evaluation.thresholds.fit_thresholds -> checkpoint -> report
-
-The public API below is imported lazily, so ``import chestxr`` stays cheap (no torch import)::
+The workflows and what they return, as the command line has them (``chestxr train``, ``calibrate``,
+``evaluate``, ``predict``, ``approve``, ``card``, ``export``)::
 
     from chestxr import load_config, train, calibrate_run, evaluate_run, predict_run
-    run = train(load_config("demo", ["data.manifest=m.csv"]), out_dir="runs/x")
+    run = train(load_config("demo", ["data.manifest=m.csv"]), out_dir="runs/x")   # a Run
+    calibrate_run(run, "m.csv", split="val")            # a CalibrationResult; `run` now holds the new thresholds
+    report = evaluate_run(run, "m.csv", "eval", split="test")   # an EvaluationResult (report.metrics, report.html)
+    worklist = predict_run(run, "review", inputs=["dicoms/"])    # a PredictionResult
+
+Everything else is in the floors, each with its public face (bottom to top): :mod:`chestxr.core`,
+:mod:`chestxr.data`, :mod:`chestxr.imaging`, :mod:`chestxr.modeling`, :mod:`chestxr.evaluation`,
+:mod:`chestxr.reporting`, :mod:`chestxr.runs`, :mod:`chestxr.pacs`, :mod:`chestxr.cli`; operating points
+also at :mod:`chestxr.calibration`. The names below are imported lazily, so ``import chestxr`` stays cheap
+(no torch import).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from chestxr.core import Config, load_config
+    from chestxr.data import read_manifest, split_manifest, validate_manifest, write_manifest
+    from chestxr.evaluation import Guarantee, OperatingPoint
+    from chestxr.imaging import LoaderOptions
+    from chestxr.runs import (
+        ApprovalStatus,
+        CalibrationResult,
+        EvaluationResult,
+        PredictionResult,
+        Run,
+        RunMetadata,
+        RunPredictions,
+        approval_status,
+        approve_run,
+        calibrate_run,
+        card_run,
+        evaluate_run,
+        export_model,
+        export_monai_bundle,
+        load_run,
+        predict_run,
+        train,
+    )
+
 _API = {
-    "load_config": "chestxr.core.config",
-    "Config": "chestxr.core.config",
-    "read_image": "chestxr.imaging.readers",
-    "read_image_with_meta": "chestxr.imaging.readers",
-    "ReadOptions": "chestxr.imaging.readers",
-    "build_transform": "chestxr.imaging.transforms",
-    "ImageCache": "chestxr.imaging.cache",
-    "read_manifest": "chestxr.data.manifest",
-    "validate_manifest": "chestxr.data.manifest",
-    "write_manifest": "chestxr.data.manifest",
-    "split_manifest": "chestxr.data.splits",
-    "describe_manifest": "chestxr.data.splits",
-    "apply_label_policy": "chestxr.data.findings",
-    "convert_table": "chestxr.data.converters",
-    "build_model": "chestxr.modeling.models",
-    "masked_bce_with_logits": "chestxr.modeling.losses",
-    "load_model": "chestxr.modeling.checkpoint",
-    "train": "chestxr.modeling.training",
-    "fit_thresholds": "chestxr.evaluation.thresholds",
-    "parse_method": "chestxr.evaluation.methods",
-    "clopper_pearson": "chestxr.evaluation.intervals",
-    "wilson": "chestxr.evaluation.intervals",
-    "check_promise": "chestxr.evaluation.promise",
-    "evaluate_predictions": "chestxr.evaluation.evaluate",
-    "bootstrap_metrics": "chestxr.evaluation.bootstrap",
-    "fit_probability_calibrator": "chestxr.evaluation.probability",
-    "Run": "chestxr.runs.run",
-    "load_run": "chestxr.runs.run",
-    "RunMetadata": "chestxr.modeling.run_metadata",
-    "calibrate_run": "chestxr.runs.workflows",
-    "evaluate_run": "chestxr.runs.workflows",
-    "predict_run": "chestxr.runs.workflows",
-    "generate_synthetic_dataset": "chestxr.data.synthetic",
+    "load_config": "chestxr.core",
+    "Config": "chestxr.core",
+    "read_manifest": "chestxr.data",
+    "validate_manifest": "chestxr.data",
+    "write_manifest": "chestxr.data",
+    "split_manifest": "chestxr.data",
+    "LoaderOptions": "chestxr.imaging",
+    "OperatingPoint": "chestxr.evaluation",
+    "Guarantee": "chestxr.evaluation",
+    "train": "chestxr.runs",
+    "Run": "chestxr.runs",
+    "load_run": "chestxr.runs",
+    "RunMetadata": "chestxr.runs",
+    "RunPredictions": "chestxr.runs",
+    "calibrate_run": "chestxr.runs",
+    "CalibrationResult": "chestxr.runs",
+    "evaluate_run": "chestxr.runs",
+    "EvaluationResult": "chestxr.runs",
+    "predict_run": "chestxr.runs",
+    "PredictionResult": "chestxr.runs",
+    "approve_run": "chestxr.runs",
+    "approval_status": "chestxr.runs",
+    "ApprovalStatus": "chestxr.runs",
+    "card_run": "chestxr.runs",
+    "export_model": "chestxr.runs",
+    "export_monai_bundle": "chestxr.runs",
 }
 
-__all__ = ["__version__", *_API]
+__all__ = [
+    "__version__",
+    "load_config",
+    "Config",
+    "read_manifest",
+    "validate_manifest",
+    "write_manifest",
+    "split_manifest",
+    "LoaderOptions",
+    "OperatingPoint",
+    "Guarantee",
+    "train",
+    "Run",
+    "load_run",
+    "RunMetadata",
+    "RunPredictions",
+    "calibrate_run",
+    "CalibrationResult",
+    "evaluate_run",
+    "EvaluationResult",
+    "predict_run",
+    "PredictionResult",
+    "approve_run",
+    "approval_status",
+    "ApprovalStatus",
+    "card_run",
+    "export_model",
+    "export_monai_bundle",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -62,3 +113,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'chestxr' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

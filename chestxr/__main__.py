@@ -2,6 +2,6 @@
 
 import sys
 
-from chestxr.cli.main import main
+from chestxr.cli import main
 
 sys.exit(main())

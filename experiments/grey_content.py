@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=str(REPO / "experiments" / "results" / "grey_content.json"))
     args = ap.parse_args(argv)
 
-    from chestxr.core.errors import ImageReadError
-    from chestxr.imaging.readers import read_image
+    from chestxr.core import ImageReadError
+    from chestxr.imaging import read_image
 
     images = sorted((Path(args.shared) / "data" / "nih14" / "images").glob("*.png"))
     if args.limit:

@@ -20,7 +20,7 @@ no finding has that many in any calibration split this data set allows. ``specif
 negatives needed; ~100 available) can be promised for every finding. The test split (~84 images)
 is small: the check has little power, but its false-alarm rate is what the goal is about.
 
-Per seed: train (``chestxr.modeling.training.train``), then for each rule ``calibrate_run(OUT/cal.csv,
+Per seed: train (``chestxr.runs.train``), then for each rule ``calibrate_run(OUT/cal.csv,
 method=RULE)`` and ``evaluate_run(OUT/test.csv)``; the one-sided exact binomial test of
 each promise at alpha = 0.05 is read from evaluate's metrics.json. Writes
 RESULTS/guarantee_nih.csv (one row per seed, rule and finding) and RESULTS/guarantee_nih.md
@@ -59,7 +59,7 @@ def make_split(manifest_path: Path, shared: Path, out_dir: Path, seed: int = 0) 
     dealt to FRACTIONS once (seed 0), stratified on the number of positive findings per patient."""
     import numpy as np
 
-    from chestxr.data.manifest import read_manifest, write_manifest
+    from chestxr.data import read_manifest, write_manifest
 
     manifest = read_manifest(manifest_path, check_paths=False)
     frame = manifest.frame.copy()
@@ -96,9 +96,9 @@ def run_seed(
 ) -> list[dict[str, Any]]:
     import warnings
 
-    from chestxr.core.config import load_config
-    from chestxr.modeling.training import train
-    from chestxr.runs.workflows import calibrate_run, evaluate_run
+    from chestxr.core import load_config
+    from chestxr.imaging import IN_PROCESS
+    from chestxr.runs import calibrate_run, evaluate_run, train
 
     cfg = load_config(
         config,
@@ -110,23 +110,23 @@ def run_seed(
         ],
     )
     t0, la0 = time.perf_counter(), loadavg()
-    run_dir = train(cfg, out_dir=out / f"seed{seed}", overwrite=True, log=log)
+    run_dir = train(cfg, out_dir=out / f"seed{seed}", overwrite=True, log=log).run_dir
     train_s = time.perf_counter() - t0
     log(f"seed {seed}: trained in {train_s:.0f} s (load {la0} -> {loadavg()})")
     rows = []
     for rule in RULES:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            cal = calibrate_run(run_dir, split_csv["cal"], method=rule, n_boot=200, num_workers=0)
+            cal = calibrate_run(run_dir, split_csv["cal"], method=rule, n_boot=200, loading=IN_PROCESS)
         for w in caught:
             if "insufficient" in str(w.message) or "no threshold" in str(w.message):
                 log(f"  warning: {w.message}")
         ev_dir = out / f"seed{seed}" / f"eval-{rule.replace(':', '_')}"
-        evaluate_run(run_dir, split_csv["test"], ev_dir, n_boot=200, overwrite=True, num_workers=0)
+        evaluate_run(run_dir, split_csv["test"], ev_dir, n_boot=200, overwrite=True, loading=IN_PROCESS)
         metrics = json.loads((ev_dir / "metrics.json").read_text(encoding="utf-8"))
         per = metrics["evaluation"]["findings"] if "evaluation" in metrics else metrics["findings"]
         kind = rule.split(":")[0]
-        for rec in cal["thresholds"]:
+        for rec in [p.to_dict() for p in cal.thresholds]:  # the thresholds.json records
             name, ach = rec["finding"], per[rec["finding"]]
             promise = ach.get("promise") or {}
             test = (promise.get("tests") or [{}])[0]

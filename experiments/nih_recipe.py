@@ -16,7 +16,7 @@ findings, and per finding). Test patients are never used for training or for cho
   (chestxr's ``read_image``, short side stored at 256 px, as chestxr's default cache) and
   augments in the main process. It stops after the epoch in which the budget is used (the rule
   chestxr's ``train.max_minutes`` follows) and its FINAL weights are evaluated.
-* chestxr: ``chestxr.modeling.training.train(load_config(CONFIG, ["train.max_minutes=B", "seed=S",
+* chestxr: ``chestxr.runs.train(load_config(CONFIG, ["train.max_minutes=B", "seed=S",
   "data.manifest=OUT/split.csv", "data.cache_dir=OUT/cache"]))``; the saved best model (by
   validation mean AUROC) is loaded with ``Run.load`` and scored with ``Run.logits``.
 
@@ -61,8 +61,7 @@ def make_split(manifest_path: Path, *, shared: Path, out_dir: Path) -> Path:
     """
     import pandas as pd
 
-    from chestxr.data.manifest import read_manifest, write_manifest
-    from chestxr.data.splits import split_manifest
+    from chestxr.data import read_manifest, split_manifest, write_manifest
 
     manifest = read_manifest(manifest_path, check_paths=False)
     default_root = str((REPO.parent / "shared").resolve())
@@ -86,7 +85,7 @@ def make_split(manifest_path: Path, *, shared: Path, out_dir: Path) -> Path:
 
 def load_sets(split_csv: Path, config: Any) -> dict[str, Any]:
     """{"train", "val", "test"} LabeledSets of the split, labeled as ``config`` says."""
-    from chestxr.data.labels import load_labeled_set
+    from chestxr.data import load_labeled_set
 
     findings = list(config.data.findings)
     return {
@@ -99,7 +98,7 @@ def score(labeled: Any, logits: Any) -> tuple[float, list[float]]:
     """(mean AUROC, per-finding AUROC list) of logits (n, f) against a LabeledSet's eval labels."""
     import numpy as np
 
-    from chestxr.modeling.engine import mean_auroc
+    from chestxr.modeling import mean_auroc
 
     scores = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
     return mean_auroc(labeled.eval_true, scores, labeled.eval_mask)
@@ -125,9 +124,8 @@ def run_baseline(
     import torch
     import torchvision
 
-    from chestxr.core.config import AugmentConfig, PreprocessConfig
-    from chestxr.imaging.readers import read_image
-    from chestxr.imaging.transforms import build_transform, resize_to
+    from chestxr.core import AugmentConfig, PreprocessConfig
+    from chestxr.imaging import build_transform, read_image, resize_to
 
     random.seed(seed)
     np.random.seed(seed)
@@ -195,15 +193,15 @@ def run_chestxr(
     score_test: bool,
     log: Callable[[str], None],
 ) -> dict:
-    """Train the chestxr recipe with ``chestxr.modeling.training.train``; score its saved best model.
+    """Train the chestxr recipe with ``chestxr.runs.train``; score its saved best model.
 
     Returns {"wall_s", "epochs", "best_epoch", "val_auroc" (best epoch's), "test_logits" or None}.
     """
     import json
 
-    from chestxr.core.config import load_config
-    from chestxr.modeling.training import train
-    from chestxr.runs.run import Run
+    from chestxr.core import load_config
+    from chestxr.imaging import IN_PROCESS
+    from chestxr.runs import Run, train
 
     config = load_config(
         config_path,
@@ -216,7 +214,7 @@ def run_chestxr(
         + overrides,
     )
     started = time.perf_counter()
-    run_dir = train(config, out_dir=out_dir, overwrite=True, log=log)
+    run_dir = train(config, out_dir=out_dir, overwrite=True, log=log).run_dir
     wall = time.perf_counter() - started
     with open(run_dir / "metrics.csv", encoding="utf-8") as fh:
         history = list(csv.DictReader(fh))
@@ -232,7 +230,7 @@ def run_chestxr(
     }
     if score_test:
         run = Run.load(run_dir, device="cpu")
-        result["test_logits"] = run.logits(sets["test"].paths, num_workers=0).logits
+        result["test_logits"] = run.logits(sets["test"].paths, loading=IN_PROCESS).logits
     return result
 
 
@@ -314,7 +312,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("CHESTXR_NO_PROGRESS", "1")
     sys.path.insert(0, str(REPO))
-    from chestxr.core.config import load_config
+    from chestxr.core import load_config
 
     out = Path(args.out)
     split_csv = make_split(Path(args.manifest), shared=shared_root(args.shared), out_dir=out)

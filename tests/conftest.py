@@ -41,7 +41,7 @@ def tiny_args(*extra: str) -> list[str]:
 
 def tiny_config(manifest: str | Path, *extra: str):
     """A validated Config for the tiny recipe on ``manifest`` (``extra``: more dotted overrides)."""
-    from chestxr.core.config import load_config
+    from chestxr.core import load_config
 
     return load_config(None, tiny_overrides(f"data.manifest={manifest}", *extra))
 
@@ -80,7 +80,7 @@ def frozen_training(monkeypatch):
     can compare the weights a run starts from (e.g. model.init_from) with the ones it saves."""
     import torch
 
-    import chestxr.modeling.fitting as fitting  # the epoch loop builds the optimizer
+    import chestxr.modeling._training as fitting  # the epoch loop builds the optimizer
 
     monkeypatch.setattr(fitting, "build_optimizer", lambda model, config: torch.optim.SGD(model.parameters(), lr=0.0))
 
@@ -90,7 +90,7 @@ def synth_manifest(tmp_path_factory) -> Path:
     """60 synthetic 48 px X-rays (PNG and DICOM, four findings) with a patient-level ``split`` column:
     45 train, 8 val, 7 test images, every finding positive in val and in test. Read-only (write
     variants under tmp_path)."""
-    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.data import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("session")
     return generate_synthetic_dataset(root / "data", n_images=60, seed=1, size=48, with_split=True)
@@ -102,12 +102,12 @@ def tiny_run(synth_manifest) -> Path:
     of ``synth_manifest`` (val rows pick the best epoch; calibrate on ``--split val``, evaluate on
     ``--split test``). Read-only: tests that calibrate or edit it use ``tiny_run_copy``.
     """
-    from chestxr.modeling.training import train
+    from chestxr.runs import train
 
     with pytest.MonkeyPatch.context() as mp:  # session-scoped: the autouse env fixture is not active yet
         mp.setenv("CHESTXR_NO_PROGRESS", "1")
         config = tiny_config(synth_manifest, "train.epochs=2", "train.lr=0.003", "name=session")
-        return train(config, out_dir=synth_manifest.parent.parent / "run", log=lambda s: None)
+        return train(config, out_dir=synth_manifest.parent.parent / "run", log=lambda s: None).run_dir
 
 
 @pytest.fixture

@@ -26,9 +26,9 @@ def make_run(run_dir: Path, *, approval: Optional[dict] = None, guarantee: bool 
     finding has a guarantee record, the others none; ``approval`` goes into model.json as is."""
     import torch
 
-    from chestxr.core.config import Config, config_to_dict
-    from chestxr.modeling.checkpoint import save_model, update_metadata
-    from chestxr.modeling.models import build_model
+    from chestxr.core import Config, config_to_dict
+    from chestxr.modeling import build_model
+    from chestxr.runs import save_model, update_metadata
 
     torch.manual_seed(0)
     model = build_model("tiny", len(FINDINGS)).eval()
@@ -63,7 +63,7 @@ def make_run(run_dir: Path, *, approval: Optional[dict] = None, guarantee: bool 
 
 def synthetic_studies(folder: Path, *, n_images: int = 8, seed: int = 5) -> dict[str, list[Path]]:
     """Synthetic DICOM chest films (fake identifiers SYNTH^n) grouped by StudyInstanceUID."""
-    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.data import generate_synthetic_dataset
 
     manifest = generate_synthetic_dataset(
         folder, n_images=n_images, seed=seed, size=64, dicom_fraction=1.0, images_per_patient=(1, 2)

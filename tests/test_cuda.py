@@ -100,9 +100,9 @@ def gpu_run(tmp_path_factory):
     """A run trained 2 epochs on the accelerator with AMP (train.amp auto: bf16 on a bf16 GPU), 2 loader
     workers (pinned memory), resnet18 at 64 px (the dry run: tiny at 48 px) on 240 synthetic PNGs split by
     patient."""
-    from chestxr.core.config import load_config
-    from chestxr.data.synthetic import generate_synthetic_dataset
-    from chestxr.modeling.training import train
+    from chestxr.core import load_config
+    from chestxr.data import generate_synthetic_dataset
+    from chestxr.runs import train
 
     root = tmp_path_factory.mktemp("cuda")
     manifest = generate_synthetic_dataset(
@@ -130,7 +130,7 @@ def gpu_run(tmp_path_factory):
         mp.setenv("CHESTXR_NO_PROGRESS", "1")
         if ACCEL == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        run_dir = train(config, out_dir=root / "run", log=lambda s: None)
+        run_dir = train(config, out_dir=root / "run", log=lambda s: None).run_dir
         used = torch.cuda.max_memory_allocated() if ACCEL == "cuda" else None
     return {"run": run_dir, "manifest": manifest, "root": root, "cuda_bytes": used}
 
@@ -152,9 +152,9 @@ def test_fp16_amp_with_grad_scaler_trains_on_cuda(tmp_path):
     """train.amp=fp16 takes the GradScaler path (never run on a CPU)."""
     if ACCEL != "cuda":
         pytest.skip("fp16 autocast + GradScaler is a CUDA path")
-    from chestxr.core.config import load_config
-    from chestxr.data.synthetic import generate_synthetic_dataset
-    from chestxr.modeling.training import train
+    from chestxr.core import load_config
+    from chestxr.data import generate_synthetic_dataset
+    from chestxr.runs import train
 
     manifest = generate_synthetic_dataset(
         tmp_path / "data", n_images=80, seed=4, size=48, dicom_fraction=0.0, with_split=True
@@ -173,7 +173,7 @@ def test_fp16_amp_with_grad_scaler_trains_on_cuda(tmp_path):
             "train.device=cuda",
         ],
     )
-    run_dir = train(config, out_dir=tmp_path / "run", log=lambda s: None)
+    run_dir = train(config, out_dir=tmp_path / "run", log=lambda s: None).run_dir
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert np.isfinite(metrics[["train_loss", "val_loss", "val_mean_auroc"]].to_numpy()).all(), metrics
 
@@ -185,10 +185,10 @@ def _split_paths(manifest: Path, split: str) -> list[str]:
 
 @needs_accel
 def test_calibrate_evaluate_predict_on_the_accelerator_make_the_cpu_calls(gpu_run, tmp_path):
-    from chestxr.runs.calibrating import calibrate_run
-    from chestxr.runs.evaluating import evaluate_run
-    from chestxr.runs.predicting import predict_run
-    from chestxr.runs.run import Run
+    from chestxr.imaging import LoaderOptions
+    from chestxr.runs import Run, calibrate_run, evaluate_run, predict_run
+
+    two_workers = LoaderOptions(num_workers=2)
 
     manifest = gpu_run["manifest"]
     runs = {}
@@ -204,10 +204,10 @@ def test_calibrate_evaluate_predict_on_the_accelerator_make_the_cpu_calls(gpu_ru
         run = Run.load(runs[side], device=device[side])
         assert run.device.type == device[side]
         with _accel_inference(run) if side == "accel" else contextlib.nullcontext():
-            fitted[side] = calibrate_run(run, manifest, split="val", method=RULE, n_boot=20, num_workers=2)
+            fitted[side] = calibrate_run(run, manifest, split="val", method=RULE, n_boot=20, loading=two_workers)
             reloaded = Run.load(runs[side], device=device[side])
             thresholds[side] = reloaded.thresholds
-            scores[side] = reloaded.scores(val_paths, num_workers=2)
+            scores[side] = reloaded.scores(val_paths, loading=two_workers)
     findings = Run.load(runs["cpu"], device="cpu").findings
     diff = float(np.nanmax(np.abs(scores["cpu"] - scores["accel"])))
     assert 0 < diff <= EPS, f"validation probabilities differ by up to {diff:.4f} between the CPU and {ACCEL}"
@@ -231,8 +231,8 @@ def test_calibrate_evaluate_predict_on_the_accelerator_make_the_cpu_calls(gpu_ru
     for side in ("cpu", "accel"):
         run = Run.load(runs[side], device=device[side])
         with _accel_inference(run) if side == "accel" else contextlib.nullcontext():
-            evaluate_run(run, manifest, tmp_path / f"eval-{side}", split="test", n_boot=20, num_workers=2)
-            predict_run(run, tmp_path / f"pred-{side}", manifest=manifest, num_workers=2)
+            evaluate_run(run, manifest, tmp_path / f"eval-{side}", split="test", n_boot=20, loading=two_workers)
+            predict_run(run, tmp_path / f"pred-{side}", manifest=manifest, loading=two_workers)
         tables[side] = {
             "evaluate": pd.read_csv(tmp_path / f"eval-{side}" / "predictions.csv"),
             "predict": pd.read_csv(tmp_path / f"pred-{side}" / "predictions.csv"),

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from chestxr.core.config import load_config
-from chestxr.core.presets import list_presets
+from chestxr.core import list_presets, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = sorted(p.stem for p in (REPO / "configs").glob("*.yaml"))
 
 
 def test_presets_listed_with_descriptions_from_the_repository(capsys):
-    from chestxr.cli.main import main
+    from chestxr.cli import main
 
     found = {p.name: p for p in list_presets()}
     assert sorted(found) == PRESETS
@@ -35,7 +34,7 @@ def test_presets_listed_with_descriptions_from_the_repository(capsys):
 
 
 def test_unknown_preset_names_the_available_ones():
-    from chestxr.core.errors import ConfigError
+    from chestxr.core import ConfigError
 
     with pytest.raises(ConfigError, match=r"no config file or preset named 'nih15'.*nih14-fast.*chestxr presets"):
         load_config("nih15")
@@ -80,7 +79,7 @@ def _build(kind: str, out: Path) -> Path:
 
 @pytest.mark.slow
 def test_wheel_install_lists_and_trains_a_preset(tmp_path):
-    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.data import generate_synthetic_dataset
 
     # the sdist carries configs/, and a wheel built from it carries the presets
     sdist = _build("sdist", tmp_path / "dist")

@@ -1,8 +1,8 @@
-"""Layer 6: the chestxr command line; one module per subcommand, each thin over chestxr.runs and below."""
+"""The ``chestxr`` command line (the top floor): one private module per subcommand (``_train``, ``_calibrate``,
+...), each thin over :mod:`chestxr.runs` and the floors below; :func:`main` is the console script."""
 
+from __future__ import annotations
 
-def main(argv=None) -> int:
-    """Entry point of the ``chestxr`` console script (see chestxr.cli.main)."""
-    from chestxr.cli.main import main as _main
+from chestxr.cli._main import build_parser, main
 
-    return _main(argv)
+__all__ = ["build_parser", "main"]

@@ -1,1 +1,110 @@
-"""Layer 1: manifests (schema, reader, writer), finding vocabularies and label policies, converters from published label tables, patient-level splits, the synthetic generator. Imports only chestxr.core."""
+"""Floor 1, manifests and labels (imports only chestxr.core): the manifest CSV contract (read with every
+problem listed, validated, written back; the one "path relative to the manifest" rule; a content hash),
+finding vocabularies and label policies, labelled splits (training targets vs evaluation labels),
+patient-level splitting, converters from NIH / CheXpert / MIMIC label tables, and synthetic X-ray datasets."""
+
+from __future__ import annotations
+
+from chestxr.data._converters import SOURCES, convert_chexpert, convert_mimic, convert_nih, convert_table
+from chestxr.data._findings import (
+    CANONICAL_FINDINGS,
+    CHEXPERT14,
+    NIH14,
+    NO_FINDING,
+    apply_label_policy,
+    canonical_name,
+    match_findings,
+    relabel,
+    same_finding_key,
+    select_findings,
+    validate_label_policy,
+)
+from chestxr.data._labels import (
+    LabeledSet,
+    TrainingSplits,
+    evaluation_labels,
+    labeled_from_manifest,
+    load_labeled_set,
+    load_training_splits,
+    resolve_findings,
+)
+from chestxr.data._manifest import (
+    filter_views,
+    manifest_hash,
+    read_manifest,
+    relative_paths,
+    validate_manifest,
+    write_manifest,
+)
+from chestxr.data._schema import (
+    CORE_COLUMNS,
+    MAX_LISTED,
+    META_COLUMNS,
+    SPLITS,
+    Manifest,
+    Problem,
+    ValidationResult,
+    is_metadata_column,
+    normalize_view,
+)
+from chestxr.data._splits import describe_manifest, format_description, split_manifest, split_summary
+from chestxr.data._synthetic import (
+    ImageSpec,
+    encode_dicom_pixels,
+    generate_synthetic_dataset,
+    plan_synthetic_dataset,
+    render_spec,
+)
+from chestxr.data._synthetic_render import FINDINGS, render_chest
+
+__all__ = [
+    "CANONICAL_FINDINGS",
+    "CHEXPERT14",
+    "CORE_COLUMNS",
+    "FINDINGS",
+    "MAX_LISTED",
+    "META_COLUMNS",
+    "NIH14",
+    "NO_FINDING",
+    "SOURCES",
+    "SPLITS",
+    "ImageSpec",
+    "LabeledSet",
+    "Manifest",
+    "Problem",
+    "TrainingSplits",
+    "ValidationResult",
+    "apply_label_policy",
+    "canonical_name",
+    "convert_chexpert",
+    "convert_mimic",
+    "convert_nih",
+    "convert_table",
+    "describe_manifest",
+    "encode_dicom_pixels",
+    "evaluation_labels",
+    "filter_views",
+    "format_description",
+    "generate_synthetic_dataset",
+    "is_metadata_column",
+    "labeled_from_manifest",
+    "load_labeled_set",
+    "load_training_splits",
+    "manifest_hash",
+    "match_findings",
+    "normalize_view",
+    "plan_synthetic_dataset",
+    "read_manifest",
+    "relabel",
+    "relative_paths",
+    "render_chest",
+    "render_spec",
+    "resolve_findings",
+    "same_finding_key",
+    "select_findings",
+    "split_manifest",
+    "split_summary",
+    "validate_label_policy",
+    "validate_manifest",
+    "write_manifest",
+]

@@ -6,7 +6,7 @@ positive when ``s >= threshold``):
 
 * ``sensitivity:X``: thresholds are tested from the lowest up (fixed-sequence testing as in
   Learn-then-Test, Angelopoulos et al. 2021), each with the patient-level bound of
-  :mod:`chestxr.evaluation._patient_bounds` on the miss fractions; the statistic is the same at every
+  chestxr/evaluation/_patient_bounds.py on the miss fractions; the statistic is the same at every
   threshold so the walk is "the highest threshold whose miss sum is <= the critical value". With one
   image per patient this is the exact rule of before (the threshold is a positive's order statistic).
   ``specificity:X`` mirrors it on the negatives (from the highest threshold down).
@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from chestxr.core.errors import CalibrationError
+from chestxr.core import CalibrationError
 from chestxr.evaluation._patient_bounds import (
     CONVEX,
     EXACT,

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from chestxr.core.errors import ChestXRError
+from chestxr.core import ChestXRError
 
 #: method names written into records
 EXACT = "clopper-pearson"

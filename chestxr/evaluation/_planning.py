@@ -25,7 +25,7 @@ from typing import Any
 
 from scipy.stats import binom
 
-from chestxr.core.errors import CalibrationError
+from chestxr.core import CalibrationError
 from chestxr.evaluation._guarantee_rules import check_prevalence, limiting_class_needed, other_class_minimum
 from chestxr.evaluation._patient_bounds import critical_failures, patients_needed
 from chestxr.evaluation._promise_checks import patients_for_power

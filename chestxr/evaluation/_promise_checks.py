@@ -3,7 +3,7 @@ operating point chosen on a calibration split.
 
 * A guaranteed promise ("metric >= X") is tested one-sided (H0: metric >= X): exact binomial with one
   image per patient, the patient-level Bentkus bound otherwise
-  (:func:`chestxr.evaluation._patient_bounds.promise_p_value`). Not rejected means "not contradicted",
+  (``promise_p_value`` in chestxr/evaluation/_patient_bounds.py). Not rejected means "not contradicted",
   never "holds": :func:`promise_power` says how likely the test was to notice a real drop (0.1 by default)
   with the patients it had. Across the findings checked, rejections use Holm's step-down (:func:`holm`),
   so the chance of flagging any promise that is in fact met is <= alpha.

@@ -21,7 +21,7 @@ from typing import Any, Literal, Mapping
 
 import numpy as np
 
-from chestxr.core.errors import ChestXRError
+from chestxr.core import ChestXRError
 
 #: the value of ``Sample.calls`` for a finding without a threshold (not calibrated: calls nothing).
 NOT_CALLED = -1

@@ -1,1 +1,153 @@
-"""Layer 5: the run folder and the workflows on it (load a run, predict, calibrate, evaluate, export). Imports every floor below."""
+"""Floor 6, the run folder and the workflows on it (imports every floor below): the one home of the run folder
+(:class:`RunFolder`; typed model.json :class:`RunMetadata` and its records; model files; --resume state and
+recipe check; training-patient keyed hashes; thresholds.json as a :class:`CalibrationResult`), :func:`train`
+(the run-folder contract around chestxr.modeling's training loop), the :class:`Run` users hold (never stale), and
+calibrate / evaluate / predict / approve / card / export on it, each returning a typed result."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chestxr.core import lazy_face
+
+if TYPE_CHECKING:
+    from chestxr.runs._approval import (
+        ApprovalStatus,
+        approval_status,
+        approve_run,
+        banner,
+        binding_hash,
+        require_approval,
+    )
+    from chestxr.runs._calibrate import calibrate_run, keep_previous_thresholds, plan_calibration, read_thresholds
+    from chestxr.runs._card import card_run, data_summary
+    from chestxr.runs._checkpoint import load_model, read_metadata, save_model, update_metadata
+    from chestxr.runs._evaluate import EvaluationResult, evaluate_run, read_evaluation
+    from chestxr.runs._export import (
+        FORMATS,
+        bundle_metadata,
+        export_model,
+        export_monai_bundle,
+        inference_config,
+        sidecar_path,
+    )
+    from chestxr.runs._folder import (
+        MAX_JSON_BYTES,
+        MAX_JSON_DEPTH,
+        REFERENCE_PROFILE_FILE,
+        RunFolder,
+        is_run_folder,
+        read_run_json,
+        refuse_run_folder,
+    )
+    from chestxr.runs._metadata import (
+        Approval,
+        ApprovedThreshold,
+        CalibrationPlan,
+        CalibrationResult,
+        CalibrationSummary,
+        HistoryEntry,
+        PatientHashScheme,
+        RunMetadata,
+    )
+    from chestxr.runs._patients import (
+        Overlap,
+        check_not_training_patients,
+        hash_patients,
+        legacy_patient_hashes,
+        load_or_create_key,
+        read_key,
+        training_overlap,
+        training_patient_record,
+    )
+    from chestxr.runs._predict import PredictionResult, predict_run
+    from chestxr.runs._resume import (
+        MAY_CHANGE,
+        ElasticPlan,
+        capture_rng_state,
+        check_resume_recipe,
+        elastic_plan,
+        load_training_state,
+        remove_marker,
+        restart_count,
+        save_training_state,
+        write_marker,
+    )
+    from chestxr.runs._run import LabeledScores, Run, RunLike, RunPredictions, as_run, load_run
+    from chestxr.runs._train import RunRecorder, build_metadata, train, write_metrics_csv, write_skipped
+
+__all__ = [
+    "FORMATS",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAY_CHANGE",
+    "REFERENCE_PROFILE_FILE",
+    "Approval",
+    "ApprovalStatus",
+    "ApprovedThreshold",
+    "CalibrationPlan",
+    "CalibrationResult",
+    "CalibrationSummary",
+    "ElasticPlan",
+    "EvaluationResult",
+    "HistoryEntry",
+    "LabeledScores",
+    "Overlap",
+    "PatientHashScheme",
+    "PredictionResult",
+    "Run",
+    "RunFolder",
+    "RunLike",
+    "RunMetadata",
+    "RunPredictions",
+    "RunRecorder",
+    "approval_status",
+    "approve_run",
+    "as_run",
+    "banner",
+    "binding_hash",
+    "build_metadata",
+    "bundle_metadata",
+    "calibrate_run",
+    "capture_rng_state",
+    "card_run",
+    "check_not_training_patients",
+    "check_resume_recipe",
+    "data_summary",
+    "elastic_plan",
+    "evaluate_run",
+    "export_model",
+    "export_monai_bundle",
+    "hash_patients",
+    "inference_config",
+    "is_run_folder",
+    "keep_previous_thresholds",
+    "legacy_patient_hashes",
+    "load_model",
+    "load_or_create_key",
+    "load_run",
+    "load_training_state",
+    "plan_calibration",
+    "predict_run",
+    "read_evaluation",
+    "read_key",
+    "read_metadata",
+    "read_run_json",
+    "read_thresholds",
+    "refuse_run_folder",
+    "remove_marker",
+    "require_approval",
+    "restart_count",
+    "save_model",
+    "save_training_state",
+    "sidecar_path",
+    "train",
+    "training_overlap",
+    "training_patient_record",
+    "update_metadata",
+    "write_metrics_csv",
+    "write_marker",
+    "write_skipped",
+]
+
+__getattr__, __dir__ = lazy_face(__name__, __file__, __all__)

@@ -1,4 +1,4 @@
-"""A run folder as bytes, to ship a :class:`~chestxr.runs.run.Run` to Ray actors or Spark executors.
+"""A run folder as bytes, to ship a :class:`~chestxr.runs.Run` to Ray actors or Spark executors.
 
 A cluster's workers rarely see the driver's disk. ``pack_run(run_dir)`` reads the two files a Run needs
 (model.json and model.safetensors; never the training-patient key ``patient_hash.key``, thresholds.json or
@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from chestxr.core.errors import CheckpointError
+from chestxr.core import CheckpointError
 
 #: the files of a run folder that :meth:`Run.load` reads (and nothing else: not the patient-hash key)
 PACKED_FILES = ("model.json", "model.safetensors")
@@ -53,10 +53,10 @@ class PackedRun:
         return hashlib.sha256(self.file("model.safetensors")).hexdigest()
 
     def metadata(self):
-        """The packed model.json as a :class:`~chestxr.modeling.run_metadata.RunMetadata` (validated)."""
+        """The packed model.json as a :class:`~chestxr.runs.RunMetadata` (validated)."""
         import json
 
-        from chestxr.modeling.run_metadata import RunMetadata
+        from chestxr.runs._metadata import RunMetadata
 
         where = f"{self.source}/model.json"
         try:
@@ -85,8 +85,8 @@ def pack_run(run_dir: str | Path) -> PackedRun:
 
 
 def load_packed(packed: PackedRun, *, device: str = "auto"):
-    """The :class:`~chestxr.runs.run.Run` of ``packed``, loaded once per process and device."""
-    from chestxr.runs.run import Run
+    """The :class:`~chestxr.runs.Run` of ``packed``, loaded once per process and device."""
+    from chestxr.runs._run import Run
 
     key = (packed.sha256, device)
     with _LOCK:

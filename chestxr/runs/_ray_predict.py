@@ -6,7 +6,7 @@ The pipeline of :func:`score_with_ray` for n image paths:
 1. **hash** (Ray tasks, ``HASH_BLOCK`` paths each): the SHA-256 of every file's bytes. A file that cannot be
    read is given the reason the image reader gives for it (the same words as ``chestxr predict``).
 2. **filter** (driver): the distinct image hashes not yet in the result store
-   (:mod:`chestxr.runs._result_store`, keyed by image + model + thresholds hash). Only they go on.
+   (chestxr/runs/_result_store.py, keyed by image + model + thresholds hash). Only they go on.
 3. **decode** (Ray tasks, ``batch_size`` images each, ``decode_cpus`` CPUs and ``decode_memory`` bytes
    reserved per task): the run's own Dataset item code (read, decode cache, content checks, eval
    transform), so pixels are those of plain predict. An unreadable image becomes ``ok=False`` with the
@@ -14,7 +14,7 @@ The pipeline of :func:`score_with_ray` for n image paths:
    fails the job.
 4. **infer** (a pool of ``actors`` Ray actors, each with ``gpus_per_actor`` GPUs and ``cpus_per_actor``
    CPUs): each actor loads the run once from bytes shipped through the object store (``ray.put`` of
-   model.json + model.safetensors, :mod:`chestxr.runs._packed_run`: no shared disk needed), runs the
+   model.json + model.safetensors, chestxr/runs/_packed_run.py: no shared disk needed), runs the
    engine's ``predict`` (eval mode, channels_last, the run's AMP rule; non-finite outputs are skipped like
    unreadable images), turns logits into probabilities with the run's probability calibration and calls
    them at the run's thresholds.
@@ -45,7 +45,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from chestxr.core.errors import CheckpointError, ChestXRError, ConfigError, ImageReadError
+from chestxr.core import CheckpointError, ChestXRError, ConfigError, ImageReadError
+from chestxr.evaluation import decide
 from chestxr.runs._packed_run import PackedRun, load_packed, pack_run
 from chestxr.runs._result_store import (
     STATUS_OK,
@@ -198,7 +199,7 @@ def _check_capacity(options: RayOptions, info: dict[str, Any]) -> None:
 
 def _reader_reason(path: str, preprocessing: Any) -> str:
     """The reason the image reader gives for ``path`` (used when the file cannot even be hashed)."""
-    from chestxr.imaging.cache import build_image_loader
+    from chestxr.imaging import build_image_loader
 
     try:
         build_image_loader(preprocessing, cache_dir=None)(path)
@@ -230,7 +231,7 @@ def decode_batch(
     batch: dict[str, np.ndarray], *, preprocessing: Any, cache_dir: Optional[str]
 ) -> dict[str, np.ndarray]:
     """Ray task: model input (B, C, S, S) float32 per path with the run's Dataset item code; ok / reason."""
-    from chestxr.imaging.dataset import build_dataset
+    from chestxr.imaging import build_dataset
 
     paths = [str(p) for p in batch["path"]]
     ds = build_dataset(
@@ -284,22 +285,13 @@ class _SkipLoader:
 
 
 def decide_calls(scores: np.ndarray, thresholds: np.ndarray, *, task: str, abstain: bool) -> np.ndarray:
-    """(n, f) call strings for probabilities (n, f): "positive"/"negative" at prob >= threshold, "not
-    calibrated" where the threshold is NaN; task multiclass: the argmax class (abstain rule optional) is
-    "positive", the rest "negative"; a NaN row (not scored) is "" everywhere."""
+    """(n, f) call strings for probabilities (n, f) by the one decision rule (:func:`chestxr.evaluation.decide`):
+    "positive"/"negative" at prob >= threshold, "not calibrated" where the threshold is NaN; task multiclass:
+    the argmax class (abstain rule optional) is "positive", the rest "negative"; a NaN row (not scored) is ""
+    everywhere (the store keeps no call for it)."""
     scores = np.asarray(scores, dtype=float)
-    n, f = scores.shape
-    out = np.full((n, f), "", dtype=object)
-    scored = np.isfinite(scores).all(axis=1)
-    if task == "multiclass":
-        from chestxr.evaluation.decisions import argmax_decision, one_hot_calls
-
-        idx, _ = argmax_decision(scores[scored], thresholds, abstain=abstain)
-        out[scored] = np.where(one_hot_calls(idx, f), "positive", "negative")
-        return out
-    calls = np.where(scores >= thresholds[None, :], "positive", "negative").astype(object)
-    calls[:, ~np.isfinite(thresholds)] = "not calibrated"
-    out[scored] = calls[scored]
+    out = decide(scores, thresholds, multiclass=task == "multiclass", abstain=abstain).labels()
+    out[~np.isfinite(scores).all(axis=1)] = ""
     return out
 
 
@@ -309,7 +301,7 @@ class ModelActor:
     def __init__(self, packed: Any, *, device: str, threads: int, abstain: bool) -> None:
         import torch
 
-        from chestxr.modeling.engine import resolve_amp
+        from chestxr.modeling import resolve_amp
 
         if not isinstance(packed, PackedRun):  # [ObjectRef]: fetched from the object store once
             import ray
@@ -325,7 +317,7 @@ class ModelActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from chestxr.modeling.engine import predict
+        from chestxr.modeling import predict
 
         n = len(batch["image_sha256"])
         collated = {
@@ -405,7 +397,7 @@ def score_with_ray(
 
     on_part: called after each result part is written with the number of images this call has stored
     so far (an exception raised there stops the job like a crash; what was stored stays)."""
-    from chestxr.core.progress import Progress
+    from chestxr.core import Progress
 
     options.check()
     t_start = time.perf_counter()

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from chestxr.core.fileio import write_with_atomic
+from chestxr.core import write_with_atomic
 
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
@@ -62,8 +62,8 @@ def model_sha256(metadata: Any, *, weights_sha256: str) -> str:
     """Hash of what maps an image to probabilities (see the module doc).
 
     metadata: the run's RunMetadata; weights_sha256: the SHA-256 of its model.safetensors."""
-    from chestxr.core.fileio import to_jsonable
-    from chestxr.imaging.cache import CACHE_VERSION
+    from chestxr.core import to_jsonable
+    from chestxr.imaging import CACHE_VERSION
 
     doc = metadata.to_json()
     payload = {k: doc.get(k) for k in _MODEL_FIELDS}

@@ -1,4 +1,4 @@
-"""Guaranteed rules (chestxr.evaluation._guarantee_rules): the boundary counts, clustered refusals naming
+"""Guaranteed rules (chestxr/evaluation/_guarantee_rules.py): the boundary counts, clustered refusals naming
 patients, ties, the family allocation, PPV/NPV over a prevalence range, and what is refused and why."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from chestxr.core.errors import CalibrationError
+from chestxr.core import CalibrationError
 from chestxr.evaluation._guarantee_rules import (
     RuleFamily,
     allocate_family,

@@ -1,4 +1,4 @@
-"""Patient-level bounds (chestxr.evaluation._patient_bounds) against exact truth: scipy's exact binomial
+"""Patient-level bounds (chestxr/evaluation/_patient_bounds.py) against exact truth: scipy's exact binomial
 with one image per patient, and exact enumeration of the sum of per-patient fractions for patients with
 several images under every kind of within-patient dependence (independent, beta-binomial, all-or-nothing,
 and the two-point laws that beat the binomial's tail)."""
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import betabinom, binom, binomtest
 
+from chestxr.evaluation import lower_bound
 from chestxr.evaluation._patient_bounds import (
     BoundError,
     PatientCounts,
@@ -25,7 +26,6 @@ from chestxr.evaluation._patient_bounds import (
     success_upper_bound,
     two_sided_interval,
 )
-from chestxr.evaluation.intervals import lower_bound
 
 
 def test_one_image_per_patient_is_exact_clopper_pearson():

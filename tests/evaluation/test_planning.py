@@ -1,4 +1,4 @@
-"""Planning (chestxr.evaluation._planning): every number against a direct computation from the binomial,
+"""Planning (chestxr/evaluation/_planning.py): every number against a direct computation from the binomial,
 and the powers against simulation."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from chestxr.core.errors import CalibrationError
+from chestxr.core import CalibrationError
 from chestxr.evaluation._planning import cases_needed, plan, power_to_reach
 
 

@@ -1,4 +1,4 @@
-"""The honest checks' statistics (chestxr.evaluation._promise_checks): the promise test's power against
+"""The honest checks' statistics (chestxr/evaluation/_promise_checks.py): the promise test's power against
 the exact binomial and a simulation, Holm against hand values and its family-wise error by simulation,
 the two-sample exact tests' false-alarm rate under no change."""
 

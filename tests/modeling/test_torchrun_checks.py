@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from chestxr.core.errors import TrainingError
-from chestxr.modeling import _torchrun as T
-from chestxr.modeling.distributed import DistInfo
+import chestxr.modeling._distributed as distributed
+from chestxr.core import TrainingError
+from chestxr.modeling import DistInfo, check_ranks_agree, decode_digest, split_digest
+from chestxr.runs import ElasticPlan, elastic_plan, remove_marker, write_marker
+from chestxr.runs._folder import ELASTIC_MARKER as MARKER
 
 
 @pytest.fixture
@@ -21,34 +23,34 @@ def restarted(monkeypatch):
 
 def test_first_attempt_keeps_the_usual_rules(tmp_path, monkeypatch):
     monkeypatch.delenv("TORCHELASTIC_RESTART_COUNT", raising=False)
-    assert T.elastic_plan(tmp_path, resume=False, overwrite=False) == T.ElasticPlan(False, False)
+    assert elastic_plan(tmp_path, resume=False, overwrite=False) == ElasticPlan(False, False)
 
 
 def test_restart_resumes_its_own_folder_only(tmp_path, restarted, monkeypatch):
     (tmp_path / "last").mkdir()
     (tmp_path / "last" / "state.json").write_text("{}")
     # a folder this job did not create (no marker, or another job's) keeps the usual rules
-    assert T.elastic_plan(tmp_path, resume=False, overwrite=False) == T.ElasticPlan(False, False)
-    (tmp_path / T.MARKER).write_text(json.dumps({"run_id": "job-0"}))
-    assert T.elastic_plan(tmp_path, resume=False, overwrite=False) == T.ElasticPlan(False, False)
-    T.write_marker(tmp_path)
-    plan = T.elastic_plan(tmp_path, resume=False, overwrite=False)
+    assert elastic_plan(tmp_path, resume=False, overwrite=False) == ElasticPlan(False, False)
+    (tmp_path / MARKER).write_text(json.dumps({"run_id": "job-0"}))
+    assert elastic_plan(tmp_path, resume=False, overwrite=False) == ElasticPlan(False, False)
+    write_marker(tmp_path)
+    plan = elastic_plan(tmp_path, resume=False, overwrite=False)
     assert (plan.resume, plan.overwrite) == (True, False) and "resuming" in plan.note
     (tmp_path / "last" / "state.json").unlink()  # died before the first epoch ended: start over in it
-    plan = T.elastic_plan(tmp_path, resume=False, overwrite=False)
+    plan = elastic_plan(tmp_path, resume=False, overwrite=False)
     assert (plan.resume, plan.overwrite) == (False, True) and "starting" in plan.note
-    T.remove_marker(tmp_path)  # training ended: the next job's restart cannot take the folder
-    assert T.elastic_plan(tmp_path, resume=False, overwrite=False) == T.ElasticPlan(False, False)
+    remove_marker(tmp_path)  # training ended: the next job's restart cannot take the folder
+    assert elastic_plan(tmp_path, resume=False, overwrite=False) == ElasticPlan(False, False)
 
 
 def test_split_digest_sees_another_split(synth_manifest, tmp_path):
     from conftest import tiny_config
 
-    from chestxr.data.labels import load_training_splits
+    from chestxr.data import load_training_splits
 
     def digest(*extra):
-        s = load_training_splits(tiny_config(synth_manifest, *extra), run_dir=None)
-        return T.split_digest(s["train"], s["val"])
+        s = load_training_splits(tiny_config(synth_manifest, *extra))
+        return split_digest(s["train"], s["val"])
 
     assert digest() == digest()
     frame = __import__("pandas").read_csv(synth_manifest)
@@ -57,33 +59,32 @@ def test_split_digest_sees_another_split(synth_manifest, tmp_path):
     moved.loc[moved["patient_id"] == moved.loc[first_train, "patient_id"], "split"] = "val"  # one patient moves
     other = synth_manifest.parent / "moved.csv"
     moved.to_csv(other, index=False)
-    s = load_training_splits(tiny_config(other), run_dir=None)
-    assert T.split_digest(s["train"], s["val"]) != digest()
+    s = load_training_splits(tiny_config(other))
+    assert split_digest(s["train"], s["val"]) != digest()
 
 
 def test_decode_digest_sees_a_stale_cache_entry(synth_manifest, tmp_path):
     from conftest import tiny_config
 
-    from chestxr.imaging.cache import ImageCache
-    from chestxr.imaging.readers import ReadOptions
+    from chestxr.imaging import ImageCache, ReadOptions
 
     pre = tiny_config(synth_manifest).preprocessing
     paths = [str(synth_manifest.parent / p) for p in __import__("pandas").read_csv(synth_manifest)["path"][:4]]
-    fresh = T.decode_digest(paths, pre, cache_dir=None)
-    assert T.decode_digest(paths, pre, cache_dir=str(tmp_path / "c1")) != fresh  # cached: another setting
-    a = T.decode_digest(paths, pre, cache_dir=str(tmp_path / "c1"))
-    assert T.decode_digest(paths, pre, cache_dir=str(tmp_path / "c2")) == a  # two caches, same pixels
+    fresh = decode_digest(paths, pre, cache_dir=None)
+    assert decode_digest(paths, pre, cache_dir=str(tmp_path / "c1")) != fresh  # cached: another setting
+    a = decode_digest(paths, pre, cache_dir=str(tmp_path / "c1"))
+    assert decode_digest(paths, pre, cache_dir=str(tmp_path / "c2")) == a  # two caches, same pixels
     cache = ImageCache(tmp_path / "c2", options=ReadOptions.from_config(pre), side=pre.cache_size)
     entry = cache.path_for(paths[1])
     q = np.load(entry)
     np.save(entry, np.ascontiguousarray(q[::-1]))  # a stale/corrupt entry on one node
-    assert T.decode_digest(paths, pre, cache_dir=str(tmp_path / "c2")) != a
+    assert decode_digest(paths, pre, cache_dir=str(tmp_path / "c2")) != a
 
 
 def test_disagreeing_rank_is_named(monkeypatch):
     gathered = [{"split": "a", "decode": "x"}, {"split": "a", "decode": "x"}, {"split": "b", "decode": "x"}]
-    monkeypatch.setattr(T, "all_gather_objects", lambda obj, info: gathered)
+    monkeypatch.setattr(distributed, "all_gather_objects", lambda obj, info: gathered)
     with pytest.raises(TrainingError, match=r"patient split of rank\(s\) \[2\] differs from rank 0's"):
-        T.check_ranks_agree(DistInfo(rank=0, world=3), gathered[0])
+        check_ranks_agree(DistInfo(rank=0, world=3), gathered[0])
     gathered[2] = dict(gathered[0])
-    assert T.check_ranks_agree(DistInfo(rank=0, world=3), gathered[0]) == gathered[0]
+    assert check_ranks_agree(DistInfo(rank=0, world=3), gathered[0]) == gathered[0]

@@ -69,7 +69,7 @@ def _train_args(manifest: Path, cache: Path) -> list[str]:
 
 
 def test_killed_rank_is_restarted_by_torchrun_and_resumes(tmp_path):
-    from chestxr.data.synthetic import generate_synthetic_dataset
+    from chestxr.data import generate_synthetic_dataset
 
     manifest = generate_synthetic_dataset(tmp_path / "data", n_images=40, seed=2, size=48)
     env = {**os.environ, "CHESTXR_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}

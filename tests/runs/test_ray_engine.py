@@ -14,9 +14,10 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
+from chestxr.imaging import LoaderOptions  # noqa: E402
+from chestxr.runs import Run  # noqa: E402
 from chestxr.runs._ray_predict import RayOptions, decide_calls, score_with_ray  # noqa: E402
 from chestxr.runs._result_store import ResultStore  # noqa: E402
-from chestxr.runs.run import Run  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a local Ray takes seconds to start
 OPTS = RayOptions(actors=1, batch_size=8, part_rows=8)
@@ -56,7 +57,7 @@ def images(synth_manifest, tmp_path_factory) -> list[str]:
 
 def test_same_numbers_and_skips_as_plain_predict(ray_session, tiny_run, images, tmp_path):
     run = Run.load(tiny_run, device="cpu")
-    plain = run.predict(images, on_bad_image="skip", batch_size=8)
+    plain = run.predict(images, loading=LoaderOptions(batch_size=8, num_workers=0, on_bad_image="skip"))
     got = score_with_ray(run, images, store_dir=tmp_path / "store", options=OPTS, progress=False)
     assert np.array_equal(got.ok, plain.ok)
     diff = np.abs(got.scores[got.ok] - plain.scores[plain.ok]).max()
@@ -70,7 +71,7 @@ def test_same_numbers_and_skips_as_plain_predict(ray_session, tiny_run, images, 
         tmp_path / "store", model_sha=got.model_sha256, thresholds_sha=got.thresholds_sha256, findings=run.findings
     ).load()
     calls = held.loc[[s for s, ok in zip(got.image_sha256, got.ok) if ok], [f"call_{f}" for f in run.findings]]
-    assert np.array_equal(calls.to_numpy() == "positive", plain.positive[plain.ok])
+    assert np.array_equal(calls.to_numpy() == "positive", plain.calls[plain.ok])
     assert np.array_equal(
         calls.to_numpy(), decide_calls(got.scores[got.ok], run.thresholds, task=run.task, abstain=False)
     )
@@ -97,7 +98,7 @@ def test_stopped_job_resumes_with_only_what_is_missing(ray_session, tiny_run, im
     assert (again.reused, again.computed) == (distinct, 0)
     rows = pd.concat([pd.read_parquet(p) for p in sorted(store.rglob("part-*.parquet"))])
     assert len(rows) == distinct and rows["image_sha256"].is_unique  # no row written twice
-    plain = run.predict(images, on_bad_image="skip", batch_size=8)
+    plain = run.predict(images, loading=LoaderOptions(batch_size=8, num_workers=0, on_bad_image="skip"))
     assert np.abs(again.scores[again.ok] - plain.scores[plain.ok]).max() < 1e-6
 
 
@@ -105,7 +106,7 @@ def test_two_actors_same_numbers(ray_session, tiny_run, images, tmp_path):
     run = Run.load(tiny_run, device="cpu")
     two = RayOptions(actors=2, cpus_per_actor=0.5, batch_size=8, part_rows=8)
     got = score_with_ray(run, images[:24], store_dir=tmp_path / "store", options=two, progress=False)
-    plain = run.scores(images[:24], batch_size=8)
+    plain = run.scores(images[:24], loading=LoaderOptions(batch_size=8, num_workers=0))
     assert np.abs(got.scores - plain).max() < 1e-6
 
 
@@ -118,7 +119,7 @@ def test_run_inside_a_ray_actor_without_the_cli(ray_session, tiny_run, images):
             self.run = load_packed(packed, device="cpu")  # no shared disk: the bytes came through Ray
 
         def scores(self, paths):
-            return self.run.scores(paths, on_bad_image="skip")
+            return self.run.scores(paths, loading=LoaderOptions(num_workers=0, on_bad_image="skip"))
 
     scorer = Scorer.remote(ray.put(pack_run(tiny_run)))  # a top-level ref arrives as the PackedRun
     got = ray.get(scorer.scores.remote(images[:10]))

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chestxr.runs import Run
 from chestxr.runs._packed_run import load_packed, pack_run
 from chestxr.runs._result_store import ResultStore, model_sha256, result_key, thresholds_sha256
-from chestxr.runs.run import Run
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,14 @@ def test_model_hash_follows_what_changes_probabilities(run):
 
 
 def test_thresholds_hash_follows_the_calls(run):
-    from chestxr.modeling.run_metadata import ThresholdRecord
+    from chestxr.evaluation import OperatingPoint
 
     meta = run.metadata
     m0, t0 = _hashes(meta)
-    recs = [ThresholdRecord(finding=f, threshold=0.3) for f in meta.findings]
+    recs = [OperatingPoint(f, threshold=0.3) for f in meta.findings]
     m1, t1 = _hashes(dataclasses.replace(meta, thresholds=recs))
     assert m1 == m0 and t1 != t0
-    recs[0] = ThresholdRecord(finding=meta.findings[0], threshold=None)  # not calibrated: calls nothing
+    recs[0] = OperatingPoint(meta.findings[0])  # threshold NaN: not calibrated, calls nothing
     assert _hashes(dataclasses.replace(meta, thresholds=recs))[1] not in (t0, t1)
     assert _hashes(meta, abstain=True)[1] != t0
 
@@ -103,7 +103,7 @@ def test_packed_run_scores_like_the_folder(run, tiny_run, synth_manifest, tmp_pa
     data = bytearray((copy / "model.safetensors").read_bytes())
     data[-1] ^= 0xFF
     (copy / "model.safetensors").write_bytes(bytes(data))
-    from chestxr.core.errors import CheckpointError
+    from chestxr.core import CheckpointError
 
     with pytest.raises(CheckpointError, match="sha256 differs"):
         load_packed(pack_run(copy), device="cpu")

@@ -1,0 +1,74 @@
+"""One module per ``chestxr`` subcommand; each exposes ``add_parser(subparsers)``."""
+
+import argparse
+from typing import Any, Callable
+
+from chestxr.core import AT_LEAST_0, AT_LEAST_1, OPEN_UNIT, SEED_RANGE, Range
+
+
+def ranged(kind: type, rng: Range) -> Callable[[str], float]:
+    """An argparse ``type`` parsing ``kind`` (int/float) and refusing values outside ``rng``: one line,
+    e.g. ``argument --batch-size: 0 is out of range; allowed: >= 1``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not rng.contains(value):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {rng.describe()}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: shared option types: counts, worker counts, levels/probabilities strictly between 0 and 1, network timeouts
+#: (seconds, > 0 and at most a day: a deadline timer cannot take inf or nan), seeds (numpy takes 0 .. 2**32 - 1)
+COUNT = ranged(int, AT_LEAST_1)
+WORKERS = ranged(int, AT_LEAST_0)
+LEVEL = ranged(float, OPEN_UNIT)
+TIMEOUT = ranged(float, Range(0, 86400, lo_open=True))
+SEED = ranged(int, SEED_RANGE)
+
+
+def add_inference_options(p: argparse.ArgumentParser) -> None:
+    """--batch-size, --workers, --on-bad-image: shared by calibrate, evaluate and predict."""
+    p.add_argument("--batch-size", type=COUNT, default=32, help="images per forward pass (>= 1)")
+    p.add_argument("--workers", type=WORKERS, default=2, help="DataLoader worker processes decoding images (>= 0)")
+    p.add_argument(
+        "--on-bad-image",
+        choices=["error", "skip"],
+        default="error",
+        help="stop at an unreadable image (default) or skip it and list it in skipped.csv",
+    )
+
+
+def loader_options(args: argparse.Namespace) -> Any:
+    """The :class:`chestxr.imaging.LoaderOptions` of --batch-size, --workers and --on-bad-image."""
+    from chestxr.imaging import LoaderOptions
+
+    return LoaderOptions(batch_size=args.batch_size, num_workers=args.workers, on_bad_image=args.on_bad_image)
+
+
+def add_pacs_options(p, *, store_to: bool) -> None:  # noqa: ANN001 - a parser or argument group
+    """--credentials, --store-sr, --store-heatmaps (and --store-to AET@HOST:PORT for listen)."""
+    p.add_argument(
+        "--credentials",
+        metavar="FILE",
+        default=None,
+        help="file with 'user: U' + 'password: P' or 'token: T' (default: $CHESTXR_PACS_CREDENTIALS)",
+    )
+    p.add_argument(
+        "--store-sr",
+        action="store_true",
+        help="store a DICOM Structured Report of each study's results back into the PACS",
+    )
+    p.add_argument(
+        "--store-heatmaps",
+        action="store_true",
+        help="also store Grad-CAM overlays of positive findings as Secondary Capture images "
+        "(labelled not for diagnostic use; implies --explain)",
+    )
+    if store_to:
+        p.add_argument("--store-to", metavar="AET@HOST:PORT", default=None, help="where to C-STORE SRs / heat maps")
