@@ -8,11 +8,12 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "approve",
-        help="record who approved a run's thresholds (bound to a hash of thresholds + weights)",
-        description="Writes an approval record (reviewer, note, UTC time, sha256 binding of the weights, "
-        "thresholds and probability calibration) into a new version of RUN/model.json. Any later change "
-        "of thresholds or weights makes it void; predict and the reports show the status, and "
-        "`predict --require-approval` refuses runs that are not approved.",
+        help="record who approved a run (bound by the run's key to everything that changes a call)",
+        description="Writes an approval record (reviewer, note, UTC time, and an HMAC-SHA256 under the run's key "
+        "binding the weights, the findings and their order, task/mode, architecture, preprocessing, thresholds, "
+        "probability calibration and reference profile) into a new version of RUN/model.json. Any later change "
+        "of any of them makes it void; predict and the reports show the status, and --require-approval "
+        "(predict, predict --dicomweb, listen, evaluate, card) refuses runs that are not approved.",
     )
     p.add_argument("run", help="run folder (calibrated)")
     p.add_argument("--reviewer", default=None, help="name and role of the person signing off (required)")
@@ -30,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
 
             raise ApprovalError("give --reviewer NAME (who signs off), or --status to only show the status")
         rec = approve_run(args.run, reviewer=args.reviewer, note=args.note)
-        print(f"approved: {len(rec.thresholds)} thresholds of {args.run} (binding {rec.binding_sha256[:12]})")
+        print(f"approved: {len(rec.thresholds)} thresholds of {args.run} (binding {rec.binding_hmac_sha256[:12]})")
     print(approval_status(args.run).banner)
     return 0

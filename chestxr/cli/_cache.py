@@ -86,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     if pre.cache_size < pre.size:
         raise ConfigError(f"preprocessing.cache_size ({pre.cache_size}) must be >= preprocessing.size ({pre.size})")
     paths = read_manifest_paths(args.manifest)
+    from chestxr.runs import guard_output, protected_inputs
+
+    guard_output(cache_dir, protected_inputs(manifests=[args.manifest], image_paths=paths), option="--cache-dir")
     cache = ImageCache(cache_dir, options=ReadOptions.from_config(pre), side=pre.cache_size)
     counts = cache.build(paths, workers=workers, progress=not args.no_progress)
     print(

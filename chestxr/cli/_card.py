@@ -26,13 +26,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--require-approval", action="store_true", help="refuse (exit 2) unless the run is approved as it stands"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from chestxr.runs import card_run
 
-    written = card_run(args.run, args.out, evals=args.eval, intended_use=args.intended_use, overwrite=args.overwrite)
+    written = card_run(
+        args.run,
+        args.out,
+        evals=args.eval,
+        intended_use=args.intended_use,
+        overwrite=args.overwrite,
+        require_approval=args.require_approval,
+    )
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

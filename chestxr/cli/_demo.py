@@ -56,7 +56,19 @@ def run(args: argparse.Namespace) -> int:
     from chestxr.runs import calibrate_run, evaluate_run, predict_run, train
 
     t0 = time.perf_counter()
+    import shutil
+    from pathlib import Path
+
+    from chestxr.runs import DEMO_MARKER, guard_output
+
+    previous = Path(args.out)
+    if args.overwrite and (previous / DEMO_MARKER).is_file():  # a previous demo: its own run inside, nothing else
+        guard_output(previous, own_run=previous / "run")
+        shutil.rmtree(previous)
+    else:
+        guard_output(previous)  # never over, into or around a run folder
     out = prepare_output_dir(args.out, overwrite=args.overwrite)
+    (out / DEMO_MARKER).write_text("made by `chestxr demo`; `chestxr demo --out THIS --overwrite` replaces it\n")
     say(f"[1/5] generating {args.images} synthetic chest X-rays in {out / 'data'}")
     manifest_path = generate_synthetic_dataset(out / "data", n_images=args.images, seed=args.seed)
     manifest = split_manifest(read_manifest(manifest_path), val=0.15, test=0.25, seed=args.seed)

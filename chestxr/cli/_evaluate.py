@@ -35,6 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="reliability diagram bins: equal width (default) or quantile (about equal counts)",
     )
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="refuse (exit 2) unless the run is approved as it stands (chestxr approve)",
+    )
     add_inference_options(p)
     p.set_defaults(func=run)
 
@@ -54,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         reliability_bins=args.reliability_bins,
         overwrite=args.overwrite,
         loading=loader_options(args),
+        require_approval=args.require_approval,
     )
     info = written.metrics.get("model_info", {})
     print(f"training-patient overlap: {info.get('training_patient_overlap_text')}")

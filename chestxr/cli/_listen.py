@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from chestxr.cli._options import add_pacs_options
+from chestxr.cli._options import AE_TITLE, COUNT, PORT, TIMEOUT, add_pacs_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +21,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="run folder")
     p.add_argument("--out", required=True, help="output folder (journal, studies/, listen.log)")
-    p.add_argument("--ae-title", default="CHESTXR", help="this listener's AE title (default CHESTXR)")
-    p.add_argument("--port", type=int, default=11112, help="DICOM port to listen on (default 11112)")
+    p.add_argument(
+        "--ae-title", type=AE_TITLE, default="CHESTXR", help="this listener's AE title, 1-16 ASCII (default CHESTXR)"
+    )
+    p.add_argument("--port", type=PORT, default=11112, help="DICOM port to listen on, 1-65535 (default 11112)")
     p.add_argument("--host", default="0.0.0.0", help="address to bind (default all; 127.0.0.1 for local only)")
-    p.add_argument("--study-timeout", type=float, default=30.0, help="seconds of quiet after which a study is complete")
+    p.add_argument(
+        "--study-timeout",
+        type=TIMEOUT,
+        default=30.0,
+        help="seconds of quiet after which a study is complete (> 0, at most 86400; default 30)",
+    )
     p.add_argument(
         "--aborted-timeout",
         type=float,
@@ -40,30 +47,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "until space returns (default 512)",
     )
     p.add_argument("--study-reduce", choices=["max", "mean"], default="max")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=COUNT, default=32, help="images per forward pass (>= 1)")
+    p.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="refuse to start unless the run is approved as it stands (chestxr approve); a study is then "
+        "predicted (and its SR filed) only while the approval holds, else it stays in the journal",
+    )
     p.add_argument("--keep-received", action="store_true", help="keep processed instances in the journal")
     add_pacs_options(p, store_to=True)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
     import signal
     from pathlib import Path
 
     from chestxr.core import PacsError
     from chestxr.pacs import Listener, parse_node, setup_logging
 
-    if not 0 < args.port < 65536:
-        raise PacsError(f"--port {args.port}: must be 1-65535")
-    if not 1 <= len(args.ae_title) <= 16:
-        raise PacsError(f"--ae-title {args.ae_title!r}: must be 1-16 characters")
-    import math
-
     if not (math.isfinite(args.aborted_timeout) and args.aborted_timeout >= 0):
         raise PacsError(f"--aborted-timeout {args.aborted_timeout}: must be a number of seconds >= 0")
     if not (math.isfinite(args.reserve_mb) and args.reserve_mb >= 0):
         raise PacsError(f"--reserve-mb {args.reserve_mb}: must be a number of MiB >= 0 (0 keeps no reserve)")
     store_to = parse_node(args.store_to) if args.store_to else None
+    from chestxr.runs import guard_output, protected_inputs, require_approval
+
+    guard_output(args.out, protected_inputs(run=args.checkpoint))  # not into a run folder, not around one
+    if args.require_approval:  # before the port opens: a void approval never receives a study
+        require_approval(args.checkpoint)
     out = Path(args.out)
     setup_logging(out)
     listener = Listener(
@@ -81,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         keep_received=args.keep_received,
         study_reduce=args.study_reduce,
         batch_size=args.batch_size,
+        require_approval=args.require_approval,
     )
 
     def _stop(signum, _frame):  # noqa: ANN001

@@ -121,6 +121,9 @@ def _convert(args: argparse.Namespace) -> int:
     from chestxr.data import convert_table, validate_manifest, write_manifest
 
     out = Path(args.out)
+    from chestxr.runs import guard_output, protected_inputs
+
+    guard_output(out, protected_inputs(inputs=[args.table, args.metadata, args.image_root]))
     _refuse_existing(out, args.overwrite)
     root = os.path.abspath(args.image_root) if args.image_root else None
     with warnings.catch_warnings(record=True) as caught:
@@ -143,10 +146,9 @@ def _split(args: argparse.Namespace) -> int:
     out = (
         Path(args.out) if args.out else src.with_name(src.name.removesuffix(".gz").removesuffix(".csv") + ".split.csv")
     )
-    if out.absolute() == src.absolute():
-        from chestxr.core import OutputExistsError
+    from chestxr.runs import guard_output, protected_inputs
 
-        raise OutputExistsError(f"--out {out} is the input manifest; choose another file")
+    guard_output(out, protected_inputs(manifests=[src]))  # not over the input manifest, not into a run folder
     _refuse_existing(out, args.overwrite)
     manifest = _read(args.manifest, check_paths=args.check_paths)
     with warnings.catch_warnings(record=True) as caught:

@@ -29,6 +29,21 @@ COUNT = ranged(int, AT_LEAST_1)
 WORKERS = ranged(int, AT_LEAST_0)
 LEVEL = ranged(float, OPEN_UNIT)
 TIMEOUT = ranged(float, Range(0, 86400, lo_open=True))
+PORT = ranged(int, Range(1, 65535))
+
+
+def AE_TITLE(text: str) -> str:  # noqa: N802 - an argparse type, named like the others
+    """An argparse type for a DICOM AE title: 1-16 characters of the default repertoire (printable ASCII), no
+    backslash, not only spaces (PS3.5 AE); surrounding spaces are not significant and are dropped."""
+    value = text.strip(" ")
+    if not (1 <= len(value) <= 16 and value.isascii() and value.isprintable() and "\\" not in value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an AE title: 1-16 ASCII letters, digits, spaces or punctuation, no backslash, "
+            "not only spaces (e.g. CHESTXR)"
+        )
+    return value
+
+
 SEED = ranged(int, SEED_RANGE)
 
 

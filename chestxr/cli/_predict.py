@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--require-approval",
         action="store_true",
-        help="refuse (exit 2) unless the run's current thresholds are approved (chestxr approve)",
+        help="refuse (exit 2) unless the run is approved as it stands (chestxr approve): with --dicomweb, "
+        "before any traffic, so a void approval files no SR",
     )
     p.add_argument(
         "--abstain",
@@ -114,7 +115,11 @@ def _run_dicomweb(args: argparse.Namespace) -> int:
         explain=args.explain,
         overwrite=args.overwrite,
         loading=loader_options(args),
+        require_approval=args.require_approval,
     )
+    from chestxr.runs import approval_status
+
+    print(approval_status(args.checkpoint).banner)
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

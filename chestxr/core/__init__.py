@@ -34,6 +34,7 @@ from chestxr.core._errors import (
     OutputExistsError,
     OutputWriteError,
     PacsError,
+    ProtectedPathError,
     RunBusyError,
     TrainingError,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "ManifestError",
     "ModelConfig",
     "OutputExistsError",
+    "ProtectedPathError",
     "OutputWriteError",
     "PacsError",
     "PreprocessConfig",

@@ -58,6 +58,10 @@ class OutputExistsError(ChestXRError):
     """An output folder already holds results; pass --overwrite to replace them."""
 
 
+class ProtectedPathError(OutputExistsError):
+    """An output would be written over or into a run folder, a manifest or an input (chestxr.runs.guard_output)."""
+
+
 class OutputWriteError(ChestXRError):
     """An output file or folder cannot be written (disk full, permission denied, path cannot be created)."""
 

@@ -103,6 +103,7 @@ class Listener:
         retry_s: Optional[float] = None,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
         free_space: Optional[Callable[[Path], int]] = None,
+        require_approval: bool = False,
     ) -> None:
         from chestxr.runs import load_run
 
@@ -125,6 +126,7 @@ class Listener:
 
             raise PacsError("--store-sr/--store-heatmaps need --store-to AET@HOST:PORT (where to C-STORE them)")
         self.keep_received, self.study_reduce, self.batch_size = keep_received, study_reduce, batch_size
+        self.require_approval = require_approval  # issue 24.1 hook: each study is predicted only while approved
         self._stop = threading.Event()
         self._started = 0.0  # time.monotonic() at start: silence while the listener was down proves nothing
         self._lock = threading.Lock()
@@ -449,6 +451,7 @@ class Listener:
                     make_sr=self.store_sr,
                     make_heatmaps=self.store_heatmaps,
                     skipped_studies=left_out,  # (path, reason): they head skipped.csv
+                    require_approval=self.require_approval,
                 )
                 res = results[0]
                 # here the round's outputs (``written``: predictions.csv, study_predictions.csv...) are complete

@@ -59,15 +59,21 @@ def predict_staging(
     make_sr: bool = False,
     make_heatmaps: bool = False,
     skipped_studies: Sequence[tuple[str, str]] = (),
+    require_approval: bool = False,
 ) -> tuple[dict[str, Path], list[StudyResult]]:
     """Predict the staged studies into ``out`` (predictions.csv, study_predictions.csv, review.html,
     skipped.csv) and return one :class:`StudyResult` per study (with its SR / heat maps when asked).
     ``skipped_studies``: (study key, reason) of studies that never reached the staging folder (a failed
-    retrieval); they head skipped.csv.
+    retrieval); they head skipped.csv. ``require_approval``: ApprovalError before any work unless the run is
+    approved as it stands (the listener checks every study, so an approval that turns void files no SR).
 
     A study none of whose instances the run accepts gets n_images 0 and no SR. When no study has an
     image at all, only skipped.csv is written and ``written`` has just that.
     """
+    if require_approval:
+        from chestxr.runs import require_approval as _require
+
+        _require(run, run.metadata)
     studies, skipped = screen_staging(run, staging)
     skipped = [*((str(k), str(r)) for k, r in skipped_studies), *skipped]
     results = {s.folder.name: StudyResult(s.folder.name, n_skipped=len(s.skipped)) for s in studies}

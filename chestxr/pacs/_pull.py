@@ -26,7 +26,8 @@ from chestxr.pacs._credentials import Credentials
 from chestxr.pacs._extras import require
 from chestxr.pacs._process import STAGED
 from chestxr.pacs._staging import Keyer
-from chestxr.runs import load_run, refuse_run_folder
+from chestxr.runs import guard_run_output, load_run, refuse_run_folder
+from chestxr.runs import require_approval as _require
 
 
 def predict_dicomweb(
@@ -46,10 +47,13 @@ def predict_dicomweb(
     overwrite: bool = False,
     loading: LoaderOptions = STAGED,
     keyer: Optional[Keyer] = None,
+    require_approval: bool = False,
 ) -> dict[str, Path]:
     """Predict the studies a DICOMweb server holds (filters: ``studies`` UIDs, ``since`` YYYY-MM-DD,
     ``modalities``) into ``out_dir``; returns the written files (plus "stored": stored.csv).
 
+    require_approval: refuse (ApprovalError) a run that is not approved as it stands, before any traffic and again
+    before storing (so a void approval never files an SR).
     keyer: names the staged studies/instances (default: a fresh random key, so image_ids reveal nothing);
     predictions.csv's image_id is ``<study key>/<instance key>.dcm`` and stored.csv's ``study`` the key."""
     import pandas as pd
@@ -60,10 +64,13 @@ def predict_dicomweb(
     out = Path(out_dir)
     studies = [check_uid(u) for u in studies]
     server = DicomWeb(url, credentials, timeout=timeout)  # checks the URL and the timeout; no traffic yet
+    guard_run_output(out, run_dir)  # --out RUN --overwrite would delete the run folder
     with staged_output_dir(out, overwrite=overwrite, refuse=refuse_run_folder) as result:
         if store_sr or store_heatmaps:
             require("highdicom")  # fail before any network traffic when the extra is missing
         run = load_run(run_dir)
+        if require_approval:
+            _require(run, run.metadata)
         uids = server.search_studies(studies=studies, since=since, modalities=modalities)
         if not uids:
             raise PacsError(f"DICOMweb server {server.url}: no study matches the filters (--study/--since/--modality)")
@@ -86,6 +93,8 @@ def predict_dicomweb(
                 make_heatmaps=store_heatmaps,
                 skipped_studies=retrieved.failed,
             )
+            if require_approval and any(res.datasets for res in results):
+                _require(run, run.metadata)  # still approved now that the SRs are built (no recalibration since)
             rows = []
             for res in results:
                 n_sr = sum(1 for d in res.datasets if d.Modality == "SR")

@@ -12,11 +12,14 @@ from chestxr.core import lazy_face
 
 if TYPE_CHECKING:
     from chestxr.runs._approval import (
+        BOUND_PARTS,
         ApprovalStatus,
         approval_status,
         approve_run,
         banner,
-        binding_hash,
+        binding_hmac,
+        bound_parts,
+        part_digests,
         require_approval,
     )
     from chestxr.runs._calibrate import calibrate_run, keep_previous_thresholds, plan_calibration, read_thresholds
@@ -38,7 +41,6 @@ if TYPE_CHECKING:
         RunFolder,
         is_run_folder,
         read_run_json,
-        refuse_run_folder,
     )
     from chestxr.runs._metadata import (
         Approval,
@@ -49,6 +51,15 @@ if TYPE_CHECKING:
         HistoryEntry,
         PatientHashScheme,
         RunMetadata,
+    )
+    from chestxr.runs._output_guard import (
+        DEMO_MARKER,
+        Protected,
+        guard_output,
+        guard_run_output,
+        output_refusal,
+        protected_inputs,
+        refuse_run_folder,
     )
     from chestxr.runs._patients import (
         Overlap,
@@ -77,6 +88,13 @@ if TYPE_CHECKING:
     from chestxr.runs._train import RunRecorder, build_metadata, train, write_metrics_csv, write_skipped
 
 __all__ = [
+    "DEMO_MARKER",
+    "Protected",
+    "guard_output",
+    "guard_run_output",
+    "output_refusal",
+    "protected_inputs",
+    "BOUND_PARTS",
     "FORMATS",
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
@@ -105,7 +123,9 @@ __all__ = [
     "approve_run",
     "as_run",
     "banner",
-    "binding_hash",
+    "binding_hmac",
+    "bound_parts",
+    "part_digests",
     "build_metadata",
     "bundle_metadata",
     "calibrate_run",

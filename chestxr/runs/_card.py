@@ -19,9 +19,11 @@ from chestxr.core import ManifestError, OutputExistsError
 from chestxr.data import manifest_hash, read_manifest, relabel
 from chestxr.reporting import age_band, build_card, load_intended_use, write_model_card
 from chestxr.runs._approval import approval_status
+from chestxr.runs._approval import require_approval as _require
 from chestxr.runs._evaluate import read_evaluation
 from chestxr.runs._folder import RunFolder
 from chestxr.runs._metadata import RunMetadata
+from chestxr.runs._output_guard import guard_run_output
 from chestxr.runs._run import RunLike, as_run
 
 
@@ -96,12 +98,16 @@ def card_run(
     evals: Sequence[str | Path] = (),
     intended_use: str | Path | None = None,
     overwrite: bool = False,
+    require_approval: bool = False,
 ) -> dict[str, Path]:
     """Write model_card.html and model_card.md for ``run`` (a Run or a run folder) into ``out_dir``; returns
-    their paths."""
+    their paths. ``require_approval``: refuse (ApprovalError) a run that is not approved, before writing anything."""
     run = as_run(run)
     meta = run.metadata
+    if require_approval:
+        _require(run, meta)
     out = Path(out_dir)
+    guard_run_output(out, run.run_dir, inputs=[*evals, intended_use])
     if out.exists() and any((out / n).exists() for n in ("model_card.html", "model_card.md")) and not overwrite:
         raise OutputExistsError(f"{out}: already holds a model card; pass --overwrite or another --out")
     evaluations = [(Path(d).name, read_evaluation(d)) for d in evals]

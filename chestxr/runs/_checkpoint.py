@@ -163,10 +163,21 @@ def load_model(
             f"{meta.n_findings} findings): missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
+    own = model.state_dict()
+    wrong = [k for k in own if tuple(own[k].shape) != tuple(tensors[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{weights}: tensor shapes do not fit the model model.json describes ({meta.backbone}, in_channels "
+            f"{meta.in_channels}, {meta.n_findings} findings): {k} is {list(tensors[k].shape)} in the file, "
+            f"{list(own[k].shape)} in the model ({len(wrong)} tensor(s) differ); model.json was edited or belongs "
+            "to other weights"
+        )
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{weights}: tensor shapes do not fit the model: {exc}") from None
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{weights}: tensor shapes do not fit the model: {first}") from None
     return model.to(map_location).eval(), meta
 
 

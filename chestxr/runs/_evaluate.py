@@ -19,7 +19,9 @@ from chestxr.evaluation import evaluate_predictions, multiclass_metrics
 from chestxr.imaging import LoaderOptions
 from chestxr.reporting import image_table, write_evaluation_report
 from chestxr.runs._approval import approval_status
-from chestxr.runs._folder import read_run_json, refuse_run_folder
+from chestxr.runs._approval import require_approval as _require
+from chestxr.runs._folder import read_run_json
+from chestxr.runs._output_guard import guard_run_output, refuse_run_folder
 from chestxr.runs._patients import check_not_training_patients
 from chestxr.runs._run import Run, RunLike, as_run
 
@@ -62,17 +64,22 @@ def evaluate_run(
     title: Optional[str] = None,
     promise_alpha: float = 0.05,
     reliability_bins: Literal["uniform", "quantile"] = "uniform",
+    require_approval: bool = False,
 ) -> EvaluationResult:
     """Evaluate ``run`` (a :class:`~chestxr.runs.Run` or a run folder; always its current operating points) on a
     labelled split and write report.html, metrics.csv/json, predictions.csv into ``out_dir``.
 
     ``reliability_bins``: equal-width or quantile bins for the report's reliability diagrams. Each stored
     operating point is checked with a one-sided exact binomial test at false-alarm rate ``promise_alpha``
-    (:func:`chestxr.evaluation.check_promise`).
+    (:func:`chestxr.evaluation.check_promise`). ``require_approval``: refuse (ApprovalError) a run that is not
+    approved as it stands, before any work.
 
     The folder is built under a temporary name and swapped in only when complete
     (:func:`chestxr.core.staged_output_dir`); a run folder is refused as ``out_dir``."""
     run = as_run(run)
+    if require_approval:
+        _require(run, run.metadata)
+    guard_run_output(out_dir, run.run_dir, manifests=[manifest])
     with staged_output_dir(out_dir, overwrite=overwrite, refuse=refuse_run_folder) as staged:
         written = _evaluate_into(
             staged,
@@ -97,7 +104,53 @@ def read_evaluation(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / METRICS_JSON
     if not path.is_file():
         raise ManifestError(str(folder), [f"no {METRICS_JSON}: give a folder written by `chestxr evaluate`"])
-    return read_run_json(path)
+    doc = read_run_json(path)
+    _check_metrics_shape(path, doc)
+    return doc
+
+
+def _check_metrics_shape(path: Path, doc: dict[str, Any]) -> None:
+    """CheckpointError naming ``path`` and the key when metrics.json does not have the shape chestxr writes (the
+    card reads it: an edited or damaged file used to be a traceback)."""
+    from chestxr.core import CheckpointError
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise CheckpointError(
+                f"{path}: {key} is not {what}; this is not a metrics.json written by `chestxr evaluate` "
+                "(edited or damaged): evaluate again"
+            )
+
+    def number(v: Any) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    def interval(v: Any) -> bool:
+        return v is None or (isinstance(v, list) and len(v) <= 2 and all(number(x) for x in v))
+
+    for key in ("findings", "subgroups", "model_info", "interval_methods", "macro"):
+        need(doc.get(key) is None or isinstance(doc.get(key), dict), key, "an object")
+    for key in ("n_images", "n_patients", "level", "promise_alpha"):
+        need(number(doc.get(key)), key, "a number")
+    need(doc.get("title") is None or isinstance(doc.get("title"), str), "title", "text")
+
+    def finding_record(m: Any, where: str) -> None:
+        need(isinstance(m, dict), where, "an object")
+        for k in ("n_pos", "n_neg", "auroc", "sensitivity", "specificity"):
+            need(number(m.get(k)), f"{where}.{k}", "a number")
+        for k in ("auroc_ci", "sensitivity_ci", "specificity_ci"):
+            need(interval(m.get(k)), f"{where}.{k}", "an interval [low, high]")
+
+    for finding, m in (doc.get("findings") or {}).items():
+        finding_record(m, f"findings.{finding}")
+        need(m.get("promise") is None or isinstance(m.get("promise"), dict), f"findings.{finding}.promise", "an object")
+    for column, table in (doc.get("subgroups") or {}).items():
+        need(isinstance(table, dict), f"subgroups.{column}", "an object")
+        for value, group in table.items():
+            need(isinstance(group, dict), f"subgroups.{column}.{value}", "an object")
+            found = group.get("findings")
+            need(found is None or isinstance(found, dict), f"subgroups.{column}.{value}.findings", "an object")
+            for finding, m in (found or {}).items():
+                finding_record(m, f"subgroups.{column}.{value}.findings.{finding}")
 
 
 def _evaluate_into(

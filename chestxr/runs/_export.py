@@ -65,8 +65,8 @@ from chestxr.core import (
     write_with_atomic,
 )
 from chestxr.imaging import IMAGENET_MEAN, IMAGENET_STD, XRV_SCALE
-from chestxr.runs._folder import refuse_run_folder
 from chestxr.runs._metadata import RunMetadata
+from chestxr.runs._output_guard import guard_run_output, refuse_run_folder
 from chestxr.runs._run import RunLike, as_run
 
 FORMATS = ("torchscript", "onnx")
@@ -160,6 +160,8 @@ def export_model(
     if format not in FORMATS:
         raise ChestXRError(f"export format must be one of {list(FORMATS)}, got {format!r}")
     out_path = Path(out_path)
+    guard_run_output(out_path, Path(run))  # never into a run folder (RUN/model.safetensors would replace the weights)
+    guard_run_output(sidecar_path(out_path), Path(run), option="--out's sidecar")  # RUN/model -> RUN/model.json
     if out_path.is_dir():
         raise OutputExistsError(f"{out_path} is a folder; --out names the file to write, e.g. model.pt")
     if out_path.exists() and not overwrite:
@@ -445,6 +447,7 @@ def export_monai_bundle(run: RunLike, out_dir: str | Path, *, atol: float = 1e-4
     Raises OutputExistsError when ``out_dir`` holds results and not ``overwrite`` (or is a file), ChestXRError
     when MONAI is missing or tracing/the eager-vs-traced check fails, CheckpointError for a broken run.
     """
+    guard_run_output(out_dir, Path(run))  # --out RUN --overwrite would delete the run folder
     _require_monai()
     from monai.data import save_net_with_metadata
 

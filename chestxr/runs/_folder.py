@@ -30,7 +30,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from chestxr.core import CheckpointError
 
@@ -45,7 +45,7 @@ METRICS_FILE = "metrics.csv"
 SKIPPED_FILE = "skipped.csv"
 TENSORBOARD_DIR = "tb"
 #: Reserved for issue 23 (monitoring): the reference profile ``calibrate`` will write beside thresholds.json
-#: (in the same transaction) and an approval will bind (:func:`chestxr.runs.binding_hash`). Not written yet.
+#: (in the same transaction) and an approval will bind (:data:`chestxr.runs.BOUND_PARTS`). Not written yet.
 REFERENCE_PROFILE_FILE = "reference_profile.json"
 #: the torchrun job that is writing the folder (removed when training ends; see chestxr/runs/_resume.py)
 ELASTIC_MARKER = ".torchelastic.json"
@@ -110,17 +110,6 @@ def is_run_folder(path: str | Path) -> bool:
     """True when ``path`` holds a chestxr run (model.json or model.safetensors)."""
     path = Path(path)
     return any((path / name).exists() for name in RUN_FOLDER_MARKERS)
-
-
-def refuse_run_folder(path: Path) -> Optional[str]:
-    """Why ``path`` must not be used as an output folder when it is a run folder (writing results there
-    would replace the run's own files), else None. The ``refuse`` of :func:`chestxr.core.staged_output_dir`."""
-    if not is_run_folder(path):
-        return None
-    return (
-        f"{path} is a chestxr run folder (holds model.json); writing results there would replace the run's own "
-        f"files. Choose another --out, e.g. {path}/eval-test"
-    )
 
 
 def read_run_json(path: Path) -> dict[str, Any]:

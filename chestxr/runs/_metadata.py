@@ -151,36 +151,60 @@ class ApprovedThreshold:
 
 @dataclass(frozen=True)
 class Approval:
-    """A reviewer's sign-off of the run's operating points (``chestxr approve``), bound to a hash.
+    """A reviewer's sign-off of the run as it stands (``chestxr approve``), bound by a keyed HMAC.
 
-    binding_sha256: sha256 of what decides a call when it was approved (:func:`chestxr.runs.binding_hash`);
-    the approval is void once the weights, thresholds or probability calibrator change. model_version: the
-    model.json version the approval created; approved_thresholds_version: the version whose thresholds it
-    approved; time: UTC, ISO 8601."""
+    binding_hmac_sha256: HMAC-SHA256 under the run's key (``patient_hash.key``, identified by ``key_id``) of
+    everything that changes a call (:data:`chestxr.runs.BOUND_PARTS`); ``bound``: an unkeyed sha256 of each part
+    (they say which part changed, never that nothing did); binding_scheme 2. Records written before issue 24 have
+    only ``binding_sha256`` (an unkeyed sha256 of weights + thresholds + calibrator; scheme 1) and read as void.
+    model_version: the model.json version the approval created; approved_thresholds_version: the version whose
+    thresholds it approved; time: UTC, ISO 8601."""
 
     reviewer: str
     time: str
     model_version: int
     approved_thresholds_version: int
     weights_sha256: str
-    binding_sha256: str
+    binding_sha256: str = ""
     thresholds: list[ApprovedThreshold] = field(default_factory=list)
     note: Optional[str] = None
+    binding_scheme: int = 1
+    binding_hmac_sha256: str = ""
+    key_id: Optional[str] = None
+    bound: dict[str, str] = field(default_factory=dict)
+    reference_profile_sha256: Optional[str] = None
+    findings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "reviewer": self.reviewer,
             "note": self.note,
             "time": self.time,
             "model_version": self.model_version,
             "approved_thresholds_version": self.approved_thresholds_version,
             "weights_sha256": self.weights_sha256,
-            "binding_sha256": self.binding_sha256,
-            "thresholds": [t.to_dict() for t in self.thresholds],
         }
+        if self.binding_sha256:  # a record of the old scheme keeps what it had
+            out["binding_sha256"] = self.binding_sha256
+        if self.binding_scheme >= 2:
+            out.update(
+                binding_scheme=self.binding_scheme,
+                binding_hmac_sha256=self.binding_hmac_sha256,
+                key_id=self.key_id,
+                bound=dict(self.bound),
+                reference_profile_sha256=self.reference_profile_sha256,
+                findings=list(self.findings),
+            )
+        out["thresholds"] = [t.to_dict() for t in self.thresholds]
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Approval":
+        bound = d.get("bound")
+        try:
+            scheme = int(d.get("binding_scheme") or 1)
+        except (TypeError, ValueError):
+            scheme = 0  # unreadable: never a valid binding
         return cls(
             reviewer=str(d.get("reviewer") or ""),
             note=_str_or_none(d.get("note")),
@@ -190,6 +214,12 @@ class Approval:
             weights_sha256=str(d.get("weights_sha256") or ""),
             binding_sha256=str(d.get("binding_sha256") or ""),
             thresholds=[ApprovedThreshold.from_dict(t) for t in d.get("thresholds") or [] if isinstance(t, Mapping)],
+            binding_scheme=scheme,
+            binding_hmac_sha256=str(d.get("binding_hmac_sha256") or ""),
+            key_id=_str_or_none(d.get("key_id")),
+            bound={str(k): str(v) for k, v in bound.items()} if isinstance(bound, Mapping) else {},
+            reference_profile_sha256=_str_or_none(d.get("reference_profile_sha256")),
+            findings=[str(f) for f in d.get("findings") or [] if isinstance(f, str)],
         )
 
 
@@ -455,6 +485,12 @@ class RunMetadata:
         kw: dict[str, Any] = {k: data[k] for k in names if k in data and data[k] is not None}
         kw["findings"] = list(data["findings"])
         kw["preprocessing"] = _section(PreprocessConfig, data.get("preprocessing"), where, "preprocessing")
+        in_channels = kw.get("in_channels", 3)
+        if kw["preprocessing"] is not None and kw["preprocessing"].channels != in_channels:
+            raise CheckpointError(
+                f"{where}: preprocessing.channels is {kw['preprocessing'].channels} but the model takes "
+                f"{in_channels} input channel(s) (in_channels); model.json was edited: restore it"
+            )
         kw["label_policy"] = _section(LabelPolicy, data.get("label_policy"), where, "label_policy")
         kw["thresholds"] = _thresholds(data.get("thresholds"), kw["findings"])
         kw["probability_calibration"] = _calibrator(data.get("probability_calibration"), where)

@@ -37,7 +37,7 @@ from chestxr.imaging import (
 from chestxr.reporting import grad_cam, image_table, write_review_report
 from chestxr.runs._approval import ApprovalStatus, approval_status
 from chestxr.runs._approval import require_approval as refuse_unapproved
-from chestxr.runs._folder import refuse_run_folder
+from chestxr.runs._output_guard import guard_run_output, refuse_run_folder
 from chestxr.runs._run import Run, RunLike, as_run
 
 
@@ -103,6 +103,7 @@ def predict_run(
             f"task is {run.task}: its findings are called at their thresholds"
         )
     approval = refuse_unapproved(run) if require_approval else approval_status(run)
+    guard_run_output(out_dir, run.run_dir, manifests=[manifest], inputs=inputs)
     with staged_output_dir(out_dir, overwrite=overwrite, refuse=refuse_run_folder) as staged:
         written = _predict_into(
             staged,

@@ -138,6 +138,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.to("cpu", torch.uint8) for s in cuda])
 
 
+#: an epoch number in last/state.json at or above this is refused (no run trains a million epochs)
+MAX_EPOCHS = 1_000_000
+
+
 def save_training_state(
     dir: str | Path,
     *,
@@ -207,6 +211,12 @@ def load_training_state(
     """
     src = _find_state_dir(Path(dir))
     doc = read_run_json(src / STATE_META)
+    epoch = doc.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < MAX_EPOCHS:
+        raise CheckpointError(
+            f"{src / STATE_META}: epoch {epoch!r} is not the number of a completed epoch (an integer 0 to "
+            f"{MAX_EPOCHS - 1}); the file was edited or damaged: restore it from a backup or train a new run"
+        )
     tensors = load_tensors(src / STATE_FILE)
     try:
         state = _decode(doc["model"], tensors)
@@ -230,7 +240,7 @@ def load_training_state(
         raise CheckpointError(f"{src}: training state does not fit this run: {exc}") from None
     if restore_rng:
         restore_rng_state(rng)
-    return {"epoch": int(doc["epoch"]), "rng": rng, "extra": extra}
+    return {"epoch": epoch, "rng": rng, "extra": extra}
 
 
 MAY_CHANGE = (
@@ -264,12 +274,20 @@ def recipe_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[s
 
 
 def check_resume_recipe(
-    run_dir: Path, config: Any, *, manifest_hashes: dict[str, str], recorded: Optional[dict[str, str]]
+    run_dir: Path,
+    config: Any,
+    *,
+    manifest_hashes: dict[str, str],
+    recorded: Optional[dict[str, str]],
+    recorded_config: Optional[dict[str, Any]] = None,
 ) -> None:
     """CheckpointError listing what differs between the run's recipe and the resumed one.
 
-    config: the resolved Config of the resumed run; manifest_hashes: {"train": h, "val": h} of the rows
-    it would train on; recorded: the hashes saved with the run (None when the run predates them).
+    config: the resolved Config of the resumed run (the one it would train with); manifest_hashes: {"train": h,
+    "val": h} of the rows it would train on; recorded: the hashes saved with the run (None when the run predates
+    them); recorded_config: the resolved config last/state.json records, the recipe its weights were trained with
+    (None for older runs): an edited config.yaml, which ``train --resume --out RUN`` loads when no --config is
+    given, agrees with itself but not with it.
     """
     import yaml
 
@@ -279,7 +297,15 @@ def check_resume_recipe(
     except (OSError, yaml.YAMLError) as exc:
         raise CheckpointError(f"{path}: cannot read the run's recipe ({exc}); cannot check --resume") from None
     # compare resolved with resolved: the old file went through the same defaults when it was written
-    diffs = [f"{k} (run: {a!r}, now: {b!r})" for k, a, b in recipe_differences(old, config_to_dict(config))]
+    new = config_to_dict(config)
+    diffs = [f"{k} (run: {a!r}, now: {b!r})" for k, a, b in recipe_differences(old, new)]
+    if recorded_config is not None:
+        seen = {d.split(" ", 1)[0] for d in diffs}
+        diffs += [
+            f"{k} (trained with: {a!r}, now: {b!r})"
+            for k, a, b in recipe_differences(recorded_config, new)
+            if k not in seen
+        ]
     for split, h in sorted(manifest_hashes.items()):
         if recorded and recorded.get(split) and recorded[split] != h:
             diffs.append(f"the {split} rows of data.manifest (sha256 {recorded[split][:12]}... -> {h[:12]}...)")
@@ -289,6 +315,19 @@ def check_resume_recipe(
             "change on resume (data.manifest: the same rows at another path); undo the change, or train a new "
             "run (another --out)"
         )
+
+
+def recorded_recipe(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The resolved config last/state.json records (the recipe its weights were trained with), or None (older
+    runs, no state). Read through the run-folder JSON caps."""
+    state = run_dir / LAST_DIR / STATE_META
+    try:
+        doc = read_run_json(state) if state.is_file() else {}
+    except OSError:
+        return None
+    extra = doc.get("extra")
+    config = extra.get("config") if isinstance(extra, dict) else None
+    return config if isinstance(config, dict) else None
 
 
 def recorded_hashes(run_dir: Path) -> Optional[dict[str, str]]:

@@ -49,6 +49,7 @@ from chestxr.modeling import (
 from chestxr.runs._checkpoint import load_model, save_model
 from chestxr.runs._folder import RunFolder
 from chestxr.runs._metadata import RunMetadata
+from chestxr.runs._output_guard import guard_output, protected_inputs
 from chestxr.runs._patients import load_or_create_key, training_patient_record
 from chestxr.runs._resume import (
     capture_rng_state,
@@ -56,6 +57,7 @@ from chestxr.runs._resume import (
     elastic_plan,
     load_training_state,
     recorded_hashes,
+    recorded_recipe,
     remove_marker,
     save_training_state,
     write_marker,
@@ -93,6 +95,16 @@ def train(
     if plan.note:
         quiet_rank(plan.note)
     try:
+        if dist.is_main:  # never into another run, over a run (even with --overwrite) or over what it reads
+            d, m = config.data, config.model
+            weights = m.weights if m.weights and ("/" in m.weights or Path(m.weights).exists()) else None
+            guard_output(
+                folder.path,
+                protected_inputs(
+                    manifests=[d.manifest, d.val_manifest, d.test_manifest], inputs=[m.init_from, weights]
+                ),
+                own_run=folder.path if (resume or plan.note) else None,  # --resume, or this torchrun job's restart
+            )
         if resume:
             if not (folder.last / "state.json").exists():
                 raise CheckpointError(f"{folder.path}: nothing to resume (no last/state.json); start without --resume")
@@ -126,7 +138,13 @@ def train(
             )
         hashes = {"train": train_set.manifest_hash, "val": val_set.manifest_hash}
         if resume:
-            check_resume_recipe(folder.path, config, manifest_hashes=hashes, recorded=recorded_hashes(folder.path))
+            check_resume_recipe(
+                folder.path,
+                config,
+                manifest_hashes=hashes,
+                recorded=recorded_hashes(folder.path),
+                recorded_config=recorded_recipe(folder.path),
+            )
         if dist.is_main:
             write_config(config, folder.config)
         init_from = None
@@ -204,6 +222,13 @@ class RunRecorder:
     def resume(self, model: nn.Module, optimizer: Any, scheduler: Any) -> Resumed:
         state = load_training_state(self.folder.last, model=model, optimizer=optimizer, scheduler=scheduler)
         extra = state.get("extra", {})
+        history = extra.get("history", [])
+        if not isinstance(history, list) or len(history) != int(state["epoch"]) + 1:
+            raise CheckpointError(
+                f"{self.folder.last / 'state.json'}: epoch {state['epoch']} does not match the "
+                f"{len(history) if isinstance(history, list) else 'unreadable'} epoch(s) its history records; the "
+                "file was edited or damaged: restore it from a backup or train a new run"
+            )
         return Resumed(
             epoch=int(state["epoch"]),
             history=list(extra.get("history", [])),
@@ -242,7 +267,12 @@ class RunRecorder:
         ema: Optional[dict[str, torch.Tensor]],
         skipped: dict[tuple[str, int], str],
     ) -> None:
-        extra: dict[str, Any] = {"history": history, "best": best, "manifest_hashes": dict(self.manifest_hashes)}
+        extra: dict[str, Any] = {
+            "history": history,
+            "best": best,
+            "manifest_hashes": dict(self.manifest_hashes),
+            "config": self.metadata.config,  # the recipe these weights were trained with (--resume checks it)
+        }
         if ema is not None:
             extra["ema"] = ema
         save_training_state(

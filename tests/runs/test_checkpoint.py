@@ -50,7 +50,8 @@ def _trained_like(model):
 @pytest.mark.parametrize("mode, in_channels, dropout", [("multilabel", 3, 0.0), ("ovr", 1, 0.2)])
 def test_round_trip_same_outputs(tmp_path, mode, in_channels, dropout):
     model = _trained_like(build_model("tiny", 3, mode=mode, in_channels=in_channels, dropout=dropout))
-    out_dir = save_model(tmp_path / "run", model, META)
+    meta_in = {**META, "preprocessing": {**META["preprocessing"], "channels": in_channels}}  # as training writes it
+    out_dir = save_model(tmp_path / "run", model, meta_in)
     assert sorted(p.name for p in out_dir.iterdir()) == ["model.json", "model.safetensors"]
     x = torch.randn(2, in_channels, 32, 32)
     for where in (out_dir, out_dir / "model.json", out_dir / "model.safetensors"):
