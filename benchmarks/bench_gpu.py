@@ -24,10 +24,10 @@ Sections (14 findings, random-init torchvision backbones through ``chestxr.model
   settings chestxr chooses), ``optim.build_optimizer`` / ``build_scheduler`` / ``make_loss``,
   ``chestxr.modeling.seed_everything`` and ``engine.train_one_epoch`` (finite-loss check, grad clip 1.0,
   schedule). Its ratio to the ``ceiling`` of the same model/size/batch/precision/layout is the
-  issue's goal (>= 90 %). Variants flip one setting each (``cudnn.benchmark``, deterministic
+  issue's goal (>= 90 %). Variants flip one setting each (``train.cudnn_benchmark``, deterministic
   algorithms, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``, a host sync at the end of
   every step as the engine did before issue 26, workers, batch size), so a GPU session can keep or
-  revert each with numbers from the same run.
+  revert each with numbers from the same run (the "loader" column says what each cell's DataLoader had).
 * ``infer`` - eval, batch 256: ``ceiling`` (synthetic batch on the GPU, ``inference_mode``) vs
   ``chestxr`` (``engine.predict`` over the loader ``Run.logits`` builds: decode cache, eval transform,
   pinned memory).
@@ -113,7 +113,7 @@ def settings(mode: str, *, workers: Optional[int], deadline: Optional[float], de
             device=device or "cpu",
             models=("densenet121", "resnet50"),
             sizes=(32,),
-            train_batch={32: 2},
+            train_batch={32: 4},
             infer_batch=2,
             precisions=("fp32",),
             warmup=1,
@@ -222,8 +222,11 @@ def plan(st: Settings) -> list[Cell]:
     def settings_cells(model: str, size: int) -> None:
         b = st.train_batch[size]
         for variant, knobs in (
-            ("cudnn.benchmark on", {"cudnn_benchmark": True}),
-            ("cudnn.benchmark on, deterministic algorithms off", {"cudnn_benchmark": True, "deterministic": False}),
+            ("train.cudnn_benchmark: true", {"cudnn_benchmark": True}),
+            (
+                "train.cudnn_benchmark: true, deterministic algorithms off",
+                {"cudnn_benchmark": True, "deterministic": False},
+            ),
             ("pin_memory flipped", {"flip": "pin_memory"}),
             ("persistent_workers flipped", {"flip": "persistent_workers"}),
             ("prefetch_factor 4", {"loader": {"prefetch_factor": 4}}),
@@ -672,7 +675,7 @@ def run_chestxr(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
 
     dev = torch.device(st.device)
     knobs = cell.knobs
-    config = _config(st, cell, data)
+    config = _config(st, cell, data, **({"cudnn_benchmark": True} if knobs.get("cudnn_benchmark") else {}))
     n = cell.batch * (st.warmup + st.steps)
     train_set = _labeled(_repeat(data.paths, n), seed=1)
     val_set = _labeled(data.paths[: min(len(data.paths), cell.batch)], seed=2)
@@ -691,10 +694,9 @@ def run_chestxr(st: Settings, cell: Cell, data: Data) -> dict[str, Any]:
     loss_fn = make_loss(pos_weight=None, info=info, ovr=False)
     sampler.set_epoch(0)
     train_ds.set_epoch(0)
-    seed_everything(config.seed * 1000)  # what fit() calls at the start of every epoch
+    # what fit() calls at the start of every epoch (train.cudnn_benchmark is the config key)
+    seed_everything(config.seed * 1000, cudnn_benchmark=config.train.cudnn_benchmark)
     flags = {}
-    if "cudnn_benchmark" in knobs:
-        flags["benchmark"] = knobs["cudnn_benchmark"]
     if "deterministic" in knobs:
         flags["deterministic"] = knobs["deterministic"]
     applied = {
@@ -968,6 +970,19 @@ LOOP_LABEL = {
 }
 
 
+def _loader(c: Cell) -> str:
+    """workers / pin / persistent / prefetch of the cell's DataLoader, e.g. "14 pin persist pf2"."""
+    ld = c.result.get("loader")
+    if not ld:
+        return ""
+    return " ".join(
+        [str(ld["num_workers"])]
+        + (["pin"] if ld["pin_memory"] else [])
+        + (["persist"] if ld["persistent_workers"] else [])
+        + ([f"pf{ld['prefetch_factor']}"] if ld.get("prefetch_factor") else [])
+    )
+
+
 def _status(c: Cell) -> str:
     s = c.result.get("status", "skipped")
     return s if s == "ok" else f"{s}: {c.result.get('error', c.result.get('reason', ''))}"
@@ -995,6 +1010,7 @@ def tables(cells: list[Cell], env: dict[str, Any]) -> str:
                 "layout",
                 "loop",
                 "variant",
+                "loader",
                 "img/s",
                 "ratio to ceiling",
                 "vs default %",
@@ -1013,6 +1029,7 @@ def tables(cells: list[Cell], env: dict[str, Any]) -> str:
                     c.layout,
                     LOOP_LABEL[c.kind],
                     c.variant,
+                    _loader(c),
                     c.result.get("img_s"),
                     c.result.get("ratio_to_ceiling"),
                     c.result.get("vs_default_pct"),

@@ -251,3 +251,63 @@ def test_calibrate_evaluate_predict_on_the_accelerator_make_the_cpu_calls(gpu_ru
         assert ca.any(), f"{kind}: no positive call at all; the comparison would be empty"
         bad = call_disagreements(pa, thr, ca, pb, thr, cb)
         assert not bad, f"{kind}: calls differ away from the threshold (row, finding): {bad}"
+
+
+@needs_accel
+def test_train_one_epoch_synchronizes_with_the_host_once_per_step():
+    """The engine reads the loss once per step (finite check, running loss, bar); before issue 26 it also
+    synchronised for isfinite() and for a .cpu() copy after the optimizer step, so the host could not queue
+    the next step while the GPU worked. Counted with torch.cuda.set_sync_debug_mode("warn")."""
+    if ACCEL != "cuda":
+        pytest.skip("torch.cuda.set_sync_debug_mode counts CUDA synchronisations")
+    import warnings
+
+    from chestxr.imaging.dataset import collate
+    from chestxr.modeling.distributed import DistInfo
+    from chestxr.modeling.engine import train_one_epoch
+    from chestxr.modeling.models import build_model
+    from chestxr.modeling.optim import make_loss
+
+    dev = torch.device("cuda")
+    g = torch.Generator().manual_seed(0)
+
+    def batch(k: int) -> dict:
+        items = [
+            {
+                "image": torch.randn(3, 64, 64, generator=g),
+                "target": (torch.rand(4, generator=g) < 0.3).float(),
+                "mask": torch.ones(4, dtype=torch.bool),
+                "index": 8 * k + i,
+                "ok": True,
+                "reason": "",
+                "path": f"{k}-{i}.png",
+            }
+            for i in range(8)
+        ]
+        out = collate(items)
+        for key in ("image", "target", "mask"):
+            out[key] = out[key].pin_memory()  # as a pin_memory DataLoader hands them over
+        return out
+
+    batches = [batch(k) for k in range(5)]
+    model = build_model("resnet18", 4).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    kw = {
+        "loss_fn": make_loss(pos_weight=None, info=DistInfo(), ovr=False),
+        "device": dev,
+        "amp_dtype": torch.bfloat16,
+        "grad_clip": 1.0,
+        "channels_last": True,
+    }
+    train_one_epoch(model, batches[:1], opt, **kw)  # first step: optimizer state, cuDNN handles
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            stats = train_one_epoch(model, batches[1:], opt, **kw)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message)[:160] for w in caught if "synchroniz" in str(w.message).lower()]
+    assert np.isfinite(stats.loss) and stats.images == 32
+    assert len(syncs) <= 4, f"{len(syncs)} host syncs in 4 steps: {syncs}"

@@ -138,6 +138,10 @@ class TrainConfig:
     containers or on shared machines: OpenMP threads oversubscribing busy cores run 5-10x slower.
     tensorboard: also write loss, lr, images/s and per-finding val AUROC per epoch to RUN/tb/
     (needs the ``tensorboard`` extra).
+    cudnn_benchmark: let cuDNN time its convolution algorithms for the input shape and keep the fastest
+    (CUDA only; every batch has the same shape, so this is paid once per shape). Off by default: the
+    algorithm chosen can differ between runs, so two runs with the same seed may then differ in the
+    last bits.
     """
 
     epochs: int = 10
@@ -158,6 +162,7 @@ class TrainConfig:
     device: str = "auto"
     threads: Optional[int] = None
     tensorboard: bool = False
+    cudnn_benchmark: bool = False
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,10 @@ class ChestXRayDataset(Dataset):
         on_bad_image: "error" raises ImageReadError; "skip" returns ok=False for that item.
         seed: when set, each item's random augmentation is seeded from (seed, epoch, index), so
             augmentation does not depend on the number of DataLoader workers or DDP processes
-            (call ``set_epoch`` every epoch).
+            (call ``set_epoch`` every epoch). The epoch is then kept in shared memory, so
+            ``set_epoch`` also reaches the worker processes of a ``DataLoader(persistent_workers=True)``,
+            which hold their own copy of the dataset from the first epoch on
+            (:attr:`persistent_workers_safe`).
     """
 
     def __init__(
@@ -100,11 +103,30 @@ class ChestXRayDataset(Dataset):
         self.on_bad_image = on_bad_image
         self.image_shape = image_shape
         self.seed = seed
-        self.epoch = 0
+        self._epoch = torch.zeros((), dtype=torch.int64)
+        self._epoch_shared = False
+        if seed is not None:
+            try:
+                self._epoch.share_memory_()
+                self._epoch_shared = True
+            except (RuntimeError, OSError):  # no shared memory here: workers must then be restarted per epoch
+                pass
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    @property
+    def persistent_workers_safe(self) -> bool:
+        """True when ``DataLoader(persistent_workers=True)`` gives the same items as fresh workers every
+        epoch: nothing depends on the epoch (no ``seed``), or the epoch is in shared memory."""
+        return self.seed is None or self._epoch_shared
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (with ``seed`` set)."""
-        self.epoch = epoch
+        """Select the augmentation stream of ``epoch`` (with ``seed`` set), in this process and in the
+        DataLoader workers (the value lives in shared memory). Call it before the epoch's iterator is
+        created: workers already holding prefetched items keep the epoch those were made for."""
+        self._epoch.fill_(int(epoch))
 
     def _transform(self, img: np.ndarray, index: int) -> torch.Tensor:
         if self.seed is None:

@@ -131,7 +131,13 @@ def train_one_epoch(
     once per batch. Under DDP, ``reduce_fn`` sums a tensor over the ``world`` processes, so the
     reported loss and image counts are global (each process's loss is already scaled so that the
     sum over processes / world is the global batch mean). Raises TrainingError on a NaN/inf loss (naming the batch), before the
-    optimizer step, so the weights stay finite.
+    optimizer step, so the weights stay finite; under DDP the check is on the summed loss, so every
+    process raises at the same batch instead of the others waiting for it in the next all-reduce.
+
+    One host-device synchronisation per step: the loss value (summed over processes under DDP, on the
+    device so NCCL can reduce it) is read once, after the forward pass, for the finite check, the
+    running loss and the progress bar; the backward pass and the optimizer step are then queued
+    without waiting, so the host prepares the next batch while the GPU computes.
     """
     model.train()
     members = _members_of(model)
@@ -150,9 +156,16 @@ def train_one_epoch(
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)
         loss = loss_fn(logits.float(), targets, mask)
-        if not torch.isfinite(loss):
+        n_ok = float(ok.sum())  # a CPU tensor: no device sync
+        if reduce_fn is not None:
+            pair = reduce_fn(torch.stack([loss.detach().float(), torch.full((), n_ok, device=loss.device)]))
+            loss_sum, n_sum = pair.tolist()  # the step's one host sync
+            loss_value, n = loss_sum / world, int(round(n_sum))
+        else:
+            loss_value, n = float(loss.detach()), int(n_ok)  # the step's one host sync
+        if not math.isfinite(loss_value):
             raise TrainingError(
-                f"loss became {loss.item()} at batch {step} of {description}; lower train.lr, "
+                f"loss became {loss_value} at batch {step} of {description}; lower train.lr, "
                 "check the labels (values must be in [0, 1]) or turn off mixed precision (train.amp=off)"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -176,15 +189,10 @@ def train_one_epoch(
             scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
-        pair = torch.stack([loss.detach().float().cpu(), ok.sum().float()])
-        if reduce_fn is not None:
-            pair = reduce_fn(pair)
-            pair[0] = pair[0] / world
-        n = int(pair[1])
-        total_loss += float(pair[0]) * n
+        total_loss += loss_value * n
         n_seen += n
         rate = n_seen / max(time.perf_counter() - start, 1e-9)
-        bar.update(1, items=n, loss=f"{float(loss.detach()):.4f}", img_s=f"{rate:.1f}")
+        bar.update(1, items=n, loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}")
     bar.close()
     seconds = time.perf_counter() - start
     return EpochStats(

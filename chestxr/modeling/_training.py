@@ -170,7 +170,7 @@ def fit(
     for epoch in range(start_epoch, t.epochs):
         train_sampler.set_epoch(epoch)
         train_ds.set_epoch(epoch)
-        seed_everything(config.seed * 1000 + epoch)
+        seed_everything(config.seed * 1000 + epoch, cudnn_benchmark=t.cudnn_benchmark)
         stats = train_one_epoch(
             train_model,
             train_loader,
@@ -260,14 +260,15 @@ def fit(
     return TrainingResult(best_epoch, score, epoch + 1 - start_epoch, history, skipped)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch; deterministic algorithms where available (warn only)."""
+def seed_everything(seed: int, *, cudnn_benchmark: bool = False) -> None:
+    """Seed python, numpy and torch; deterministic algorithms where available (warn only);
+    ``cudnn.benchmark`` as ``cudnn_benchmark`` (``train.cudnn_benchmark``: off unless asked for)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
-        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
 
 
 def build_train_model(
@@ -345,19 +346,28 @@ def build_loaders(
     train_sampler = GlobalBatchSampler(
         len(train_ds), global_batch=t.batch_size, rank=dist.rank, world=dist.world, seed=config.seed, shuffle=True
     )
+    # pinned host memory on CUDA (the engine's non_blocking copies are then asynchronous); workers kept
+    # between epochs (no start-up per epoch and per validation) when the dataset's epoch reaches them
+    pin = device.type == "cuda"
     train_loader = DataLoader(
         train_ds,
         batch_sampler=train_sampler,
         num_workers=workers,
         collate_fn=collate,
         worker_init_fn=seed_worker,
-        pin_memory=device.type == "cuda",
+        pin_memory=pin,
+        persistent_workers=workers > 0 and train_ds.persistent_workers_safe,
     )
     val_sampler = GlobalBatchSampler(
         len(val_ds), global_batch=t.batch_size * dist.world, rank=dist.rank, world=dist.world, shuffle=False
     )
     val_loader = DataLoader(
-        val_ds, batch_sampler=val_sampler, num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda"
+        val_ds,
+        batch_sampler=val_sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        persistent_workers=workers > 0 and val_ds.persistent_workers_safe,
     )
     return train_ds, train_sampler, train_loader, val_loader
 

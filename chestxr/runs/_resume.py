@@ -24,7 +24,7 @@ are the same (a moved file); changed rows are refused whatever the path.
 
 Keys that may change on resume (:data:`MAY_CHANGE`): ``train.epochs`` (train to a new total; the LR
 schedule restored from last/ keeps its original length), ``train.max_minutes``,
-``train.early_stopping_patience``, ``train.threads``, ``train.device``, ``train.tensorboard``,
+``train.early_stopping_patience``, ``train.threads``, ``train.device``, ``train.tensorboard``, ``train.cudnn_benchmark``,
 ``data.num_workers``, ``data.cache_dir``, ``data.manifest`` (path only, see above) and ``name``.
 """
 
@@ -251,6 +251,7 @@ MAY_CHANGE = (
     "train.threads",
     "train.device",
     "train.tensorboard",
+    "train.cudnn_benchmark",
     "data.num_workers",
     "data.cache_dir",
     "data.manifest",

@@ -114,7 +114,7 @@ def train(
         if dist.is_main:
             load_or_create_key(folder.path)  # the other ranks read it after the barrier
         barrier(dist)
-        seed_everything(config.seed)
+        seed_everything(config.seed, cudnn_benchmark=config.train.cudnn_benchmark)
         splits = load_training_splits(config)
         if dist.is_main and not resume and splits.made is not None:
             write_manifest(splits.made, folder.splits)  # calibrate/evaluate can use the same split
