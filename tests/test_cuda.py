@@ -311,3 +311,57 @@ def test_train_one_epoch_synchronizes_with_the_host_once_per_step():
     syncs = [str(w.message)[:160] for w in caught if "synchroniz" in str(w.message).lower()]
     assert np.isfinite(stats.loss) and stats.images == 32
     assert len(syncs) <= 4, f"{len(syncs)} host syncs in 4 steps: {syncs}"
+
+
+@needs_accel
+def test_the_ddp_loss_reduction_runs_on_nccl(tmp_path):
+    """torchrun on GPUs uses NCCL, which refuses CPU tensors: the engine's per-step loss/count all-reduce must
+    be on the device (before issue 26 it was a CPU tensor and the first step failed). One process, world 1."""
+    if ACCEL != "cuda":
+        pytest.skip("NCCL needs CUDA")
+    import socket
+
+    import torch.distributed as dist
+
+    if not dist.is_nccl_available():
+        pytest.skip("this torch build has no NCCL")
+    from chestxr.imaging.dataset import collate
+    from chestxr.modeling.distributed import DistInfo, all_reduce_sum
+    from chestxr.modeling.engine import train_one_epoch
+    from chestxr.modeling.optim import make_loss
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.cuda.set_device(0)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        info = DistInfo(rank=0, world=1)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).cuda()
+        batch = collate(
+            [
+                {
+                    "image": torch.full((3, 2, 2), 0.5 + i),
+                    "target": torch.tensor([1.0, 0.0]),
+                    "mask": torch.tensor([True, True]),
+                    "index": i,
+                    "ok": True,
+                    "reason": "",
+                    "path": f"x{i}.png",
+                }
+                for i in range(4)
+            ]
+        )
+        stats = train_one_epoch(
+            model,
+            [batch],
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_fn=make_loss(pos_weight=None, info=info, ovr=False),
+            device=torch.device("cuda"),
+            channels_last=False,
+            reduce_fn=lambda x: all_reduce_sum(x, DistInfo(rank=0, world=2)),  # enabled: really all-reduces
+            world=1,
+        )
+    finally:
+        dist.destroy_process_group()
+    assert stats.images == 4 and np.isfinite(stats.loss)
