@@ -22,14 +22,14 @@ Sections (14 findings, random-init torchvision backbones through ``chestxr.model
 * ``chestxr`` - what ``chestxr train`` runs per epoch: ``chestxr.modeling.build_train_model`` /
   ``build_loaders`` from a Config (decode cache, augmentation, ``GlobalBatchSampler``, the loader
   settings chestxr chooses), ``optim.build_optimizer`` / ``build_scheduler`` / ``make_loss``,
-  ``chestxr.modeling.seed_everything`` and ``engine.train_one_epoch`` (finite-loss check, grad clip 1.0,
+  ``chestxr.modeling.seed_everything`` and ``train_one_epoch`` (finite-loss check, grad clip 1.0,
   schedule). Its ratio to the ``ceiling`` of the same model/size/batch/precision/layout is the
   issue's goal (>= 90 %). Variants flip one setting each (``train.cudnn_benchmark``, deterministic
   algorithms, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``, a host sync at the end of
   every step as the engine did before issue 26, workers, batch size), so a GPU session can keep or
   revert each with numbers from the same run (the "loader" column says what each cell's DataLoader had).
 * ``infer`` - eval, batch 256: ``ceiling`` (synthetic batch on the GPU, ``inference_mode``) vs
-  ``chestxr`` (``engine.predict`` over the loader ``Run.logits`` builds: decode cache, eval transform,
+  ``chestxr`` (``chestxr.modeling.predict`` over the loader ``Run.logits`` builds: decode cache, eval transform,
   pinned memory).
 * ``gradcam`` - ``chestxr.reporting.grad_cam`` one image at a time, as ``predict --explain``
   calls it (fp32, the model in channels_last after ``Run.logits``): maps/s.

@@ -262,11 +262,8 @@ def test_train_one_epoch_synchronizes_with_the_host_once_per_step():
         pytest.skip("torch.cuda.set_sync_debug_mode counts CUDA synchronisations")
     import warnings
 
-    from chestxr.imaging.dataset import collate
-    from chestxr.modeling.distributed import DistInfo
-    from chestxr.modeling.engine import train_one_epoch
-    from chestxr.modeling.models import build_model
-    from chestxr.modeling.optim import make_loss
+    from chestxr.imaging import collate
+    from chestxr.modeling import DistInfo, build_model, make_loss, train_one_epoch
 
     dev = torch.device("cuda")
     g = torch.Generator().manual_seed(0)
@@ -325,10 +322,8 @@ def test_the_ddp_loss_reduction_runs_on_nccl(tmp_path):
 
     if not dist.is_nccl_available():
         pytest.skip("this torch build has no NCCL")
-    from chestxr.imaging.dataset import collate
-    from chestxr.modeling.distributed import DistInfo, all_reduce_sum
-    from chestxr.modeling.engine import train_one_epoch
-    from chestxr.modeling.optim import make_loss
+    from chestxr.imaging import collate
+    from chestxr.modeling import DistInfo, all_reduce_sum, make_loss, train_one_epoch
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

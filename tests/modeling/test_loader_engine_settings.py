@@ -13,9 +13,9 @@ import torch
 
 
 def _train_dataset(tmp_path, n=4):
-    from chestxr.core.config import AugmentConfig, PreprocessConfig
-    from chestxr.data.synthetic import generate_synthetic_dataset
-    from chestxr.imaging.dataset import build_dataset
+    from chestxr.core import AugmentConfig, PreprocessConfig
+    from chestxr.data import generate_synthetic_dataset
+    from chestxr.imaging import build_dataset
 
     manifest = generate_synthetic_dataset(tmp_path / "data", n_images=n, seed=5, size=48, dicom_fraction=0.0)
     paths = sorted(str(p) for p in (manifest.parent / "images").iterdir())
@@ -37,7 +37,7 @@ def test_persistent_workers_see_every_epochs_augmentation(tmp_path):
     each epoch's items equal what the main process makes for that epoch (and epochs differ)."""
     from torch.utils.data import DataLoader
 
-    from chestxr.imaging.dataset import collate
+    from chestxr.imaging import collate
 
     ds = _train_dataset(tmp_path)
     assert ds.persistent_workers_safe
@@ -58,11 +58,9 @@ def test_persistent_workers_see_every_epochs_augmentation(tmp_path):
 
 
 def test_build_loaders_pin_on_cuda_only_and_keep_workers(tmp_path):
-    from chestxr.core.config import load_config
-    from chestxr.data.labels import load_training_splits
-    from chestxr.data.synthetic import generate_synthetic_dataset
-    from chestxr.modeling.distributed import DistInfo
-    from chestxr.modeling.fit_setup import build_loaders
+    from chestxr.core import load_config
+    from chestxr.data import generate_synthetic_dataset, load_training_splits
+    from chestxr.modeling import DistInfo, build_loaders
 
     manifest = generate_synthetic_dataset(tmp_path / "data", n_images=24, seed=6, size=48, with_split=True)
     for workers, persistent in ((2, True), (0, False)):
@@ -71,7 +69,7 @@ def test_build_loaders_pin_on_cuda_only_and_keep_workers(tmp_path):
         )
         splits = load_training_splits(config)
         _, _, train_loader, val_loader = build_loaders(
-            config, splits["train"], splits["val"], device=torch.device("cpu"), info=DistInfo()
+            config, splits["train"], splits["val"], torch.device("cpu"), DistInfo()
         )
         for loader in (train_loader, val_loader):
             assert loader.pin_memory is False  # pinned memory only for a CUDA device
@@ -80,9 +78,9 @@ def test_build_loaders_pin_on_cuda_only_and_keep_workers(tmp_path):
 
 
 def test_cudnn_benchmark_is_an_opt_in_config_key():
-    from chestxr.core.config import Config, load_config
-    from chestxr.modeling.fitting import seed_everything
-    from chestxr.modeling.resume import MAY_CHANGE
+    from chestxr.core import Config, load_config
+    from chestxr.modeling import seed_everything
+    from chestxr.runs import MAY_CHANGE
 
     assert Config().train.cudnn_benchmark is False
     assert load_config(None, ["train.cudnn_benchmark=true"]).train.cudnn_benchmark is True
@@ -111,11 +109,9 @@ def _ddp_worker(rank: int, port: int, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        from chestxr.core.errors import TrainingError
-        from chestxr.imaging.dataset import collate
-        from chestxr.modeling.distributed import DistInfo, all_reduce_sum
-        from chestxr.modeling.engine import train_one_epoch
-        from chestxr.modeling.optim import make_loss
+        from chestxr.core import TrainingError
+        from chestxr.imaging import collate
+        from chestxr.modeling import DistInfo, all_reduce_sum, make_loss, train_one_epoch
 
         info = DistInfo(rank=rank, world=2)
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
