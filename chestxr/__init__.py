@@ -43,7 +43,9 @@ if TYPE_CHECKING:
         evaluate_run,
         export_model,
         export_monai_bundle,
+        load_packed,
         load_run,
+        pack_run,
         predict_run,
         train,
     )
@@ -75,6 +77,8 @@ _API = {
     "card_run": "chestxr.runs",
     "export_model": "chestxr.runs",
     "export_monai_bundle": "chestxr.runs",
+    "pack_run": "chestxr.runs",
+    "load_packed": "chestxr.runs",
 }
 
 __all__ = [
@@ -105,6 +109,8 @@ __all__ = [
     "card_run",
     "export_model",
     "export_monai_bundle",
+    "pack_run",
+    "load_packed",
 ]
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from chestxr.cli._options import TIMEOUT, add_inference_options, add_pacs_options, loader_options
+from chestxr.cli._options import COUNT, TIMEOUT, add_inference_options, add_pacs_options, loader_options, ranged
+from chestxr.core import Range
+
+GPUS = ranged(float, Range(0, 1024))
+CPUS = ranged(float, Range(0, 1024, lo_open=True))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +41,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(without it every image gets exactly one class, the argmax; thresholds call nothing)",
     )
     add_inference_options(p)
+    r = p.add_argument_group(
+        "engine (a Ray cluster for large jobs; extra 'ray')",
+        "--engine ray: decoding in Ray tasks, inference in --actors model actors, results kept per image + "
+        "model + thresholds hash in OUT/store, so a rerun of a stopped job scores only what is missing; OUT also "
+        "gets job.json and predictions/*.parquet (see README 'Past one machine')",
+    )
+    r.add_argument("--engine", choices=["plain", "ray"], default="plain", help="plain (default): this process")
+    r.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to join (auto, HOST:6379, ray://HOST:10001); default $RAY_ADDRESS, else a local Ray",
+    )
+    r.add_argument("--actors", type=COUNT, default=1, help="model actors (default 1)")
+    r.add_argument(
+        "--gpus-per-actor", type=GPUS, default=0.0, metavar="G", help="GPUs per actor (0: CPU; 0.5 shares a GPU)"
+    )
+    r.add_argument(
+        "--cpus-per-actor", type=CPUS, default=1.0, metavar="C", help="CPUs per actor (default 1; torch threads)"
+    )
     g = p.add_argument_group("DICOMweb (instead of files or --manifest)")
     g.add_argument(
         "--dicomweb",
@@ -72,8 +96,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.store_sr or args.store_heatmaps:
         raise PacsError("--store-sr/--store-heatmaps need --dicomweb URL (or use `chestxr listen --store-to`)")
-    from chestxr.runs import predict_run
+    from chestxr.runs import RayOptions, predict_run
 
+    ray_options = None
+    if args.engine == "ray":
+        ray_options = RayOptions(
+            address=args.ray_address,
+            actors=args.actors,
+            gpus_per_actor=args.gpus_per_actor,
+            cpus_per_actor=args.cpus_per_actor,
+            batch_size=args.batch_size,
+        )
+    elif args.ray_address or args.actors != 1 or args.gpus_per_actor or args.cpus_per_actor != 1.0:
+        from chestxr.core import ConfigError
+
+        raise ConfigError("--ray-address/--actors/--gpus-per-actor/--cpus-per-actor apply to --engine ray")
     written = predict_run(
         args.checkpoint,
         args.out,
@@ -85,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         loading=loader_options(args),
         require_approval=args.require_approval,
         abstain=args.abstain,
+        engine=args.engine,
+        ray=ray_options,
     )
     from chestxr.runs import approval_status
 
@@ -100,6 +139,8 @@ def _run_dicomweb(args: argparse.Namespace) -> int:
 
     if args.manifest or args.inputs:
         raise PacsError("--dicomweb replaces --manifest and input files; give one or the other")
+    if args.engine != "plain":
+        raise PacsError("--dicomweb runs the plain engine (one study at a time); drop --engine ray")
     written = predict_dicomweb(
         args.checkpoint,
         args.dicomweb,

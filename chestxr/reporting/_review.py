@@ -178,8 +178,13 @@ def write_review_report(
     approval: Mapping[str, Any] | None = None,
     multiclass: bool = False,
     abstain: bool = False,
+    max_cards: int | None = None,
 ) -> dict[str, Path]:
     """Write predictions.csv (per image), study_predictions.csv (per study) and review.html.
+
+    ``max_cards``: review.html shows only the first ``max_cards`` studies of the review order (positive, then
+    borderline, strongest first) and says so; the CSVs always hold every image and study (a page of a
+    million studies would be over a gigabyte: ~1.3 KB per card).
 
     findings: f names; predictions: DataFrame per image with image_id, path, patient_id, study_id
     and prob_<finding> columns; thresholds: (f,). thumbnails: image_id -> (h, w) float [0, 1]
@@ -243,7 +248,8 @@ def write_review_report(
         by_study.setdefault(key, []).append(i)
 
     cards = []
-    for k, row in studies.iterrows():
+    shown = studies if max_cards is None else studies.head(max_cards)
+    for k, row in shown.iterrows():
         members = by_study.get((normalize_id(row["patient_id"]), str(row["study_id"])), [])
         thumbs = []
         for i in members[:6]:
@@ -298,6 +304,7 @@ def write_review_report(
         cards=cards,
         counts=counts,
         n_images=len(predictions),
+        n_studies=len(studies),
         findings=list(zip(findings, thresholds.tolist())),
         study_reduce=study_reduce,
         borderline_logit=borderline_logit,

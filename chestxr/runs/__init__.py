@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         protected_inputs,
         refuse_run_folder,
     )
+    from chestxr.runs._packed_run import PackedRun, load_packed, pack_run
     from chestxr.runs._patients import (
         Overlap,
         check_not_training_patients,
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
         training_patient_record,
     )
     from chestxr.runs._predict import PredictionResult, predict_run
+    from chestxr.runs._ray_predict import RayOptions
     from chestxr.runs._resume import (
         MAY_CHANGE,
         ElasticPlan,
@@ -111,8 +113,10 @@ __all__ = [
     "HistoryEntry",
     "LabeledScores",
     "Overlap",
+    "PackedRun",
     "PatientHashScheme",
     "PredictionResult",
+    "RayOptions",
     "Run",
     "RunFolder",
     "RunLike",
@@ -145,9 +149,11 @@ __all__ = [
     "legacy_patient_hashes",
     "load_model",
     "load_or_create_key",
+    "load_packed",
     "load_run",
     "load_training_state",
     "plan_calibration",
+    "pack_run",
     "predict_run",
     "read_evaluation",
     "read_key",

@@ -18,6 +18,7 @@ import pandas as pd
 
 from chestxr.core import (
     ConfigError,
+    ImageReadError,
     ManifestError,
     escape_frame,
     rebase_paths,
@@ -38,6 +39,7 @@ from chestxr.reporting import grad_cam, image_table, write_review_report
 from chestxr.runs._approval import ApprovalStatus, approval_status
 from chestxr.runs._approval import require_approval as refuse_unapproved
 from chestxr.runs._output_guard import guard_run_output, refuse_run_folder
+from chestxr.runs._ray_predict import RayOptions
 from chestxr.runs._run import Run, RunLike, as_run
 
 
@@ -51,13 +53,17 @@ class PredictionResult:
     predictions_csv: Path
     study_predictions_csv: Path
     skipped: Optional[Path] = None
+    #: engine="ray" only: the job's job.json and predictions.csv as Parquet parts (a folder)
+    job: Optional[Path] = None
+    predictions_parquet: Optional[Path] = None
 
     def files(self) -> dict[str, Path]:
-        """{"html", "predictions_csv", "study_predictions_csv"[, "skipped"]} -> paths."""
+        """{"html", "predictions_csv", "study_predictions_csv"[, "skipped", "predictions_parquet", "job"]} -> paths."""
         out = {"html": self.html, "predictions_csv": self.predictions_csv}
         out["study_predictions_csv"] = self.study_predictions_csv
-        if self.skipped is not None:
-            out["skipped"] = self.skipped
+        for name in ("skipped", "predictions_parquet", "job"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
 
@@ -76,8 +82,17 @@ def predict_run(
     skipped: Sequence[tuple[str, str]] = (),
     heatmaps_out: Optional[dict] = None,
     abstain: bool = False,
+    engine: str = "plain",
+    ray: Optional[RayOptions] = None,
 ) -> PredictionResult:
     """Predict a manifest or files/folders (DICOM folders need no manifest) and write the review worklist.
+
+    ``engine="ray"``: the same files from a Ray Data job (chestxr/runs/_ray_predict.py, options ``ray``;
+    ``loading.batch_size``, ``cache_dir`` and ``on_bad_image`` apply, ``num_workers`` does not) in a resumable
+    job folder (chestxr/runs/_ray_job.py): decoding in Ray tasks, inference in model actors, results kept per
+    image + model + thresholds hash, so a rerun scores only what is missing; ``out_dir`` also gets job.json,
+    store/ and predictions/*.parquet. No Grad-CAM (``explain``) and no thumbnails: the driver never reads an
+    image; review.html shows the first RAY_REVIEW_CARDS studies.
 
     skipped: (path, reason) of files the caller already left out (a PACS study's non-image instances),
     added to skipped.csv. heatmaps_out: with ``explain``, filled with the Grad-CAM maps
@@ -104,6 +119,23 @@ def predict_run(
         )
     approval = refuse_unapproved(run) if require_approval else approval_status(run)
     guard_run_output(out_dir, run.run_dir, manifests=[manifest], inputs=inputs)
+    if engine not in ("plain", "ray"):
+        raise ConfigError(f"engine must be one of ['plain', 'ray'], got {engine!r}")
+    if engine == "ray":
+        return _predict_with_ray(
+            run,
+            Path(out_dir),
+            manifest=manifest,
+            inputs=inputs,
+            study_reduce="max" if study_reduce == "max" else "mean",
+            explain=explain,
+            overwrite=overwrite,
+            loading=loading,
+            approval=approval,
+            skipped=skipped,
+            abstain=abstain,
+            options=ray or RayOptions(batch_size=loading.batch_size),
+        )
     with staged_output_dir(out_dir, overwrite=overwrite, refuse=refuse_run_folder) as staged:
         written = _predict_into(
             staged,
@@ -138,6 +170,42 @@ def _predict_into(
     abstain: bool = False,
 ) -> dict[str, Path]:
     """predict_run's work, written into the (staged) folder ``out``."""
+    source = prediction_inputs(manifest, inputs)
+    preds = run.logits(source.paths, loading=loading)
+    return write_prediction_outputs(
+        out,
+        run,
+        source,
+        kept=preds.indices,
+        scores=run.scores_from_logits(preds.logits),
+        unreadable=preds.skipped,
+        skipped=skipped,
+        study_reduce=study_reduce,
+        explain=explain,
+        max_thumbnails=max_thumbnails,
+        approval=approval,
+        heatmaps_out=heatmaps_out,
+        abstain=abstain,
+    )
+
+
+@dataclass
+class PredictionInputs:
+    """The images of one prediction: ``frame`` (path absolute, patient_id, study_id, metadata columns), the
+    folder output paths are relative to (``base``), and the files passed over as not images (path, reason)."""
+
+    frame: pd.DataFrame
+    base: Path
+    not_images: list[tuple[str, str]]
+
+    @property
+    def paths(self) -> list[str]:
+        return self.frame["path"].astype(str).tolist()
+
+
+def prediction_inputs(manifest: Optional[str | Path], inputs: Sequence[str]) -> PredictionInputs:
+    """What to predict: a manifest's rows, or the image files of files/folders with their study keys
+    (:func:`chestxr.imaging.walk_inputs`). ManifestError when neither is given or no image is found."""
     not_images: list[tuple[str, str]] = []
     if manifest is not None:
         frame = read_manifest(manifest).frame
@@ -158,17 +226,42 @@ def _predict_into(
         frame = pd.DataFrame({"path": [os.path.abspath(f) for f in files], "patient_id": patients, "study_id": studies})
     else:
         raise ManifestError("<predict>", ["give --manifest M or image files/folders to predict"])
-    paths = frame["path"].astype(str).tolist()
-    preds = run.logits(paths, loading=loading)
-    kept = preds.indices
-    scores = run.scores_from_logits(preds.logits)
-    table = image_table(frame.iloc[kept].reset_index(drop=True), run.findings, scores, base)
+    return PredictionInputs(frame=frame, base=base, not_images=not_images)
+
+
+def write_prediction_outputs(
+    out: Path,
+    run: Run,
+    source: PredictionInputs,
+    *,
+    kept: np.ndarray,
+    scores: np.ndarray,
+    unreadable: Sequence[tuple[int, str]],
+    skipped: Sequence[tuple[str, str]] = (),
+    study_reduce: Literal["max", "mean"] = "max",
+    explain: bool = False,
+    max_thumbnails: int = 500,
+    approval: Optional[ApprovalStatus] = None,
+    heatmaps_out: Optional[dict] = None,
+    abstain: bool = False,
+    thumbnails: bool = True,
+    max_cards: Optional[int] = None,
+) -> dict[str, Path]:
+    """predictions.csv, study_predictions.csv, review.html and skipped.csv in ``out`` for the rows ``kept``
+    (indices into ``source.frame``) with probabilities ``scores`` (len(kept), f); ``unreadable``: (row index,
+    reason) of images not scored; ``max_cards``: study cards on review.html (None: all). Both engines write
+    through this function."""
+    paths, base = source.paths, source.base
+    table = image_table(source.frame.iloc[kept].reset_index(drop=True), run.findings, scores, base)
     thresholds = run.thresholds
     multiclass = run.task == "multiclass"
-    calls = decide(scores, thresholds, multiclass=multiclass, abstain=abstain).positive  # Grad-CAM: called ones
-    thumbs, heat = _thumbnails_and_cams(
-        run, [paths[i] for i in kept], table, calls, explain=explain, limit=max_thumbnails
-    )
+    thumbs: dict[str, np.ndarray] = {}
+    heat: Optional[dict[tuple[str, str], np.ndarray]] = None
+    if thumbnails:
+        calls = decide(scores, thresholds, multiclass=multiclass, abstain=abstain).positive  # Grad-CAM: called ones
+        thumbs, heat = _thumbnails_and_cams(
+            run, [paths[i] for i in kept], table, calls, explain=explain, limit=max_thumbnails
+        )
     if heatmaps_out is not None and heat:
         heatmaps_out.update(heat)
     written = write_review_report(
@@ -182,8 +275,9 @@ def _predict_into(
         approval=approval.to_dict() if approval is not None else None,
         multiclass=multiclass,
         abstain=abstain,
+        max_cards=max_cards,
     )
-    passed = not_images + [(paths[i], r) for i, r in preds.skipped]
+    passed = source.not_images + [(paths[i], r) for i, r in unreadable]
     rel = relative_paths([p for p, _ in passed], base, outside="absolute")
     left_out = [(str(p), r) for p, r in skipped] + [(q, r) for q, (_, r) in zip(rel, passed)]
     if left_out:
@@ -191,6 +285,87 @@ def _predict_into(
         write_text_atomic(out / "skipped.csv", escape_frame(frame_skipped).to_csv(index=False))
         written["skipped"] = out / "skipped.csv"
     return written
+
+
+#: study cards on review.html of a ray job (the first in review order; the CSVs and Parquet hold every study)
+RAY_REVIEW_CARDS = 10_000
+
+
+def _predict_with_ray(
+    run: Run,
+    out_dir: Path,
+    *,
+    manifest: Optional[str | Path],
+    inputs: Sequence[str],
+    study_reduce: Literal["max", "mean"],
+    explain: bool,
+    overwrite: bool,
+    loading: LoaderOptions,
+    approval: Optional[ApprovalStatus],
+    skipped: Sequence[tuple[str, str]],
+    abstain: bool,
+    options: RayOptions,
+) -> PredictionResult:
+    """predict_run with engine="ray" (see predict_run and chestxr/runs/_ray_job.py)."""
+    from chestxr.runs._ray_job import PARQUET_DIR, JobFolder, csv_as_parquet
+    from chestxr.runs._ray_predict import score_with_ray
+
+    if explain:
+        raise ConfigError(
+            "--explain is not available with --engine ray (Grad-CAM needs each image on the driver); "
+            "run plain `chestxr predict --explain` on the studies to explain"
+        )
+    options.check()
+    source = prediction_inputs(manifest, inputs)  # a bad manifest fails before the folder is touched
+    facts = {"run": str(run.run_dir), "inputs": len(source.frame), "actors": options.actors}
+    with JobFolder.open(out_dir, overwrite=overwrite, **facts) as job:
+        result = score_with_ray(
+            run, source.paths, store_dir=job.store, options=options, cache_dir=loading.cache_dir, abstain=abstain
+        )
+        job.doc.update(
+            model_sha256=result.model_sha256,
+            thresholds_sha256=result.thresholds_sha256,
+            computed=result.computed,
+            reused=result.reused,
+            skipped=len(result.skipped),
+            seconds={k: round(v, 3) for k, v in result.seconds.items()},
+        )
+        if result.skipped and loading.on_bad_image == "error":
+            i, reason = result.skipped[0]
+            job.doc.update(status="stopped: images not readable", finished_utc=_utc_now())
+            job.save()
+            raise ImageReadError(
+                source.paths[i],
+                reason + f" ({len(result.skipped)} unreadable image(s); the other results are kept in "
+                f"{job.store}: rerun with --on-bad-image skip to list them in skipped.csv)",
+            )
+        with job.final() as staged:
+            kept = np.flatnonzero(result.ok)
+            written = write_prediction_outputs(
+                staged,
+                run,
+                source,
+                kept=kept,
+                scores=result.scores[kept],
+                unreadable=result.skipped,
+                skipped=skipped,
+                study_reduce=study_reduce,
+                approval=approval,
+                abstain=abstain,
+                thumbnails=False,
+                max_cards=RAY_REVIEW_CARDS,
+            )
+            csv_as_parquet(written["predictions_csv"], staged / PARQUET_DIR)
+            written["predictions_parquet"] = staged / PARQUET_DIR
+        job.doc.update(status="complete", finished_utc=_utc_now())
+        job.save()
+    return PredictionResult(out_dir, job=out_dir / "job.json", **rebase_paths(written, staged, out_dir))
+
+
+def _utc_now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _thumbnails_and_cams(

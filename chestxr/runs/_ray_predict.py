@@ -73,7 +73,8 @@ class RayOptions:
     ``object_store_memory`` bytes (default: Ray's). ``actors`` model actors with ``gpus_per_actor`` GPUs
     (fractions share a GPU) and ``cpus_per_actor`` CPUs each (torch threads = max(1, int(cpus_per_actor)));
     decode tasks take ``decode_cpus`` CPUs and reserve ``decode_memory`` bytes each. ``part_rows``: rows per
-    result part; ``flush_seconds``: the longest a finished result waits in memory before it is written."""
+    result part (default ``$CHESTXR_RAY_PART_ROWS`` or 4096: smaller parts lose less work to a kill);
+    ``flush_seconds``: the longest a finished result waits in memory before it is written."""
 
     address: Optional[str] = None
     actors: int = 1
@@ -82,7 +83,7 @@ class RayOptions:
     decode_cpus: float = 1.0
     decode_memory: int = 512 * _MiB
     batch_size: int = 32
-    part_rows: int = 4096
+    part_rows: int = field(default_factory=lambda: int(os.environ.get("CHESTXR_RAY_PART_ROWS", "4096")))
     flush_seconds: float = 60.0
     num_cpus: Optional[int] = None
     object_store_memory: Optional[int] = None
