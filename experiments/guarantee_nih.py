@@ -34,6 +34,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -110,7 +111,9 @@ def run_seed(
         ],
     )
     t0, la0 = time.perf_counter(), loadavg()
-    run_dir = train(cfg, out_dir=out / f"seed{seed}", overwrite=True, log=log).run_dir
+    # this script's own previous run (chestxr itself never replaces a run folder)
+    shutil.rmtree(out / f"seed{seed}", ignore_errors=True)
+    run_dir = train(cfg, out_dir=out / f"seed{seed}", log=log).run_dir
     train_s = time.perf_counter() - t0
     log(f"seed {seed}: trained in {train_s:.0f} s (load {la0} -> {loadavg()})")
     rows = []
@@ -121,7 +124,7 @@ def run_seed(
         for w in caught:
             if "insufficient" in str(w.message) or "no threshold" in str(w.message):
                 log(f"  warning: {w.message}")
-        ev_dir = out / f"seed{seed}" / f"eval-{rule.replace(':', '_')}"
+        ev_dir = out / f"seed{seed}-eval-{rule.replace(':', '_')}"  # beside the run: never inside it
         evaluate_run(run_dir, split_csv["test"], ev_dir, n_boot=200, overwrite=True, loading=IN_PROCESS)
         metrics = json.loads((ev_dir / "metrics.json").read_text(encoding="utf-8"))
         per = metrics["evaluation"]["findings"] if "evaluation" in metrics else metrics["findings"]

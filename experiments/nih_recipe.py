@@ -37,6 +37,7 @@ import csv
 import math
 import os
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -214,7 +215,8 @@ def run_chestxr(
         + overrides,
     )
     started = time.perf_counter()
-    run_dir = train(config, out_dir=out_dir, overwrite=True, log=log).run_dir
+    shutil.rmtree(out_dir, ignore_errors=True)  # this script's own previous run: chestxr never replaces a run
+    run_dir = train(config, out_dir=out_dir, log=log).run_dir
     wall = time.perf_counter() - started
     with open(run_dir / "metrics.csv", encoding="utf-8") as fh:
         history = list(csv.DictReader(fh))
