@@ -1,17 +1,18 @@
 """chestxr: train, calibrate and audit multi-label chest X-ray classifiers.
 
 The workflows and what they return, as the command line has them (``chestxr train``, ``calibrate``,
-``evaluate``, ``predict``, ``approve``, ``card``, ``export``)::
+``evaluate``, ``predict``, ``approve``, ``card``, ``export``, ``monitor``)::
 
     from chestxr import load_config, train, calibrate_run, evaluate_run, predict_run
     run = train(load_config("demo", ["data.manifest=m.csv"]), out_dir="runs/x")   # a Run
     calibrate_run(run, "m.csv", split="val")            # a CalibrationResult; `run` now holds the new thresholds
     report = evaluate_run(run, "m.csv", "eval", split="test")   # an EvaluationResult (report.metrics, report.html)
-    worklist = predict_run(run, "review", inputs=["dicoms/"])    # a PredictionResult
+    worklist = predict_run(run, "review", inputs=["dicoms/"])    # a PredictionResult (and review/inference_log.jsonl)
+    watch = monitor(run.run_dir, ["review/"], window="500")       # a MonitorResult: .quiet, .alarms, .windows
 
 Everything else is in the floors, each with its public face (bottom to top): :mod:`chestxr.core`,
 :mod:`chestxr.data`, :mod:`chestxr.imaging`, :mod:`chestxr.modeling`, :mod:`chestxr.evaluation`,
-:mod:`chestxr.reporting`, :mod:`chestxr.runs`, :mod:`chestxr.pacs`, :mod:`chestxr.cli`; operating points
+:mod:`chestxr.reporting`, :mod:`chestxr.runs`, :mod:`chestxr.monitoring`, :mod:`chestxr.pacs`, :mod:`chestxr.cli`; operating points
 also at :mod:`chestxr.calibration`. The names below are imported lazily, so ``import chestxr`` stays cheap
 (no torch import).
 """
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from chestxr.data import read_manifest, split_manifest, validate_manifest, write_manifest
     from chestxr.evaluation import Guarantee, OperatingPoint
     from chestxr.imaging import LoaderOptions
+    from chestxr.monitoring import MonitorResult, monitor
     from chestxr.runs import (
         ApprovalStatus,
         CalibrationResult,
@@ -79,6 +81,8 @@ _API = {
     "export_monai_bundle": "chestxr.runs",
     "pack_run": "chestxr.runs",
     "load_packed": "chestxr.runs",
+    "monitor": "chestxr.monitoring",
+    "MonitorResult": "chestxr.monitoring",
 }
 
 __all__ = [
@@ -111,6 +115,8 @@ __all__ = [
     "export_monai_bundle",
     "pack_run",
     "load_packed",
+    "monitor",
+    "MonitorResult",
 ]
 
 

@@ -26,6 +26,7 @@ COMMANDS = [
     "card",
     "predict",
     "listen",
+    "monitor",
     "manifest",
     "cache",
     "export",

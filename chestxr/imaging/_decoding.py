@@ -27,6 +27,14 @@ META_KEYS = (
     "bit_depth",
     "voi",
     "value_range",
+    # acquisition (chestxr/imaging/_acquisition.py: monitoring's reference profile and inference log)
+    "manufacturer",
+    "manufacturer_model",
+    "software_versions",
+    "pixel_spacing",
+    "kvp",
+    "age_band",
+    "sex",
 )
 #: every format read_image accepts (by content, never by extension), for error messages
 PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")

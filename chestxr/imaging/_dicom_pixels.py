@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from chestxr.core import HeaderCheckError, ImageReadError
+from chestxr.imaging._acquisition import acquisition_meta
 from chestxr.imaging._decoding import META_KEYS, damage_hint, says_truncated
 from chestxr.imaging._decoding import rescale as _rescale
 from chestxr.imaging._decoding import short as _short
@@ -97,6 +98,29 @@ def read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nda
     return np.ascontiguousarray(out, dtype=np.float32), meta
 
 
+def read_dicom_header(path: Path, *, force: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """(metadata as :func:`read_dicom` gives it, identifiers) from the header only (no pixel decoding).
+
+    The identifiers (``patient_id``, ``study_uid``, ``sop_uid``; "" when absent) are for keyed hashing by
+    the caller and must never be written anywhere as they are. ImageReadError when the header cannot be parsed."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, force=force, stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise ImageReadError(path, f"cannot parse the DICOM header ({_short(exc)}); {damage_hint(exc)}") from None
+    _ensure_transfer_syntax(ds)
+    ids = {
+        key: str(ds.get(keyword, "") or "").strip()
+        for key, keyword in (
+            ("patient_id", "PatientID"),
+            ("study_uid", "StudyInstanceUID"),
+            ("sop_uid", "SOPInstanceUID"),
+        )
+    }
+    return _dicom_meta(ds), ids
+
+
 def _ensure_transfer_syntax(ds: Any) -> None:
     """A DICOM read with force (no preamble/file meta) may lack (0002,0010): infer it from the encoding."""
     from pydicom.dataset import FileMetaDataset
@@ -143,6 +167,7 @@ def _dicom_meta(ds: Any) -> dict[str, Any]:
         transfer_syntax=(tsyntax.name if tsyntax is not None else None),
         frames=number("NumberOfFrames") or 1,
     )
+    meta.update(acquisition_meta(ds))
     return meta
 
 

@@ -21,6 +21,27 @@ PIL_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM
 _PIL_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 
+def read_pillow_header(path: Path) -> dict[str, Any]:
+    """Metadata of a PNG/JPEG/TIFF/BMP without decoding its pixels: ``format``, ``mode``, ``rows``, ``cols``,
+    ``frames`` (the rest None). ImageReadError when Pillow cannot open it."""
+    from PIL import Image, UnidentifiedImageError
+
+    meta: dict[str, Any] = dict.fromkeys(META_KEYS)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                meta.update(
+                    format=im.format, mode=im.mode, rows=height, cols=width, frames=int(getattr(im, "n_frames", 1) or 1)
+                )
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(
+            path, f"cannot open as {format_list(pillow=True)} ({short(exc)}); {damage_hint(exc)}"
+        ) from None
+    return meta
+
+
 def read_pillow(path: Path, options: Any) -> tuple[np.ndarray, dict[str, Any]]:
     from PIL import Image, UnidentifiedImageError
 

@@ -46,6 +46,7 @@ chestxr/imaging/_read_options.py; all public names are in :mod:`chestxr.imaging`
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,8 @@ import numpy as np
 from chestxr.core import ImageReadError
 from chestxr.imaging._decoding import check_content, format_list
 from chestxr.imaging._decoding import short as _short
-from chestxr.imaging._dicom_pixels import read_dicom
-from chestxr.imaging._raster import PIL_MAGIC, read_pillow
+from chestxr.imaging._dicom_pixels import read_dicom, read_dicom_header
+from chestxr.imaging._raster import PIL_MAGIC, read_pillow, read_pillow_header
 from chestxr.imaging._read_options import ReadOptions
 
 
@@ -88,6 +89,33 @@ def read_image_with_meta(
             f"cannot read the image ({_short(exc)}); the file may be corrupt "
             "or unusual: export it again, or report it with CHESTXR_DEBUG=1",
         ) from None
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """An image file's header, read without decoding its pixels: ``meta`` (the keys of ``META_KEYS``,
+    None where absent; no identifiers) and, for DICOM, the identifiers a caller may only hash with a
+    key (``patient_id``, ``study_uid``, ``sop_uid``; "" when absent or not DICOM)."""
+
+    meta: dict[str, Any]
+    patient_id: str = ""
+    study_uid: str = ""
+    sop_uid: str = ""
+
+
+def read_image_header(path: str | os.PathLike) -> ImageHeader:
+    """The :class:`ImageHeader` of a DICOM, PNG, JPEG, TIFF or BMP file (recognised by content, as
+    :func:`read_image`). ImageReadError naming the file when it cannot be read."""
+    kind = sniff_format(path)
+    try:
+        if kind == "pillow":
+            return ImageHeader(read_pillow_header(Path(path)))
+        meta, ids = read_dicom_header(Path(path), force=kind == "dicom-nopreamble")
+        return ImageHeader(meta, ids["patient_id"], ids["study_uid"], ids["sop_uid"])
+    except ImageReadError:
+        raise
+    except Exception as exc:  # the same safety net as read_image_with_meta
+        raise ImageReadError(path, f"cannot read the image header ({_short(exc)})") from None
 
 
 def sniff_format(path: str | os.PathLike) -> str:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
         resolve_device,
         train_one_epoch,
     )
-    from chestxr.modeling._heads import get_head, head_rows_for, reset_head, set_head, transfer_findings
+    from chestxr.modeling._heads import feature_heads, get_head, head_rows_for, reset_head, set_head, transfer_findings
     from chestxr.modeling._losses import (
         MaskedBCEWithLogitsLoss,
         compute_pos_weight,
@@ -103,6 +103,7 @@ __all__ = [
     "decode_digest",
     "describe_model",
     "fit",
+    "feature_heads",
     "get_head",
     "head_rows_for",
     "hub_cache_file",

@@ -213,6 +213,11 @@ class Predictions:
     indices: np.ndarray
     skipped: list[tuple[int, str]]
     seconds: float
+    #: with ``predict(..., features=True)``: (n, D) penultimate features (the input of the final linear
+    #: layer; a OneVsRest model's members side by side) and (n, 2) mean and standard deviation of each
+    #: model input tensor, in the rows of ``logits``
+    features: Optional[np.ndarray] = None
+    input_stats: Optional[np.ndarray] = None
 
     @property
     def scores(self) -> np.ndarray:
@@ -234,8 +239,12 @@ def predict(
     total: Optional[int] = None,
     findings: Optional[Sequence[str]] = None,
     summary: bool = True,
+    features: bool = False,
 ) -> Predictions:
     """Run the model in eval mode over ``loader``; returns logits sorted by dataset index.
+
+    ``features``: also return each image's penultimate features and input statistics
+    (:class:`Predictions`), captured by a forward hook on the final linear layer(s).
 
     ``summary``: print the one-line stage summary off a terminal (chestxr/core/_progress.py);
     the training loop turns it off for validation, whose numbers are in its line per epoch.
@@ -245,33 +254,58 @@ def predict(
     non-finite output is never returned as a score."""
     model.eval()
     out_logits, out_idx, skipped = [], [], []
+    out_feats: list[torch.Tensor] = []
+    out_stats: list[torch.Tensor] = []
+    captured: list[torch.Tensor] = []
+    hooks = []
+    if features:
+        from chestxr.modeling._heads import feature_heads
+
+        for head in feature_heads(model):
+            hooks.append(head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach())))
     start = time.perf_counter()
     bar = Progress(total, description, summary=summary)
-    for batch in loader:
-        ok = batch["ok"]
-        images = batch["image"].to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images).float()
-        skipped.extend(check_bad_images(loader, batch))
-        nonfinite = non_finite_outputs(logits, batch, findings)
-        if nonfinite:
-            skipped.extend(_raise_or_list(loader, nonfinite))
-            ok = ok & ~torch.isin(batch["index"], torch.tensor([i for i, _, _ in nonfinite]))
-        keep = ok.to(logits.device)
-        out_logits.append(logits[keep].cpu())
-        out_idx.append(batch["index"][ok])
-        bar.update(1, items=int(ok.sum()))
+    try:
+        for batch in loader:
+            ok = batch["ok"]
+            images = batch["image"].to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            captured.clear()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(images).float()
+            skipped.extend(check_bad_images(loader, batch))
+            nonfinite = non_finite_outputs(logits, batch, findings)
+            if nonfinite:
+                skipped.extend(_raise_or_list(loader, nonfinite))
+                ok = ok & ~torch.isin(batch["index"], torch.tensor([i for i, _, _ in nonfinite]))
+            keep = ok.to(logits.device)
+            out_logits.append(logits[keep].cpu())
+            out_idx.append(batch["index"][ok])
+            if features:
+                feats = torch.cat([c.float().flatten(1) for c in captured], dim=1)
+                x = images.float().flatten(1)
+                out_feats.append(feats[keep].cpu())
+                out_stats.append(torch.stack([x.mean(dim=1), x.std(dim=1)], dim=1)[keep].cpu())
+            bar.update(1, items=int(ok.sum()))
+    finally:
+        for h in hooks:
+            h.remove()
     bar.close()
     logits = torch.cat(out_logits).numpy() if out_logits else np.zeros((0, 0), np.float32)
     idx = torch.cat(out_idx).numpy() if out_idx else np.zeros((0,), np.int64)
     order = np.argsort(idx, kind="stable")
+    feats_np = stats_np = None
+    if features:
+        feats_np = torch.cat(out_feats).numpy()[order] if out_feats else np.zeros((0, 0), np.float32)
+        stats_np = torch.cat(out_stats).numpy()[order] if out_stats else np.zeros((0, 2), np.float32)
     return Predictions(
         logits=logits[order],
         indices=idx[order],
         skipped=sorted(skipped),
         seconds=time.perf_counter() - start,
+        features=feats_np,
+        input_stats=stats_np,
     )
 
 

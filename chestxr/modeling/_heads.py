@@ -32,6 +32,14 @@ def get_head(model: nn.Module) -> nn.Linear:
     return model.get_submodule(HEAD_PATHS[spec_of(model).backbone])  # type: ignore[return-value]
 
 
+def feature_heads(model: nn.Module) -> list[nn.Module]:
+    """The final Linear layer(s) whose input is the model's penultimate features: one for a single model,
+    one per member (in findings order) for a OneVsRest model."""
+    if isinstance(model, OneVsRest):
+        return [get_head(model.member(i)) for i in range(len(model.members))]
+    return [get_head(model)]
+
+
 def set_head(model: nn.Module, head: nn.Linear) -> None:
     """Replace the final Linear layer of a single model (keeps ``chestxr_spec`` in step)."""
     spec = spec_of(model)

@@ -9,9 +9,14 @@ each promise. Holm's adjustment within a window holds the false-alarm rate per w
 
 Public API::
 
-    from chestxr.monitoring import Sample, Promise, MonitorSettings, monitor_samples, parse_window
-    result = monitor_samples(reference, stream, promises, MonitorSettings(alpha=0.01, window=parse_window("7d")))
+    from chestxr.monitoring import monitor                 # also chestxr.monitor
+    result = monitor("runs/nih", ["predict-out/", "listen/"], window="7d", alpha=0.01, labels="confirmed.csv",
+                     out="monitor-out")                  # monitor.html, monitor.json, alarms.csv
     result.quiet, result.alarms      # typed: MonitorResult, Alarm, WindowResult, TestResult ...
+
+    # the statistics on arrays (any reference and stream of logged predictions):
+    from chestxr.monitoring import Sample, Promise, MonitorSettings, monitor_samples, parse_window
+    result = monitor_samples(reference, stream, promises, MonitorSettings(alpha=0.01, window=parse_window("500")))
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ from chestxr.monitoring._confseq import anytime_pvalues, log_mixture, upper_boun
 from chestxr.monitoring._holm import holm_adjust
 from chestxr.monitoring._labelshift import bbse_intervals, em_prevalence, predictive_value_pvalue
 from chestxr.monitoring._mmd import EmbeddingReference, mmd_test, prepare_embedding_reference
+from chestxr.monitoring._monitor import join_labels, log_sample, monitor, promises_from_points, reference_sample
+from chestxr.monitoring._report import alarms_csv, write_monitor_outputs
 from chestxr.monitoring._results import (
     ACTION,
     Alarm,
     LabelBound,
+    LogSummary,
     MonitorResult,
     PrevalenceEstimate,
     TestResult,
@@ -40,6 +48,7 @@ __all__ = [
     "Alarm",
     "EmbeddingReference",
     "LabelBound",
+    "LogSummary",
     "METRICS",
     "MISSING",
     "MonitorError",
@@ -56,6 +65,7 @@ __all__ = [
     "Window",
     "WindowResult",
     "WindowSpec",
+    "alarms_csv",
     "anytime_pvalues",
     "bbse_intervals",
     "chi2_homogeneity",
@@ -63,14 +73,20 @@ __all__ = [
     "em_prevalence",
     "fisher_exact_two_sided",
     "holm_adjust",
+    "join_labels",
+    "log_sample",
     "ks_test",
     "log_mixture",
     "mmd_test",
+    "monitor",
     "monitor_samples",
     "parse_window",
     "predictive_value_pvalue",
     "prepare_embedding_reference",
+    "promises_from_points",
+    "reference_sample",
     "simulate_streams",
     "split_windows",
     "upper_bound",
+    "write_monitor_outputs",
 ]

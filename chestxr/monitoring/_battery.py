@@ -59,6 +59,8 @@ from chestxr.monitoring._sample import (
 from chestxr.monitoring._twosample import chi2_homogeneity, fisher_exact_two_sided, ks_test
 from chestxr.monitoring._windows import Window, WindowSpec, split_windows
 
+#: categorical fields compared among known values only (see MonitorSettings)
+KNOWN_ONLY = ("AgeBand", "Sex", "PatientSex")
 #: Monte Carlo draws at least this many, whatever the number of tests
 MIN_DRAWS = 999
 
@@ -70,7 +72,10 @@ class MonitorSettings:
     ``confidence``: level of the prevalence / PPV / NPV intervals shown; ``mmd_features`` and
     ``max_reference``: the embedding test's random features and reference cap; ``one_per_patient``
     False tests every image as if independent (for comparisons only: images of one patient are
-    correlated, so that alarms more often than ``alpha``)."""
+    correlated, so that alarms more often than ``alpha``); ``known_only``: categorical fields compared among
+    known values only (their missing share is in the summary, not tested): the demographic fields, whose
+    availability depends on the route (a manifest at calibrate, a PNG export's missing header at predict),
+    not on the patients."""
 
     alpha: float = 0.01
     window: WindowSpec = field(default_factory=lambda: WindowSpec(count=500))
@@ -79,6 +84,7 @@ class MonitorSettings:
     mmd_features: int = DEFAULT_FEATURES
     max_reference: int = DEFAULT_MAX_REFERENCE
     one_per_patient: bool = True
+    known_only: tuple[str, ...] = KNOWN_ONLY
 
     def __post_init__(self) -> None:
         check_level("--alarm-rate (alpha)", self.alpha)
@@ -95,6 +101,7 @@ class MonitorSettings:
             "mmd_features": self.mmd_features,
             "max_reference": self.max_reference,
             "one_per_patient": self.one_per_patient,
+            "known_only": list(self.known_only),
         }
 
 
@@ -228,7 +235,7 @@ def monitor_samples(
             stream = stream.take(order)
     ref = _Reference(reference, settings)
     codes = stream.patient_codes() if len(stream) else np.zeros(0, np.int64)
-    fields = _categorical_fields(ref.sample, stream)
+    fields = _categorical_fields(ref.sample, stream, settings.known_only)
     tracks = _label_tracks(stream, codes, promises)
     windows = split_windows(stream.time, len(stream), settings.window)
     bounds = _label_upper_bounds(tracks, windows, settings.alpha)
@@ -250,7 +257,9 @@ def monitor_samples(
     )
 
 
-def _categorical_fields(ref: Sample, stream: Sample) -> dict[str, _Field | None]:
+def _categorical_fields(ref: Sample, stream: Sample, known_only: Sequence[str]) -> dict[str, _Field | None]:
+    """Each categorical field coded over reference and stream together; a field in ``known_only`` counts
+    its known values only (code -1 for missing: left out of the test)."""
     out: dict[str, _Field | None] = {}
     for name in sorted(set(ref.categorical) | set(stream.categorical)):
         if name not in ref.categorical or name not in stream.categorical:
@@ -258,9 +267,12 @@ def _categorical_fields(ref: Sample, stream: Sample) -> dict[str, _Field | None]
             continue
         r = _normalise_categories(ref.categorical[name])
         s = _normalise_categories(stream.categorical[name])
-        codes, cats = pd.factorize(np.concatenate([r, s]), use_na_sentinel=False)
-        codes = np.asarray(codes, dtype=np.int64)
-        ref_counts = np.bincount(codes[: r.size], minlength=len(cats))
+        both = np.concatenate([r, s])
+        codes = np.full(both.size, -1, dtype=np.int64)
+        keep = both != MISSING if name in known_only else np.ones(both.size, dtype=bool)
+        sub, cats = pd.factorize(both[keep], use_na_sentinel=False)
+        codes[keep] = sub
+        ref_counts = np.bincount(codes[: r.size][codes[: r.size] >= 0], minlength=len(cats))
         out[name] = _Field(name, np.asarray(cats, dtype=object), ref_counts, codes[r.size :])
     return out
 
@@ -362,7 +374,8 @@ def _test_window(
                 f"field not in the {side}",
             )
             continue
-        win_counts = np.bincount(fld.stream_codes[rows], minlength=fld.categories.size)
+        win_codes = fld.stream_codes[rows]
+        win_counts = np.bincount(win_codes[win_codes >= 0], minlength=fld.categories.size)
         x2, p, method = chi2_homogeneity(fld.ref_counts, win_counts, rng, b_max=b_max)
         add(
             f"input.{name}",
@@ -373,7 +386,12 @@ def _test_window(
             p,
             int(fld.ref_counts.sum()),
             int(win_counts.sum()),
-            _category_summary(name, fld.categories, fld.ref_counts, win_counts),
+            _category_summary(name, fld.categories, fld.ref_counts, win_counts)
+            + (
+                f" (missing left out: {int((fld.stream_codes[rows] < 0).sum())} of {rows.size} in the window)"
+                if name in settings.known_only
+                else ""
+            ),
             everyone,
         )
     # inputs: numeric fields

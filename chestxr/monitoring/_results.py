@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -186,6 +186,24 @@ class WindowResult:
 
 
 @dataclass(frozen=True)
+class LogSummary:
+    """What was read: log ``files``, ``entries`` compared, ``torn_lines`` skipped (file:line), ``duplicates``
+    left out, ``other_runs`` (entries of other weights / thresholds / profile, left out, per key),
+    ``labelled`` entries joined to a confirmed label, ``labels_unmatched`` label rows that matched no entry."""
+
+    files: tuple[str, ...]
+    entries: int
+    torn_lines: tuple[str, ...] = ()
+    duplicates: int = 0
+    other_runs: dict[str, int] = field(default_factory=dict)
+    labelled: int = 0
+    labels_unmatched: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+
+@dataclass(frozen=True)
 class MonitorResult:
     """Everything the monitor found. ``alpha`` is the false-alarm rate per window (Holm across the
     window's tests); ``quiet`` is True when no window alarmed."""
@@ -199,6 +217,7 @@ class MonitorResult:
     n_reference_patients: int
     n_images: int
     settings: dict[str, Any] = field(default_factory=dict)
+    log: Optional[LogSummary] = None
 
     @property
     def alarms(self) -> tuple[Alarm, ...]:
@@ -226,6 +245,7 @@ class MonitorResult:
                 "n_reference_patients": self.n_reference_patients,
                 "n_images": self.n_images,
                 "settings": self.settings,
+                "log": None if self.log is None else self.log.to_dict(),
                 "alarms": [a.to_dict() for a in self.alarms],
                 "windows": [w.to_dict() for w in self.windows],
             }

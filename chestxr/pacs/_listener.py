@@ -452,6 +452,7 @@ class Listener:
                     make_heatmaps=self.store_heatmaps,
                     skipped_studies=left_out,  # (path, reason): they head skipped.csv
                     require_approval=self.require_approval,
+                    inference_log=self.out / "inference_log.jsonl",  # chestxr monitor's log, appended per study
                 )
                 res = results[0]
                 # here the round's outputs (``written``: predictions.csv, study_predictions.csv...) are complete

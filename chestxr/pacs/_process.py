@@ -60,12 +60,14 @@ def predict_staging(
     make_heatmaps: bool = False,
     skipped_studies: Sequence[tuple[str, str]] = (),
     require_approval: bool = False,
+    inference_log: bool | str | Path = True,
 ) -> tuple[dict[str, Path], list[StudyResult]]:
     """Predict the staged studies into ``out`` (predictions.csv, study_predictions.csv, review.html,
     skipped.csv) and return one :class:`StudyResult` per study (with its SR / heat maps when asked).
     ``skipped_studies``: (study key, reason) of studies that never reached the staging folder (a failed
     retrieval); they head skipped.csv. ``require_approval``: ApprovalError before any work unless the run is
     approved as it stands (the listener checks every study, so an approval that turns void files no SR).
+    ``inference_log``: as :func:`chestxr.runs.predict_run`'s (the listener passes its one append-only log).
 
     A study none of whose instances the run accepts gets n_images 0 and no SR. When no study has an
     image at all, only skipped.csv is written and ``written`` has just that.
@@ -95,6 +97,8 @@ def predict_staging(
         loading=loading,
         skipped=skipped,
         heatmaps_out=heat,
+        inference_log=inference_log,
+        log_source="listen" if not isinstance(inference_log, bool) else "predict",
     ).files()
     _fill_results(
         run, staging, written, results, study_reduce=study_reduce, make_sr=make_sr, heat=heat if make_heatmaps else None

@@ -21,7 +21,10 @@ has no usable labels for a finding, its previous operating point is kept and mar
 stored threshold is refused unless ``force``.
 
 thresholds.json is written here only, from the typed :class:`~chestxr.runs.CalibrationResult`, in the same
-transaction as model.json (:func:`chestxr.runs.update_metadata`); :func:`read_thresholds` reads it back.
+transaction as model.json (:func:`chestxr.runs.update_metadata`); :func:`read_thresholds` reads it back. The
+same transaction writes reference_profile.json (:mod:`chestxr.runs._reference_profile`): the calibration
+images' scores, calls, labels, embedding sketch and acquisition fields, which ``chestxr monitor`` compares
+the inference log with.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from chestxr.core import CalibrationError, normalize_id
+from chestxr.core import CalibrationError, KeyedHasher, hash_file, normalize_id
 from chestxr.data import match_findings
 from chestxr.evaluation import (
     EceChange,
@@ -41,15 +44,18 @@ from chestxr.evaluation import (
     ProbabilityCalibrator,
     bootstrap_intervals,
     compare_ece,
+    decide,
     fit_probability_calibrator,
     fit_thresholds,
 )
 from chestxr.imaging import LoaderOptions
 from chestxr.runs._checkpoint import update_metadata
-from chestxr.runs._folder import RunFolder, read_run_json
+from chestxr.runs._folder import REFERENCE_PROFILE_FILE, RunFolder, read_run_json
 from chestxr.runs._metadata import CalibrationPlan, CalibrationResult, CalibrationSummary, RunMetadata
-from chestxr.runs._patients import check_not_training_patients
-from chestxr.runs._run import RunLike, as_run
+from chestxr.runs._observations import call_codes, observe_images
+from chestxr.runs._patients import check_not_training_patients, load_or_create_key
+from chestxr.runs._reference_profile import ReferenceProfile, build_reference_profile
+from chestxr.runs._run import LabeledScores, Run, RunLike, as_run
 
 PROBABILITY_METHODS = ("temperature", "platt", "isotonic")
 
@@ -96,7 +102,7 @@ def calibrate_run(
         n_boot=n_boot,
         level=level,
     )
-    scored = run.score_labeled(manifest, split=split, loading=loading)
+    scored = run.score_labeled(manifest, split=split, loading=loading, features=True)
     labeled, logits, kept = scored.labeled, scored.logits, scored.kept
     overlap = check_not_training_patients(
         run.run_dir, run.metadata, scored.patient_ids, force=force, what="calibration"
@@ -162,15 +168,63 @@ def calibrate_run(
         rules=plan,
     )
     result = CalibrationResult(summary, points)
-    # thresholds.json and model.json: one transaction under the run folder's lock, version taken there
+    profile = _reference_profile(run, scored, scores, np.where(mask, y_true, np.nan), points, split=split, seed=seed)
+    # thresholds.json, reference_profile.json and model.json: one transaction under the run folder's lock
     new = update_metadata(
         run.run_dir,
         {"thresholds": points, "probability_calibration": calibrator, "calibration": summary},
         reason=f"calibrate on {Path(manifest).name}" + (f" split={split}" if split else ""),
-        companions=lambda version: {run.folder.thresholds.name: replace(result, model_version=version).to_json()},
+        companions=lambda version: {
+            run.folder.thresholds.name: replace(result, model_version=version).to_json(),
+            REFERENCE_PROFILE_FILE: profile.to_bytes(),
+        },
     )
     run._updated(new)
     return replace(result, model_version=new.version)
+
+
+def _reference_profile(
+    run: Run,
+    scored: LabeledScores,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    points: Sequence[OperatingPoint],
+    *,
+    split: Optional[str],
+    seed: int,
+) -> ReferenceProfile:
+    """The calibration images as the monitor will compare the inference log with them
+    (:mod:`chestxr.runs._reference_profile`): calls at the new operating points, keyed hashes under the
+    run's key, acquisition fields from the manifest (age, sex) and the headers, the sketch of the features."""
+    thresholds = np.array([p.threshold for p in points], dtype=np.float64)
+    multiclass = run.task == "multiclass"
+    decisions = decide(scores, thresholds, multiclass=multiclass)
+    frame = scored.labeled.frame.iloc[scored.kept]
+
+    def column(name: str) -> Optional[list]:
+        return frame[name].tolist() if name in frame.columns else None
+
+    observations = observe_images(
+        [scored.labeled.paths[i] for i in scored.kept],
+        KeyedHasher(load_or_create_key(run.run_dir)),
+        input_stats=scored.input_stats,
+        features=scored.features,
+        patient_ids=column("patient_id"),
+        study_ids=column("study_id"),
+        ages=column("age"),
+        sexes=column("sex"),
+    )
+    return build_reference_profile(
+        findings=run.findings,
+        thresholds=thresholds,
+        model_sha256=run.metadata.weights_sha256 or hash_file(run.folder.weights),
+        observations=observations,
+        scores=scores,
+        calls=call_codes(decisions.positive, decisions.calibrated, multiclass=multiclass),
+        labels=labels,
+        split=split or "",
+        seed=seed,
+    )
 
 
 def read_thresholds(run_dir: str | Path) -> Optional[CalibrationResult]:

@@ -201,7 +201,8 @@ def update_metadata(
     Serialised and transactional: everything happens under the run folder's lock (RunBusyError after
     ``lock_timeout`` s, default $CHESTXR_LOCK_TIMEOUT or 60), so the version number is read under the
     lock and concurrent updates never lose one another. ``companions(new_version)`` returns other JSON
-    files of the run folder ({"thresholds.json": {...}}) written in the same transaction as model.json
+    files of the run folder ({"thresholds.json": {...}}; bytes are written as they are, e.g. the reference
+    profile's canonical JSON) written in the same transaction as model.json
     (:func:`chestxr.core.commit_files`): both change or neither does.
     """
     run_dir = RunFolder(run_dir).path
@@ -228,7 +229,9 @@ def update_metadata(
         commit_files(
             run_dir,
             {
-                name: (json.dumps(to_jsonable(doc), indent=2, allow_nan=False) + "\n").encode()
+                name: doc
+                if isinstance(doc, bytes)
+                else (json.dumps(to_jsonable(doc), indent=2, allow_nan=False) + "\n").encode()
                 for name, doc in files.items()
             },
         )

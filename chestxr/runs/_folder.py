@@ -9,13 +9,13 @@ run-folder JSON file goes through. Everything a run folder holds is read and wri
       model.json           RunMetadata (typed, _metadata.py)            _checkpoint.py (new versions: update_metadata)
       model.vN.json        earlier model.json versions                  _checkpoint.py
       thresholds.json      the last calibration (CalibrationResult)     _calibrate.py, committed with model.json
-      patient_hash.key     the key of the training-patient hashes       _patients.py
+      patient_hash.key     the run's key: training-patient hashes, the approval HMAC, the monitor's hashes   _patients.py
       last/                what --resume needs                          _resume.py
       metrics.csv          one row per epoch                            _train.py
       skipped.csv          images skipped while training                _train.py
       tb/                  TensorBoard event files (train.tensorboard)  chestxr.modeling's training loop
-      reference_profile.json   RESERVED (issue 23): the reference profile calibrate will write and an
-                           approval will bind (:data:`REFERENCE_PROFILE_FILE`, not written yet)
+      reference_profile.json   the calibration images as the monitor sees them (ReferenceProfile)   _calibrate.py,
+                           committed with model.json and thresholds.json; bound by an approval
       .lock, .transaction.json   the folder lock and the journal of a two-file commit (chestxr.core)
       .torchelastic.json   the torchrun job writing the folder (elastic restarts resume it)   _resume.py
 
@@ -63,7 +63,7 @@ class RunFolder:
     """The paths of a run folder's files (see the module docstring). ``RunFolder(path)`` also accepts the
     path of its model.json or model.safetensors. Plain attributes: ``weights`` (model.safetensors),
     ``metadata`` (model.json), ``config``, ``splits``, ``thresholds``, ``patient_key``, ``last``, ``metrics``,
-    ``skipped``, ``tensorboard`` and, reserved for issue 23, ``reference_profile``."""
+    ``skipped``, ``tensorboard`` and ``reference_profile``."""
 
     path: Path
     weights: Path
@@ -93,7 +93,7 @@ class RunFolder:
             "metrics": METRICS_FILE,
             "skipped": SKIPPED_FILE,
             "tensorboard": TENSORBOARD_DIR,
-            "reference_profile": REFERENCE_PROFILE_FILE,  # reserved (issue 23), not written yet
+            "reference_profile": REFERENCE_PROFILE_FILE,
         }
         for attr, name in names.items():
             object.__setattr__(self, attr, path / name if name else path)

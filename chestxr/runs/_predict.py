@@ -1,7 +1,8 @@
 """``predict_run``: predict a manifest or image files/folders with a run and write the review worklist.
 
 review.html (per-image and per-study cards, thumbnails, optional Grad-CAM maps), predictions.csv,
-study_predictions.csv and skipped.csv; the output folder is staged and swapped in only when complete. The PACS
+study_predictions.csv, skipped.csv and inference_log.jsonl (for chestxr monitor); the output folder is staged and
+swapped in only when complete. The PACS
 floor (chestxr.pacs) calls it per study. Inputs without a manifest (files, folders, their study keys) are read by
 :func:`chestxr.imaging.walk_inputs` and :func:`chestxr.imaging.study_keys_for_files`.
 """
@@ -9,6 +10,7 @@ floor (chestxr.pacs) calls it per study. Inputs without a manifest (files, folde
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Sequence
@@ -38,6 +40,8 @@ from chestxr.imaging import (
 from chestxr.reporting import grad_cam, image_table, write_review_report
 from chestxr.runs._approval import ApprovalStatus, approval_status
 from chestxr.runs._approval import require_approval as refuse_unapproved
+from chestxr.runs._inference_log import LOG_FILE, log_predictions
+from chestxr.runs._observations import call_codes
 from chestxr.runs._output_guard import guard_run_output, refuse_run_folder
 from chestxr.runs._ray_predict import RayOptions
 from chestxr.runs._run import Run, RunLike, as_run
@@ -56,12 +60,14 @@ class PredictionResult:
     #: engine="ray" only: the job's job.json and predictions.csv as Parquet parts (a folder)
     job: Optional[Path] = None
     predictions_parquet: Optional[Path] = None
+    inference_log: Optional[Path] = None
 
     def files(self) -> dict[str, Path]:
-        """{"html", "predictions_csv", "study_predictions_csv"[, "skipped", "predictions_parquet", "job"]} -> paths."""
+        """{"html", "predictions_csv", "study_predictions_csv"[, "skipped", "predictions_parquet", "job",
+        "inference_log"]} -> paths."""
         out = {"html": self.html, "predictions_csv": self.predictions_csv}
         out["study_predictions_csv"] = self.study_predictions_csv
-        for name in ("skipped", "predictions_parquet", "job"):
+        for name in ("skipped", "predictions_parquet", "job", "inference_log"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -84,6 +90,8 @@ def predict_run(
     abstain: bool = False,
     engine: str = "plain",
     ray: Optional[RayOptions] = None,
+    inference_log: bool | str | Path = True,
+    log_source: str = "predict",
 ) -> PredictionResult:
     """Predict a manifest or files/folders (DICOM folders need no manifest) and write the review worklist.
 
@@ -105,6 +113,13 @@ def predict_run(
 
     review.html carries the run's approval status (:func:`chestxr.runs.approval_status`); with
     ``require_approval`` a run that is not approved is refused (ApprovalError) before any work.
+
+    ``inference_log``: for ``chestxr monitor`` (:mod:`chestxr.runs._inference_log`), one entry per predicted
+    image: True (default) writes ``out_dir/inference_log.jsonl``; a path appends to that log instead (the
+    listener's one log across studies); False writes none. A run never calibrated logs nothing (no signed
+    operating point to monitor); one calibrated before chestxr made reference profiles logs nothing, with a
+    warning: calibrate it again to monitor it. ``engine="ray"`` writes no log yet (its workers return no
+    penultimate features, which the log's embedding sketch needs).
 
     ``run``: a :class:`~chestxr.runs.Run` or a run folder (always its current operating points). The folder is
     built under a temporary name and swapped in only when complete (:func:`chestxr.core.staged_output_dir`);
@@ -150,8 +165,26 @@ def predict_run(
             skipped=skipped,
             heatmaps_out=heatmaps_out,
             abstain=abstain,
+            inference_log=_log_target(run, staged, inference_log),
+            log_source=log_source,
         )
     return PredictionResult(Path(out_dir), **rebase_paths(written, staged, Path(out_dir)))
+
+
+def _log_target(run: Run, staged: Path, inference_log: bool | str | Path) -> Optional[Path]:
+    """Where this prediction's log entries go (None: not logged)."""
+    if inference_log is False:
+        return None
+    if not run.folder.reference_profile.is_file():
+        if not run.calibrated:  # no signed operating point yet: nothing to monitor
+            return None
+        warnings.warn(
+            f"{run.run_dir}: no reference profile (calibrated before chestxr made one): nothing is logged for "
+            "chestxr monitor; run chestxr calibrate again (then approve) to monitor this run",
+            stacklevel=3,
+        )
+        return None
+    return staged / LOG_FILE if inference_log is True else Path(inference_log)
 
 
 def _predict_into(
@@ -168,16 +201,19 @@ def _predict_into(
     skipped: Sequence[tuple[str, str]] = (),
     heatmaps_out: Optional[dict] = None,
     abstain: bool = False,
+    inference_log: Optional[Path] = None,
+    log_source: str = "predict",
 ) -> dict[str, Path]:
     """predict_run's work, written into the (staged) folder ``out``."""
     source = prediction_inputs(manifest, inputs)
-    preds = run.logits(source.paths, loading=loading)
-    return write_prediction_outputs(
+    preds = run.logits(source.paths, loading=loading, features=inference_log is not None)
+    scores = run.scores_from_logits(preds.logits)
+    written = write_prediction_outputs(
         out,
         run,
         source,
         kept=preds.indices,
-        scores=run.scores_from_logits(preds.logits),
+        scores=scores,
         unreadable=preds.skipped,
         skipped=skipped,
         study_reduce=study_reduce,
@@ -187,6 +223,31 @@ def _predict_into(
         heatmaps_out=heatmaps_out,
         abstain=abstain,
     )
+    if inference_log is not None:
+        rows = source.frame.iloc[preds.indices]
+
+        def column(name: str) -> Optional[list]:  # a manifest's columns; for files the header decides
+            return rows[name].tolist() if manifest is not None and name in rows.columns else None
+
+        multiclass = run.task == "multiclass"
+        decisions = decide(scores, run.thresholds, multiclass=multiclass, abstain=abstain)
+        log_predictions(
+            run,
+            inference_log,
+            paths=[source.paths[i] for i in preds.indices],
+            features=preds.features,
+            input_stats=preds.input_stats,
+            scores=scores,
+            calls=call_codes(decisions.positive, decisions.calibrated, multiclass=multiclass),
+            patient_ids=column("patient_id"),
+            study_ids=column("study_id"),
+            ages=column("age"),
+            sexes=column("sex"),
+            source=log_source,
+        )
+        if inference_log.parent == out:
+            written["inference_log"] = inference_log
+    return written
 
 
 @dataclass

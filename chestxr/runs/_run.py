@@ -156,9 +156,15 @@ class Run:
     # ------------------------------------------------------------------ inference
 
     def logits(
-        self, paths: Sequence[str | Path], *, loading: LoaderOptions = LoaderOptions(), channels_last: bool = True
+        self,
+        paths: Sequence[str | Path],
+        *,
+        loading: LoaderOptions = LoaderOptions(),
+        channels_last: bool = True,
+        features: bool = False,
     ) -> Predictions:
-        """Logits (n_ok, f) for ``paths``, in path order; unreadable ones in ``.skipped`` with on_bad_image=skip."""
+        """Logits (n_ok, f) for ``paths``, in path order; unreadable ones in ``.skipped`` with on_bad_image=skip.
+        ``features``: also the penultimate features and input statistics (``Predictions.features``)."""
         ds = build_dataset(
             paths=[str(p) for p in paths],
             targets=None,
@@ -188,6 +194,7 @@ class Run:
             channels_last=channels_last,
             total=len(sampler),
             findings=self.findings,
+            features=features,
         )
 
     def scores_from_logits(self, logits: np.ndarray, *, calibrated: bool = True) -> np.ndarray:
@@ -237,15 +244,21 @@ class Run:
         )
 
     def score_labeled(
-        self, manifest: str | Path, *, split: Optional[str] = None, loading: LoaderOptions = LoaderOptions()
+        self,
+        manifest: str | Path,
+        *,
+        split: Optional[str] = None,
+        loading: LoaderOptions = LoaderOptions(),
+        features: bool = False,
     ) -> LabeledScores:
         """Score the rows of a labelled manifest (``split`` only, when given) with this run: the labelled
-        rows (the run's findings and label policy), the logits of those that were read, and the skipped ones."""
+        rows (the run's findings and label policy), the logits of those that were read, and the skipped ones
+        (``features``: with the penultimate features and input statistics of the kept rows)."""
         labeled = load_labeled_set(
             manifest, findings=self.findings, policy=self.label_policy, split=split, seed=self.metadata.seed
         )
-        preds = self.logits(labeled.paths, loading=loading)
-        return LabeledScores(labeled, preds.logits, preds.indices, preds.skipped)
+        preds = self.logits(labeled.paths, loading=loading, features=features)
+        return LabeledScores(labeled, preds.logits, preds.indices, preds.skipped, preds.features, preds.input_stats)
 
 
 @dataclass
@@ -257,6 +270,8 @@ class LabeledScores:
     logits: np.ndarray
     kept: np.ndarray
     skipped: list[tuple[int, str]]
+    features: Optional[np.ndarray] = None  # (n_kept, D) with score_labeled(features=True)
+    input_stats: Optional[np.ndarray] = None  # (n_kept, 2)
 
     @property
     def patient_ids(self) -> np.ndarray:

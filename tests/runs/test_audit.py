@@ -248,8 +248,10 @@ def test_approve_binds_thresholds_and_recalibration_voids_it(tiny_run_copy, synt
     # re-calibration changes the thresholds: the approval is void, predict --require-approval refuses
     assert _calibrate(run, synth_manifest, "f1") == 0
     status = approval_status(run)
-    assert status.state == "void" and "the thresholds changed since the approval" in status.reason
-    assert status.changed == ("thresholds",)
+    # calibrate rewrites the thresholds and the reference profile (issue 23) in one transaction: both are named
+    assert status.state == "void" and "the thresholds, the reference profile" in status.reason
+    assert "changed since the approval" in status.reason
+    assert status.changed == ("thresholds", "reference_profile")
     capsys.readouterr()
     assert main(args + ["--out", str(tmp_path / "pred2"), "--require-approval"]) == 2
     err = capsys.readouterr().err

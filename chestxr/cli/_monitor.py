@@ -1,0 +1,82 @@
+"""``chestxr monitor``: watch a signed-off run in use; exit 0 when quiet, 3 on any alarm (for cron), 2 on error."""
+
+from __future__ import annotations
+
+import argparse
+
+#: the exit code when any window alarmed (0: no alarm; 2: an error, as every chestxr command)
+EXIT_ALARM = 3
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number; give the false-alarm rate per window, e.g. 0.01"
+        ) from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1); give the false-alarm rate per window, e.g. 0.01")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "monitor",
+        help="compare the inference log of a signed-off run with its reference profile; exit 3 on an alarm",
+        description="Windows of the inference log that predict and listen write (inference_log.jsonl) are "
+        "compared with the reference profile calibrate stored (RUN/reference_profile.json), one image per "
+        "patient: acquisition fields (chi-squared, exact when counts are small), image statistics and scores "
+        "(Kolmogorov-Smirnov), the embedding sketch (MMD, permutation p-value), positive-call rates (Fisher's "
+        "exact test), the prevalence under label shift and the PPV/NPV it implies, and, with --labels, each "
+        "promise against confirmed labels (anytime-valid confidence sequence). Holm's adjustment within a "
+        "window keeps the chance that a window where nothing changed alarms at or below --alarm-rate. Writes "
+        "monitor.html, monitor.json and alarms.csv to --out. Exit 0: no alarm; 3: alarm (each names the promise "
+        "it threatens; action: re-calibrate, then re-approve); 2: error.",
+    )
+    p.add_argument("--checkpoint", required=True, help="run folder (calibrated: it holds the reference profile)")
+    p.add_argument("logs", nargs="+", metavar="LOG_OR_FOLDER", help="inference_log.jsonl files or folders holding them")
+    p.add_argument("--out", required=True, help="output folder (monitor.html, monitor.json, alarms.csv)")
+    p.add_argument("--window", default="500", help="images per window (500) or a span of time (7d, 12h, 2w)")
+    p.add_argument("--labels", default=None, metavar="MANIFEST", help="a manifest of confirmed findings (1/0)")
+    p.add_argument("--alarm-rate", type=_rate, default=0.01, help="false-alarm rate per window (default 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations and the one-image-per-patient choice")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from chestxr.monitoring import monitor
+
+    result = monitor(
+        args.checkpoint,
+        args.logs,
+        window=args.window,
+        alpha=args.alarm_rate,
+        labels=args.labels,
+        seed=args.seed,
+        out=args.out,
+        overwrite=args.overwrite,
+    )
+    alarms = result.alarms
+    n = len(result.windows)
+    if not alarms:
+        print(
+            f"no alarm in {n} window(s) of {result.window} ({result.n_images:,} logged images; false-alarm rate "
+            f"{result.alpha} per window): {args.out}/monitor.html"
+        )
+        return 0
+    windows = sorted({a.window for a in alarms})
+    print(
+        f"ALARM: {len(alarms)} alarm(s) in {len(windows)} of {n} window(s) (false-alarm rate {result.alpha} per window)"
+    )
+    for a in alarms[:10]:
+        print(
+            f"  window {a.window} ({a.begins or ''}..{a.ends or ''}): {a.test}: {a.summary}; threatens: "
+            f"{'; '.join(a.threatens)}"
+        )
+    if len(alarms) > 10:
+        print(f"  ... {len(alarms) - 10} more in {args.out}/alarms.csv")
+    print(f"action: {alarms[0].action}")
+    print(f"report: {args.out}/monitor.html")
+    return EXIT_ALARM
