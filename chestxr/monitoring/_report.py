@@ -189,7 +189,7 @@ def alarms_csv(result: MonitorResult) -> str:
     """alarms.csv text: one row per alarm (:data:`ALARM_COLUMNS`), cells escaped against formulas."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(ALARM_COLUMNS)
+    w.writerow(escape_row(ALARM_COLUMNS))
     for a in result.alarms:
         w.writerow(
             escape_row(
