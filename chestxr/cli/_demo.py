@@ -62,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from chestxr.runs import DEMO_MARKER, guard_output
 
     previous = Path(args.out)
-    if args.overwrite and (previous / DEMO_MARKER).is_file():  # a previous demo: its own run inside, nothing else
+    # a previous demo (marked; or, made before the marker, its data/manifest_split.csv beside run/model.json):
+    # its own run inside, nothing else
+    made_by_demo = (previous / DEMO_MARKER).is_file() or (
+        (previous / "data" / "manifest_split.csv").is_file() and (previous / "run" / "model.json").is_file()
+    )
+    if args.overwrite and made_by_demo:
         guard_output(previous, own_run=previous / "run")
         shutil.rmtree(previous)
     else:

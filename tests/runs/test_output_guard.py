@@ -195,3 +195,29 @@ def test_the_python_api_refuses_too(run, tmp_path):
 
     with pytest.raises(ProtectedPathError, match="run folder"):
         predict_run(run, run / "p", inputs=[str(tmp_path)], overwrite=True)
+
+
+def test_demo_overwrite_replaces_a_folder_the_demo_made(tmp_path, capsys, monkeypatch):
+    """`make demo` twice: --overwrite replaces a previous demo folder (marked, or laid out as the demo lays it
+    out), not a run or any other folder; the old run goes with it (it is the demo's own)."""
+    from chestxr.runs import DEMO_MARKER
+
+    calls = []
+    import chestxr.runs as runs
+
+    def fake_train(config, *, out_dir, **kw):  # the demo's steps after the folder check are not under test here
+        calls.append(out_dir)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(runs, "train", fake_train)
+    for marked in (True, False):
+        demo = tmp_path / f"demo-{marked}"
+        (demo / "run").mkdir(parents=True)
+        (demo / "run" / "model.json").write_text("{}")
+        (demo / "data").mkdir()
+        (demo / "data" / "manifest_split.csv").write_text("x")
+        if marked:
+            (demo / DEMO_MARKER).write_text("")
+        with pytest.raises(SystemExit):
+            main(["demo", "--out", str(demo), "--overwrite", "--images", "40"])
+        assert calls[-1] == demo / "run" and not (demo / "run" / "model.json").exists()
