@@ -17,9 +17,7 @@ import numpy as np
 
 from chestxr.core import HeaderCheckError, ImageReadError
 from chestxr.imaging._acquisition import acquisition_meta
-from chestxr.imaging._decoding import META_KEYS, damage_hint, says_truncated
-from chestxr.imaging._decoding import rescale as _rescale
-from chestxr.imaging._decoding import short as _short
+from chestxr.imaging._decoding import META_KEYS, damage_hint, rescale, says_truncated, short
 from chestxr.imaging._read_options import ReadOptions
 
 _GRAY = ("MONOCHROME1", "MONOCHROME2")
@@ -31,7 +29,7 @@ def read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nda
     try:
         ds = pydicom.dcmread(path, force=force)
     except Exception as exc:  # pydicom raises many types for broken files
-        raise ImageReadError(path, f"cannot parse the DICOM header ({_short(exc)}); {damage_hint(exc)}") from None
+        raise ImageReadError(path, f"cannot parse the DICOM header ({short(exc)}); {damage_hint(exc)}") from None
     _ensure_transfer_syntax(ds)
     meta = _dicom_meta(ds)
     if "PixelData" not in ds:
@@ -71,7 +69,7 @@ def read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nda
                 "pylibjpeg-libjpeg pylibjpeg-openjpeg pylibjpeg-rle"
             )
         raise ImageReadError(
-            path, f"cannot decode the pixel data ({meta['transfer_syntax']}: {_short(exc)}); {hint}"
+            path, f"cannot decode the pixel data ({meta['transfer_syntax']}: {short(exc)}); {hint}"
         ) from None
     if arr.ndim == 3 and meta["frames"] > 1 and arr.shape[0] == meta["frames"]:
         arr = arr[0]  # decoder ignored the index option
@@ -86,7 +84,7 @@ def read_dicom(path: Path, options: ReadOptions, *, force: bool) -> tuple[np.nda
         raise
     except Exception as exc:
         raise ImageReadError(
-            path, f"cannot apply the DICOM LUTs ({_short(exc)}); try preprocessing.voi: ignore"
+            path, f"cannot apply the DICOM LUTs ({short(exc)}); try preprocessing.voi: ignore"
         ) from None
     if out.ndim != 2:
         raise ImageReadError(
@@ -108,7 +106,7 @@ def read_dicom_header(path: Path, *, force: bool) -> tuple[dict[str, Any], dict[
     try:
         ds = pydicom.dcmread(path, force=force, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises many types for broken files
-        raise ImageReadError(path, f"cannot parse the DICOM header ({_short(exc)}); {damage_hint(exc)}") from None
+        raise ImageReadError(path, f"cannot parse the DICOM header ({short(exc)}); {damage_hint(exc)}") from None
     _ensure_transfer_syntax(ds)
     ids = {
         key: str(ds.get(keyword, "") or "").strip()
@@ -217,7 +215,7 @@ def _gray_pipeline(ds: Any, arr: np.ndarray, options: ReadOptions, path: Path) -
         )
         x = np.asarray(arr, dtype=np.float32)
         lo, hi = float(x.min()), float(x.max())
-        return _rescale(x, lo, hi), "minmax", [lo, hi]
+        return rescale(x, lo, hi), "minmax", [lo, hi]
     x = apply_modality_lut(arr, ds)
     if options.voi == "window":
         c, w = options.window  # type: ignore[misc]
@@ -230,7 +228,7 @@ def _gray_pipeline(ds: Any, arr: np.ndarray, options: ReadOptions, path: Path) -
         table = apply_voi(np.arange(first, first + n_entries, dtype=np.int64), ds, index=0)
         lo, hi = float(table.min()), float(table.max())
         y = apply_voi(xi, ds, index=0).astype(np.float32)
-        return _rescale(y, lo, hi), "voi_lut", [lo, hi]
+        return rescale(y, lo, hi), "voi_lut", [lo, hi]
     if options.voi == "auto" and "WindowCenter" in ds and "WindowWidth" in ds:
         c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
         function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
@@ -240,7 +238,7 @@ def _gray_pipeline(ds: Any, arr: np.ndarray, options: ReadOptions, path: Path) -
         warnings.warn(f"{path}: ignoring invalid window center/width {c}/{w}; using the image min/max", stacklevel=4)
     x = np.asarray(x, dtype=np.float32)
     lo, hi = float(x.min()), float(x.max())
-    return _rescale(x, lo, hi), "minmax", [lo, hi]
+    return rescale(x, lo, hi), "minmax", [lo, hi]
 
 
 def _rescale_usable(ds: Any) -> bool:
@@ -302,7 +300,7 @@ def _color_to_gray(
     if not testable:
         raise ValueError(f"expected an RGB array, got shape {arr.shape}")
     gray = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
-    return _rescale(gray, 0.0, hi), "color->gray", [0.0, hi]
+    return rescale(gray, 0.0, hi), "color->gray", [0.0, hi]
 
 
 def _first(value: Any) -> Optional[float]:

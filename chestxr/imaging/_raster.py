@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from chestxr.core import ImageReadError
-from chestxr.imaging._decoding import ACCEPTED_FORMATS, META_KEYS, PIL_FORMATS, damage_hint, format_list, short
-from chestxr.imaging._decoding import rescale as _rescale
+from chestxr.imaging._decoding import ACCEPTED_FORMATS, META_KEYS, PIL_FORMATS, damage_hint, format_list, rescale, short
 from chestxr.imaging._grey_content import describe_spread, is_grey, pillow_spread
 
 PIL_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
@@ -121,7 +120,7 @@ def _pillow_to_gray(im: Any) -> tuple[np.ndarray, int]:
     if mode == "F":
         arr = np.asarray(im, dtype=np.float32)
         lo, hi = float(arr.min()), float(arr.max())
-        return _rescale(arr, lo, hi), 32
+        return rescale(arr, lo, hi), 32
     if mode != "L":
         im = im.convert("L")  # RGB/RGBA/P/LA/1/CMYK/YCbCr -> luma, alpha dropped
     arr = np.asarray(im).astype(np.float32)

@@ -53,8 +53,7 @@ from typing import Any
 import numpy as np
 
 from chestxr.core import ImageReadError
-from chestxr.imaging._decoding import check_content, format_list
-from chestxr.imaging._decoding import short as _short
+from chestxr.imaging._decoding import check_content, format_list, short
 from chestxr.imaging._dicom_pixels import read_dicom, read_dicom_header
 from chestxr.imaging._raster import PIL_MAGIC, read_pillow, read_pillow_header
 from chestxr.imaging._read_options import ReadOptions
@@ -86,7 +85,7 @@ def read_image_with_meta(
     except Exception as exc:  # safety net: a library error on an odd file never escapes unwrapped
         raise ImageReadError(
             path,
-            f"cannot read the image ({_short(exc)}); the file may be corrupt "
+            f"cannot read the image ({short(exc)}); the file may be corrupt "
             "or unusual: export it again, or report it with CHESTXR_DEBUG=1",
         ) from None
 
@@ -115,7 +114,7 @@ def read_image_header(path: str | os.PathLike) -> ImageHeader:
     except ImageReadError:
         raise
     except Exception as exc:  # the same safety net as read_image_with_meta
-        raise ImageReadError(path, f"cannot read the image header ({_short(exc)})") from None
+        raise ImageReadError(path, f"cannot read the image header ({short(exc)})") from None
 
 
 def sniff_format(path: str | os.PathLike) -> str:

@@ -73,9 +73,9 @@ def predict_staging(
     image at all, only skipped.csv is written and ``written`` has just that.
     """
     if require_approval:
-        from chestxr.runs import require_approval as _require
+        from chestxr.runs import require_approval as ensure_approved
 
-        _require(run, run.metadata)
+        ensure_approved(run, run.metadata)
     studies, skipped = screen_staging(run, staging)
     skipped = [*((str(k), str(r)) for k, r in skipped_studies), *skipped]
     results = {s.folder.name: StudyResult(s.folder.name, n_skipped=len(s.skipped)) for s in studies}

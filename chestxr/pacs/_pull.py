@@ -27,7 +27,7 @@ from chestxr.pacs._extras import require
 from chestxr.pacs._process import STAGED
 from chestxr.pacs._staging import Keyer
 from chestxr.runs import guard_run_output, load_run, refuse_run_folder
-from chestxr.runs import require_approval as _require
+from chestxr.runs import require_approval as ensure_approved
 
 
 def predict_dicomweb(
@@ -70,7 +70,7 @@ def predict_dicomweb(
             require("highdicom")  # fail before any network traffic when the extra is missing
         run = load_run(run_dir)
         if require_approval:
-            _require(run, run.metadata)
+            ensure_approved(run, run.metadata)
         uids = server.search_studies(studies=studies, since=since, modalities=modalities)
         if not uids:
             raise PacsError(f"DICOMweb server {server.url}: no study matches the filters (--study/--since/--modality)")
@@ -94,7 +94,7 @@ def predict_dicomweb(
                 skipped_studies=retrieved.failed,
             )
             if require_approval and any(res.datasets for res in results):
-                _require(run, run.metadata)  # still approved now that the SRs are built (no recalibration since)
+                ensure_approved(run, run.metadata)  # still approved now that the SRs are built (no recalibration since)
             rows = []
             for res in results:
                 n_sr = sum(1 for d in res.datasets if d.Modality == "SR")

@@ -19,7 +19,7 @@ from chestxr.core import ManifestError, OutputExistsError
 from chestxr.data import manifest_hash, read_manifest, relabel
 from chestxr.reporting import age_band, build_card, load_intended_use, write_model_card
 from chestxr.runs._approval import approval_status
-from chestxr.runs._approval import require_approval as _require
+from chestxr.runs._approval import require_approval as ensure_approved
 from chestxr.runs._evaluate import read_evaluation
 from chestxr.runs._folder import RunFolder
 from chestxr.runs._metadata import RunMetadata
@@ -105,7 +105,7 @@ def card_run(
     run = as_run(run)
     meta = run.metadata
     if require_approval:
-        _require(run, meta)
+        ensure_approved(run, meta)
     out = Path(out_dir)
     guard_run_output(out, run.run_dir, inputs=[*evals, intended_use])
     if out.exists() and any((out / n).exists() for n in ("model_card.html", "model_card.md")) and not overwrite:

@@ -19,7 +19,7 @@ from chestxr.evaluation import evaluate_predictions, multiclass_metrics
 from chestxr.imaging import LoaderOptions
 from chestxr.reporting import image_table, write_evaluation_report
 from chestxr.runs._approval import approval_status
-from chestxr.runs._approval import require_approval as _require
+from chestxr.runs._approval import require_approval as ensure_approved
 from chestxr.runs._folder import read_run_json
 from chestxr.runs._output_guard import guard_run_output, refuse_run_folder
 from chestxr.runs._patients import check_not_training_patients
@@ -78,7 +78,7 @@ def evaluate_run(
     (:func:`chestxr.core.staged_output_dir`); a run folder is refused as ``out_dir``."""
     run = as_run(run)
     if require_approval:
-        _require(run, run.metadata)
+        ensure_approved(run, run.metadata)
     guard_run_output(out_dir, run.run_dir, manifests=[manifest])
     with staged_output_dir(out_dir, overwrite=overwrite, refuse=refuse_run_folder) as staged:
         written = _evaluate_into(
