@@ -12,6 +12,7 @@ those thresholds (the one rule every output uses)::
     points[0].threshold, points[0].status, points[0].lower_bound   # NaN / "insufficient_data" when refused
     points[0].guarantee.describe() if points[0].guarantee else points[0].describe()
     calls = decide(y_score, [p.threshold for p in points]).positive  # (n_samples, n_findings) bool
+    plan("sensitivity:0.9", confidence=0.95, findings=14, expected=0.95)  # Plan: cases needed (chestxr plan)
 
 y_true, y_score, mask: (n_samples, n_findings); one :class:`OperatingPoint` per finding. The implementation
 lives in :mod:`chestxr.evaluation`; the names here are kept at this path. ``ThresholdFit`` (the earlier name
@@ -35,10 +36,14 @@ from chestxr.evaluation import (
     InsufficientDataWarning,
     Method,
     OperatingPoint,
+    Plan,
+    PlanRow,
     decide,
     fit_threshold,
     fit_thresholds,
     parse_method,
+    plan,
+    plan_command,
 )
 
 #: Deprecated: the earlier name of :class:`OperatingPoint` (same fields); removed in the next release.
@@ -68,10 +73,14 @@ __all__ = [
     "InsufficientDataWarning",
     "Method",
     "OperatingPoint",
+    "Plan",
+    "PlanRow",
     "ThresholdFit",
     "apply_thresholds",
     "decide",
     "fit_threshold",
     "fit_thresholds",
     "parse_method",
+    "plan",
+    "plan_command",
 ]

@@ -136,10 +136,10 @@ def run_seed(
             status = rec["status"]
             if status != "guaranteed":
                 verdict = "refused"
-            elif test.get("p_value") is None:
+            elif test.get("p_value") is None or promise.get("state") == "not_checked":
                 verdict = "not measurable"
-            else:
-                verdict = "held" if test["holds"] else "flagged"
+            else:  # a test that does not reject says "not contradicted", never "held" (issue 22)
+                verdict = "flagged" if promise.get("state") == "contradicted" else "not contradicted"
             ci = ach.get(f"{kind}_ci") or [None, None]
             if verdict == "refused":  # no threshold: nothing was called, nothing to check
                 ach, ci = {"auroc": ach.get("auroc")}, [None, None]
@@ -196,7 +196,7 @@ def write_results(rows: list[dict[str, Any]], results: Path, name: str, header: 
             f"[{_f(r['test_ci_lo'])}, {_f(r['test_ci_hi'])}] ({_f(r['test_n'])}) | {_f(r['p_value'])} | {r['verdict']} |"
         )
     made = [r for r in rows if r["status"] == "guaranteed"]
-    measured = [r for r in made if r["verdict"] in ("held", "flagged")]
+    measured = [r for r in made if r["verdict"] in ("not contradicted", "flagged")]
     flagged = [r for r in measured if r["verdict"] == "flagged"]
     refused = [r for r in rows if r["verdict"] == "refused"]
     lines += [

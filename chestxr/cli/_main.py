@@ -21,6 +21,7 @@ COMMANDS = [
     "demo",
     "train",
     "calibrate",
+    "plan",
     "evaluate",
     "approve",
     "card",

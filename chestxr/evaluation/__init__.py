@@ -2,7 +2,9 @@
 (Clopper-Pearson / Wilson, effective counts by patient, patient bootstrap, DeLong), operating points
 (:class:`OperatingPoint` with its :class:`Guarantee`, fitted by :func:`fit_thresholds`: guaranteed rules by
 fixed-sequence testing, point rules), the one decision rule (:func:`decide`: threshold calls, argmax for
-mutually exclusive classes, abstain), the promise check (one-sided exact binomial test), probability
+mutually exclusive classes, abstain), the checks of stored operating points on a test split (a guaranteed
+promise: one-sided test by patient, Holm across findings, "not contradicted" with its power; a point rule: a
+two-sample exact test, "moved"), planning (:func:`plan`: cases a guaranteed rule needs), probability
 calibration, reliability bins and ECE, and subgroup metrics. ``evaluate_predictions`` is everything the
 evaluation report shows."""
 
@@ -53,6 +55,7 @@ from chestxr.evaluation._operating_point import (
     Guarantee,
     OperatingPoint,
 )
+from chestxr.evaluation._planning import Plan, PlanRow, plan, plan_command
 from chestxr.evaluation._probability import (
     ProbabilityCalibrator,
     RefusedCalibrationWarning,
@@ -60,7 +63,23 @@ from chestxr.evaluation._probability import (
     compare_ece,
     fit_probability_calibrator,
 )
-from chestxr.evaluation._promise import DEFAULT_ALPHA, binomial_tail_below, check_bound, check_promise
+from chestxr.evaluation._promise import (
+    DEFAULT_ALPHA,
+    binomial_tail_below,
+    check_bound,
+    check_promise,
+    check_promises,
+    finding_counts,
+    promise_summary,
+)
+from chestxr.evaluation._promise_checks import (
+    HolmResult,
+    TwoSample,
+    holm,
+    patients_for_power,
+    promise_power,
+    two_sample_test,
+)
 from chestxr.evaluation._reliability import MIN_BIN_COUNT, ReliabilityBins, expected_calibration_error, reliability_bins
 from chestxr.evaluation._subgroups import interval_methods, subgroup_metrics
 from chestxr.evaluation._thresholds import InsufficientDataWarning, fit_threshold, fit_thresholds, resolve_methods
@@ -83,15 +102,19 @@ __all__ = [
     "Decisions",
     "EceChange",
     "Guarantee",
+    "HolmResult",
     "InsufficientDataWarning",
     "IntervalError",
     "Method",
     "MetricInputError",
     "OperatingPoint",
+    "Plan",
+    "PlanRow",
     "ProbabilityCalibrator",
     "RefusedCalibrationWarning",
     "ReliabilityBins",
     "SmallSampleWarning",
+    "TwoSample",
     "UndefinedMetricWarning",
     "auroc",
     "average_precision",
@@ -102,6 +125,7 @@ __all__ = [
     "bootstrap_replicates",
     "check_bound",
     "check_promise",
+    "check_promises",
     "clopper_pearson",
     "compare_ece",
     "confusion_intervals",
@@ -111,21 +135,29 @@ __all__ = [
     "effective_counts",
     "evaluate_predictions",
     "expected_calibration_error",
+    "finding_counts",
     "fit_probability_calibrator",
     "fit_threshold",
     "fit_thresholds",
     "group_index",
+    "holm",
     "interval_methods",
     "lower_bound",
     "multiclass_metrics",
     "n_needed",
     "parse_method",
+    "patients_for_power",
+    "plan",
+    "plan_command",
+    "promise_power",
+    "promise_summary",
     "proportion_interval",
     "proportion_record",
     "rates_from_counts",
     "reliability_bins",
     "resolve_methods",
     "subgroup_metrics",
+    "two_sample_test",
     "upper_bound",
     "weighted_auroc",
     "wilson",

@@ -8,8 +8,10 @@ Interval methods (also written into the result as ``interval_methods``):
 * AUROC and F1: percentile bootstrap by patient, with the number of resamples in which the metric
   was defined (``<key>_ci_n_valid``); not reported when fewer than half were.
 * ``auroc_delong_ci``: DeLong, image-level (images treated as independent).
-* the calibration promise: one-sided exact binomial test (chestxr/evaluation/_promise.py) at
-  false-alarm rate ``promise_alpha``.
+* the stored operating points (chestxr/evaluation/_promise.py): a guaranteed promise by a one-sided test
+  with the patient as the unit (exact binomial; Bentkus bound with several images per patient), Holm across
+  the findings at ``promise_alpha``, "not contradicted" with the test's power when not rejected; a point rule
+  by a two-sided exact two-sample test of calibration vs test counts (Holm), "moved" only when rejected.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from chestxr.evaluation._metrics import (
     warn_one_class,
 )
 from chestxr.evaluation._operating_point import OperatingPoint
-from chestxr.evaluation._promise import DEFAULT_ALPHA, check_promise
+from chestxr.evaluation._promise import DEFAULT_ALPHA, check_promise, check_promises, finding_counts
 from chestxr.evaluation._reliability import expected_calibration_error
 
 EXACT_KEYS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
@@ -44,7 +46,8 @@ INTERVAL_METHODS = {
     "auroc": "percentile bootstrap by patient",
     "auroc_delong": "DeLong, image-level",
     "f1": "percentile bootstrap by patient",
-    "promise": "one-sided exact binomial test",
+    "promise": "one-sided exact binomial test by patient (Bentkus bound with several images), Holm across findings",
+    "operating_point": "two-sided exact two-sample test (Boschloo / Fisher), calibration vs test, Holm",
 }
 
 
@@ -70,7 +73,8 @@ def evaluate_predictions(
     auroc, auroc_ci, auroc_ci_n_valid, auroc_delong_ci, ap, threshold, tp, fp, tn, fn,
     sensitivity, sensitivity_ci, sensitivity_n, sensitivity_n_eff (likewise specificity, ppv, npv,
     accuracy), f1, f1_ci, f1_ci_n_valid, ece, promise}}, "macro", "micro", "n_images",
-    "n_patients" (None without groups), "level", "n_boot", "interval_methods", "promise_alpha"}.
+    "n_patients" (None without groups), "level", "n_boot", "interval_methods", "promise_alpha",
+    "promise_summary" (chestxr.evaluation._promise.promise_summary; None when nothing was stored)}.
     ``promised`` maps finding -> its stored operating point (see :func:`chestxr.evaluation.check_promise`). One-class findings warn once each and get NaN.
     """
     y, s, m = as_matrices(y_true, y_score, mask)
@@ -112,10 +116,15 @@ def evaluate_predictions(
             for key in EXACT_KEYS:
                 rec.update({f"{key}_ci": [float("nan")] * 2, f"{key}_n": 0, f"{key}_n_eff": 0.0})
         rec["ece"] = expected_calibration_error(yj, sj, n_bins=n_bins)
-        rec["promise"] = (
-            check_promise(rec, promised[name], alpha=promise_alpha) if promised and promised.get(name) else None
-        )
+        if promised and promised.get(name):
+            counts = finding_counts(yj, sj >= thr[j], gj) if np.isfinite(thr[j]) else None
+            rec["promise"] = check_promise(
+                rec, promised[name], alpha=promise_alpha, counts=counts, with_ids=gj is not None
+            )
+        else:
+            rec["promise"] = None
         per[name] = rec
+    summary = check_promises({name: per[name]["promise"] for name in findings}, alpha=promise_alpha)
     macro = {k: nanmean([per[name][k] for name in findings]) for k in ("auroc", "ap") + METRIC_NAMES}
     return {
         "findings": per,
@@ -127,6 +136,7 @@ def evaluate_predictions(
         "n_boot": int(n_boot),
         "interval_methods": dict(INTERVAL_METHODS),
         "promise_alpha": float(promise_alpha),
+        "promise_summary": summary if promised else None,
     }
 
 

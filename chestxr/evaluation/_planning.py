@@ -86,8 +86,8 @@ class Plan:
                     )
                 else:
                     out.append(
-                        f"with a true {self.kind} of {self.expected:g}: {self.expected_needed} {cls} give a "
-                        f"{_pct(self.power)} chance to reach the bound (one image per patient)"
+                        f"with a true {self.kind} of {self.expected:g}: {self.expected_needed} {cls} give "
+                        f"{_article(_pct(self.power))} chance to reach the bound (one image per patient)"
                     )
         else:
             lo, hi = self.prevalence or (math.nan, math.nan)
@@ -126,6 +126,24 @@ class Plan:
             "other_minimum": self.other_minimum,
             "predictive": [{"other": o, "needed": n} for o, n in self.predictive],
         }
+
+
+def _article(word: str) -> str:
+    """ "an 80%" / "a 90%" (the number as spoken)."""
+    return ("an " if word.startswith(("8", "11", "18")) else "a ") + word
+
+
+def plan_command(rule: str, confidence: float = 0.95, findings: int = 1) -> str:
+    """The ``chestxr plan`` command line for a guaranteed rule, for refusal messages to name:
+    ``plan_command("sensitivity:0.9", 0.95, 14)`` -> ``"chestxr plan --rule sensitivity:0.9 --confidence 0.95
+    --findings 14"`` (ppv / npv get ``--prevalence LO:HI`` to fill in)."""
+    text = str(rule).strip()
+    cmd = f"chestxr plan --rule {text} --confidence {confidence:g}"
+    if int(findings) > 1:
+        cmd += f" --findings {int(findings)}"
+    if text.split(":", 1)[0].strip().lower() in ("ppv", "npv"):
+        cmd += " --prevalence LO:HI"
+    return cmd
 
 
 def _pct(x: float) -> str:

@@ -1,31 +1,56 @@
-"""Does an operating point promised at calibration hold on new data? A one-sided exact binomial test.
+"""What a test split can say about the operating points stored at calibration (``evaluate``'s checks, issue 22).
 
-For a guaranteed rule (``sensitivity:X`` ...; thresholds.json ``status: guaranteed``) the promise is
-"metric >= X". On the new split with x successes out of n (e.g. true positives out of positives)
-the test of H0: metric >= X against H1: metric < X has p-value P(Binomial(n, X) <= x); the
-promise is FLAGGED when p < alpha (default 0.05). If the true value is X exactly, a promise is
-flagged with probability <= alpha (the false-alarm rate, stated in every result); if it is above
-X, less often. With several images per patient the counts are the effective counts
-(:func:`chestxr.evaluation.effective_counts`) and the p-value uses the regularised
-incomplete beta function, which extends the binomial tail to real-valued counts.
+Two kinds of stored operating point, two questions, two families:
 
-Records of other rules (youden, f1, cost, ``@point``, and records written before guarantees
-existed) promised only point estimates; those are checked the same way against the stated point
-values of sensitivity and specificity and labelled "not a guarantee": they are flagged more often
-than alpha even when nothing changed, because the point was chosen on the calibration data.
+* A GUARANTEED promise (thresholds.json ``status: guaranteed``: "sensitivity >= X", "specificity >= X",
+  "ppv >= X", "npv >= X") is tested one-sided, H0: metric >= X, with the patient as the unit: the exact
+  binomial tail P(Binomial(k, X) <= successes) when every patient has one image of the class (or no patient
+  ids were given: images are then the unit, treated as independent), the patient-level Bentkus bound on the
+  per-patient success fractions otherwise (:func:`chestxr.evaluation._patient_bounds.promise_p_value`; valid
+  however many images each patient has and however correlated). Across the guaranteed promises checked,
+  rejections use Holm's step-down at ``alpha``, so the chance that any promise which is in fact met is
+  reported "contradicted" is <= alpha. A promise not rejected reads "not contradicted", never "holds", with the
+  test's power to detect a drop of 0.1 on the patients it had (at Holm's strictest level alpha / m):
+  ``not contradicted (p = 0.41; this test had 23% power to detect a drop of 0.1 with 12 positives)``.
+* A POINT rule (youden, f1, cost, fixed, ``@point``) promised nothing: its sensitivity and specificity are
+  point estimates chosen on the calibration data (optimistic). The check shows the calibration estimate beside
+  the test value and says the operating point MOVED only when a two-sided exact two-sample test of calibration
+  vs test counts (Boschloo; Fisher for large tables; :func:`two_sample_test`) rejects after Holm over every
+  point test made (two per finding). A moved point is information, shown in a neutral colour, not a failure.
+  The calibration record stores image counts, so this test counts images on both splits.
 
-This replaces the earlier check by overlap of two intervals, which had no stated error rate.
+Findings whose calibration refused a threshold (insufficient data, unreachable) or that have none are counted
+and listed (:func:`promise_summary`), never dropped.
+
+Records: :func:`check_promise` (one finding, a family of one) and :func:`check_promises` (every finding, the
+two Holm families); :func:`finding_counts` gives the per-patient counts a check needs.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
+
+import numpy as np
 
 from chestxr.evaluation._methods import TARGETED
 from chestxr.evaluation._operating_point import OperatingPoint
+from chestxr.evaluation._patient_bounds import PatientCounts, patient_counts, promise_p_value
+from chestxr.evaluation._promise_checks import DEFAULT_DROP, holm, promise_power, two_sample_test
 
 DEFAULT_ALPHA = 0.05
+
+#: ``state`` of a check record
+STATES = ("not_contradicted", "contradicted", "moved", "not_moved", "not_tested", "not_checked", "refused")
+#: the metric, its successes / denominator in words
+_CLASS = {"sensitivity": "positives", "specificity": "negatives", "ppv": "positive calls", "npv": "negative calls"}
+#: the unit counted when patients are the unit
+_PATIENTS = {
+    "sensitivity": "positive patients",
+    "specificity": "negative patients",
+    "ppv": "patients with positive calls",
+    "npv": "patients with negative calls",
+}
 
 
 def binomial_tail_below(x: float, n: float, p: float) -> float:
@@ -45,98 +70,368 @@ def binomial_tail_below(x: float, n: float, p: float) -> float:
     return float(betainc(n - x, x + 1.0, 1.0 - p))
 
 
-def _counts(achieved: Mapping[str, Any], key: str) -> tuple[float, float, float]:
-    """(x_eff, n_eff, n) for ``key`` from an evaluation record (value, key_n, key_n_eff or tp/fp/tn/fn)."""
-    value = _float(achieved.get(key))
-    n = _float(achieved.get(f"{key}_n"))
-    if not math.isfinite(n):  # older records: derive the denominator from the confusion counts
-        tp, fp, tn, fn = (_float(achieved.get(k)) for k in ("tp", "fp", "tn", "fn"))
-        n = {"sensitivity": tp + fn, "specificity": tn + fp, "ppv": tp + fp, "npv": tn + fn}.get(key, math.nan)
-    n_eff = _float(achieved.get(f"{key}_n_eff"))
-    n_eff = n if not math.isfinite(n_eff) else n_eff
-    if not (math.isfinite(value) and math.isfinite(n_eff)):
-        return math.nan, 0.0 if not math.isfinite(n) else n_eff, n
-    return value * n_eff, n_eff, n
+def finding_counts(y_true: Any, called: Any, groups: Any = None) -> dict[str, PatientCounts]:
+    """Per-patient counts of one finding at its threshold: {"sensitivity": positives (success = called
+    positive), "specificity": negatives (success = called negative), "ppv": positive calls (success = truly
+    positive), "npv": negative calls}. y_true, called: (n,) bool; groups (n,) patient ids or None (every image
+    its own patient)."""
+    y = np.asarray(y_true, dtype=bool).reshape(-1)
+    c = np.asarray(called, dtype=bool).reshape(-1)
+    g = None if groups is None else np.asarray(groups).reshape(-1)
+
+    def part(rows: np.ndarray, success: np.ndarray) -> PatientCounts:
+        return patient_counts(success[rows], None if g is None else g[rows])
+
+    return {
+        "sensitivity": part(y, c),
+        "specificity": part(~y, ~c),
+        "ppv": part(c, y),
+        "npv": part(~c, ~y),
+    }
 
 
-def check_bound(achieved: Mapping[str, Any], key: str, bound: float, *, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
-    """One metric: {metric, promised, achieved, x, n, n_eff, p_value, alpha, holds, shortfall, detail}."""
-    x, n_eff, n = _counts(achieved, key)
+def _image_counts(achieved: Mapping[str, Any], key: str) -> Optional[PatientCounts]:
+    """Counts from an evaluation record's confusion counts, every image its own patient (no ids known)."""
+    tp, fp, tn, fn = (_float(achieved.get(k)) for k in ("tp", "fp", "tn", "fn"))
+    x, n = {
+        "sensitivity": (tp, tp + fn),
+        "specificity": (tn, tn + fp),
+        "ppv": (tp, tp + fp),
+        "npv": (tn, tn + fn),
+    }[key]
+    if not (math.isfinite(x) and math.isfinite(n)):
+        value, n = _float(achieved.get(key)), _float(achieved.get(f"{key}_n"))
+        if not (math.isfinite(value) and math.isfinite(n)):
+            return None
+        x = round(value * n)
+    return PatientCounts(int(n), int(n), float(x), int(x), True)
+
+
+def _unit(counts: PatientCounts, with_ids: bool, key: str) -> str:
+    cls = _CLASS[key]
+    if not with_ids:
+        return f"{counts.k} {cls} (images; no patient ids, treated as independent)"
+    if counts.single:
+        return f"{counts.k} {cls} (patients, one image each)"
+    return f"{counts.k} patients with {cls} ({counts.images} images; per-patient fractions)"
+
+
+def check_bound(
+    achieved: Mapping[str, Any],
+    key: str,
+    bound: float,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    counts: Optional[PatientCounts] = None,
+    with_ids: bool = False,
+    family_size: int = 1,
+    drop: float = DEFAULT_DROP,
+) -> dict[str, Any]:
+    """One guaranteed bound "``key`` >= ``bound``" on a test split, before any family adjustment.
+
+    Returns {metric, promised, achieved, k, successes, images, unit, test, p_value, power, power_alpha,
+    drop, alpha}; p_value NaN (and unit "not measurable") when the split has no case of the class."""
+    c = counts if counts is not None else _image_counts(achieved, key)
     a = _float(achieved.get(key))
-    out: dict[str, Any] = {"metric": key, "promised": bound, "achieved": a, "n": n, "n_eff": n_eff, "alpha": alpha}
-    if not (math.isfinite(x) and n_eff > 0):
-        out.update(x=None, p_value=None, holds=False, shortfall=None)
-        out["detail"] = f"{key}: promised >= {bound:.3f}; not measurable on this split (n = {_int(n)})"
+    out: dict[str, Any] = {"metric": key, "promised": bound, "achieved": a, "alpha": alpha, "drop": drop}
+    if c is None or c.k == 0:
+        out.update(k=0, successes=None, images=0, unit=f"no {_CLASS[key]} in this split", test=None, single=True)
+        out["noun"] = _CLASS[key]
+        out.update(p_value=math.nan, power=math.nan, power_alpha=alpha / max(1, family_size))
         return out
-    p = binomial_tail_below(x, n_eff, bound)
-    holds = not p < alpha
-    short = max(0.0, bound - a)
-    out.update(x=x, p_value=p, holds=holds, shortfall=short)
-    said = f"{key}: promised >= {bound:.3f}, achieved {a:.3f} on {_int(n)} ({_denominator(key)})"
-    if holds:
-        out["detail"] = f"{said}: holds (one-sided exact binomial p = {p:.3g} >= {alpha:g})"
-    else:
-        out["detail"] = (
-            f"{said}: FLAGGED, {short:.3f} below the promise (one-sided exact binomial p = {p:.3g} < {alpha:g})"
-        )
+    power_alpha = alpha / max(1, family_size)
+    out.update(
+        k=c.k,
+        successes=c.successes,
+        images=c.images,
+        single=c.single,
+        patient_rate=c.patient_rate,
+        unit=_unit(c, with_ids, key),
+        noun=_PATIENTS[key] if with_ids else _CLASS[key],
+        test="one-sided exact binomial" if c.single else "one-sided Bentkus bound on per-patient fractions",
+        p_value=promise_p_value(c, bound),
+        power=promise_power(c.k, bound, drop=drop, alpha=power_alpha, single=c.single),
+        power_alpha=power_alpha,
+    )
     return out
 
 
 def check_promise(
-    achieved: Mapping[str, Any], promised: OperatingPoint, *, alpha: float = DEFAULT_ALPHA
+    achieved: Mapping[str, Any],
+    promised: OperatingPoint,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    counts: Optional[Mapping[str, PatientCounts]] = None,
+    with_ids: Optional[bool] = None,
 ) -> dict[str, Any] | None:
-    """Check one finding's operating point (``promised``, as calibrate stored it) against its evaluation
-    record (``achieved``, from :func:`chestxr.evaluation.evaluate_predictions`).
+    """Check one finding's stored operating point (``promised``) against its evaluation record (``achieved``,
+    from :func:`chestxr.evaluation.evaluate_predictions`), as a family of one (:func:`check_promises` adjusts
+    across findings). ``counts``: :func:`finding_counts` of the test split (else image counts from
+    ``achieved``).
 
-    Returns None when nothing was promised, else {guarantee, holds (True / False, None when the
-    calibration refused a threshold), tests (one per metric, see :func:`check_bound`),
-    sensitivity / specificity (the promised values, None when not promised), alpha,
-    false_alarm_rate (text), detail (one line)}."""
+    Returns None when nothing was stored, else a record with kind ("guarantee" | "point" | "refused" |
+    "not_calibrated"), state (:data:`STATES`), flagged (contradicted / moved after Holm; None when nothing was
+    tested), verdict (short words), detail (one line), tests, alpha, and for a guarantee metric, promised,
+    p_value, p_holm, power, unit."""
+    rec = _raw_check(achieved, promised, alpha=alpha, counts=counts, with_ids=counts is not None and bool(with_ids))
+    if rec is None:
+        return None
+    _finalize(rec, family=_FAMILY_SIZES_ONE)
+    return rec
+
+
+_FAMILY_SIZES_ONE: dict[str, int] = {}
+
+
+def check_promises(records: Mapping[str, Optional[dict[str, Any]]], *, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
+    """Apply the two Holm families across findings, in place, to records from :func:`check_promise`
+    ({finding: record or None}); returns :func:`promise_summary` of the result."""
+    guarantee = [(name, t) for name, r in records.items() if r and r["kind"] == "guarantee" for t in r["tests"]]
+    point = [(name, t) for name, r in records.items() if r and r["kind"] == "point" for t in r["tests"]]
+    sizes = {}
+    for family, items in (("guarantee", guarantee), ("point", point)):
+        result = holm([t["p_value"] for _, t in items], alpha)
+        sizes[family] = result.m
+        for (_, t), adj, rej in zip(items, result.adjusted.tolist(), result.rejected.tolist()):
+            t["p_holm"], t["rejected"] = adj, bool(rej)
+    for r in records.values():
+        if r:
+            _finalize(r, family=sizes, adjusted=True)
+    return promise_summary(records, alpha=alpha)
+
+
+def promise_summary(records: Mapping[str, Optional[dict[str, Any]]], *, alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
+    """{alpha, guarantees_checked, contradicted, not_contradicted, point_checked, moved, not_tested, refused,
+    not_calibrated, not_checked (each a list of findings), no_record, text (one paragraph)}."""
+    out: dict[str, Any] = {"alpha": alpha}
+    by_state: dict[str, list[str]] = {s: [] for s in STATES}
+    kinds: dict[str, list[str]] = {"guarantee": [], "point": [], "refused": [], "not_calibrated": []}
+    none = []
+    for name, r in records.items():
+        if not r:
+            none.append(name)
+            continue
+        by_state[r["state"]].append(name)
+        kinds.setdefault(r["kind"], []).append(name)
+    out.update(
+        guarantees=kinds["guarantee"],
+        contradicted=by_state["contradicted"],
+        not_contradicted=by_state["not_contradicted"],
+        not_checked=by_state["not_checked"],
+        point_rules=kinds["point"],
+        moved=by_state["moved"],
+        not_moved=by_state["not_moved"],
+        not_tested=by_state["not_tested"],
+        refused=kinds["refused"],
+        not_calibrated=kinds["not_calibrated"],
+        no_record=none,
+    )
+    parts = []
+    g = kinds["guarantee"]
+    if g:
+        parts.append(
+            f"{len(g)} guaranteed promise{'s' if len(g) != 1 else ''}: {len(by_state['contradicted'])} contradicted, "
+            f"{len(by_state['not_contradicted'])} not contradicted"
+            + (f", {len(by_state['not_checked'])} not checked" if by_state["not_checked"] else "")
+            + f" (one-sided tests, patients as the unit, Holm across the {len(g)} at alpha {alpha:g})"
+        )
+    pr = kinds["point"]
+    if pr:
+        parts.append(
+            f"{len(pr)} point rule{'s' if len(pr) != 1 else ''} (not promises): {len(by_state['moved'])} operating "
+            f"point{'s' if len(by_state['moved']) != 1 else ''} moved"
+            + (f", {len(by_state['not_tested'])} without calibration counts" if by_state["not_tested"] else "")
+            + f" (two-sided exact two-sample tests, Holm at alpha {alpha:g})"
+        )
+    if kinds["refused"]:
+        parts.append(f"refused at calibration (no threshold): {', '.join(kinds['refused'])}")
+    if kinds["not_calibrated"]:
+        parts.append(f"not calibrated: {', '.join(kinds['not_calibrated'])}")
+    if none:
+        parts.append(f"no stored operating point: {', '.join(none)}")
+    out["text"] = "; ".join(parts) + "." if parts else "no operating points stored."
+    return out
+
+
+# ----------------------------------------------------------------------------- one finding
+
+
+def _raw_check(
+    achieved: Mapping[str, Any],
+    promised: OperatingPoint,
+    *,
+    alpha: float,
+    counts: Optional[Mapping[str, PatientCounts]],
+    with_ids: bool,
+) -> dict[str, Any] | None:
     status = promised.status
     method = promised.method or ""
-    kind = method.split(":", 1)[0] if method else ""
-    base: dict[str, Any] = {"method": method or None, "status": status, "alpha": alpha, "sensitivity": None}
-    base.update(
-        specificity=None, false_alarm_rate=f"<= {alpha:g} when the promise is exactly met (one-sided exact binomial)"
-    )
+    kind = method.split(":", 1)[0].strip().lower() if method else ""
+    base: dict[str, Any] = {"method": method or None, "status": status, "alpha": alpha}
+    base.update(sensitivity=None, specificity=None, false_alarm_rate=_FALSE_ALARM.format(alpha=alpha))
     if status in ("insufficient_data", "unreachable"):
-        base.update(guarantee=False, holds=None, tests=[])
+        base.update(kind="refused", guarantee=False, tests=[], state="refused", flagged=None)
+        base["verdict"] = f"refused at calibration ({status}): no threshold"
         base["detail"] = (
             f"no threshold ({status}): {promised.note or ''} (n_pos {promised.n_pos}, n_needed {promised.n_needed})"
         ).strip()
         return base
+    used = achieved.get("threshold")  # the threshold this split was called at (the run's current one)
+    if used is not None and not math.isfinite(_float(used)):
+        base.update(kind="not_calibrated", guarantee=False, tests=[], state="not_checked", flagged=None)
+        base["verdict"] = "not calibrated: no threshold"
+        base["detail"] = f"not calibrated ({status}): {promised.note or 'no threshold stored'}"
+        return base
     if status == "guaranteed" and kind in TARGETED:
         bound = _float(promised.target)
-        tests = [check_bound(achieved, kind, bound, alpha=alpha)]
-        base.update(guarantee=True, **({kind: bound} if kind in ("sensitivity", "specificity") else {}))
-        base["promised_" + kind] = bound
+        c = counts.get(kind) if counts is not None else None
+        test = check_bound(achieved, kind, bound, alpha=alpha, counts=c, with_ids=with_ids)
         conf = promised.confidence if math.isfinite(promised.confidence) else 0.95
-        label = f"guarantee {kind} >= {bound:.3f} at {conf:.0%} confidence"
-    else:
-        tests = []
-        for key in ("sensitivity", "specificity"):
-            p = _float(getattr(promised, key))
-            if math.isfinite(p):
-                base[key] = p
-                tests.append(check_bound(achieved, key, p, alpha=alpha))
-        if not tests:
-            return None
-        base["guarantee"] = False
-        label = "not a guarantee (point estimates of the calibration split)"
-    holds = all(t["holds"] for t in tests)
-    base.update(tests=tests, holds=bool(holds))
-    base["detail"] = f"{label}; " + "; ".join(t["detail"] for t in tests)
+        base.update(kind="guarantee", guarantee=True, metric=kind, promised=bound, confidence=conf, tests=[test])
+        base["promised_" + kind] = bound
+        if kind in ("sensitivity", "specificity"):
+            base[kind] = bound
+        prev = _prevalence_range(promised)
+        if kind in ("ppv", "npv"):
+            p = _float(achieved.get("prevalence"))
+            base["prevalence_range"] = list(prev) if prev else None
+            if prev and math.isfinite(p) and not prev[0] - 1e-12 <= p <= prev[1] + 1e-12:
+                test["p_value"] = math.nan
+                test["unit"] = f"this split's prevalence {p:.3f} is outside the promised range {prev[0]:g}-{prev[1]:g}"
+        return base
+    tests = []
+    for key in ("sensitivity", "specificity"):
+        value = _float(getattr(promised, key))
+        if math.isfinite(value):
+            base[key] = value
+            tests.append(_point_test(achieved, promised, key, value))
+    if not tests:
+        return None
+    base.update(kind="point", guarantee=False, tests=tests)
     return base
 
 
-def _denominator(key: str) -> str:
-    return {"sensitivity": "positives", "specificity": "negatives", "ppv": "called positive"}.get(
-        key, "called negative"
-    )
+_FALSE_ALARM = "<= {alpha:g} family-wise when every promise is exactly met (one-sided tests, Holm)"
 
 
-def _int(v: float) -> str:
-    return str(int(v)) if math.isfinite(v) else "0"
+def _point_test(achieved: Mapping[str, Any], promised: OperatingPoint, key: str, value: float) -> dict[str, Any]:
+    """Calibration vs test for one rate of a point rule: two-sided exact two-sample test on image counts."""
+    tp, fp, tn, fn = (_float(getattr(promised, k)) for k in ("tp", "fp", "tn", "fn"))
+    cx, cn = (tp, tp + fn) if key == "sensitivity" else (tn, tn + fp)
+    t = _image_counts(achieved, key)
+    out: dict[str, Any] = {"metric": key, "calibration": value, "achieved": _float(achieved.get(key))}
+    out.update(calibration_x=None, calibration_n=None, x=None, n=0, p_value=math.nan, test=None)
+    if t is not None:
+        out.update(x=int(round(t.successes)), n=t.k)
+    if not (math.isfinite(cx) and math.isfinite(cn) and cn > 0):
+        out["unit"] = "calibration counts not stored"
+        return out
+    out.update(calibration_x=int(round(cx)), calibration_n=int(round(cn)))
+    if t is None or t.k == 0:
+        out["unit"] = f"no {_CLASS[key]} in this split"
+        return out
+    r = two_sample_test(int(round(cx)), int(round(cn)), int(round(t.successes)), t.k)
+    out.update(p_value=r.p_value, test=f"two-sided {r.method} exact test", unit=f"{_CLASS[key]} (images)")
+    return out
+
+
+def _finalize(rec: dict[str, Any], *, family: Mapping[str, int], adjusted: bool = False) -> None:
+    """State, flagged, verdict and detail from the (Holm-adjusted when ``adjusted``) tests."""
+    alpha = rec["alpha"]
+    if rec["kind"] == "guarantee":
+        m = max(1, family.get("guarantee", 1))
+        t = rec["tests"][0]
+        if not adjusted:
+            t["p_holm"] = t["p_value"]
+            t["rejected"] = bool(math.isfinite(t["p_value"]) and t["p_value"] <= alpha)
+        t["power_alpha"] = alpha / m  # the power at Holm's strictest level alpha / m
+        if t["k"]:
+            t["power"] = promise_power(int(t["k"]), t["promised"], drop=t["drop"], alpha=alpha / m, single=t["single"])
+        rec.update(p_value=t["p_value"], p_holm=t["p_holm"], power=t["power"], unit=t["unit"], family_size=m)
+        rec["achieved"] = t["achieved"]
+        said = f"{t['metric']} >= {t['promised']:.3f} promised at {rec['confidence']:.0%} confidence"
+        holm_text = f"Holm over {m} guaranteed promise{'s' if m != 1 else ''} at alpha {alpha:g}"
+        if not math.isfinite(t["p_value"]):
+            rec.update(state="not_checked", flagged=None, verdict=f"not checked: {t['unit']}")
+            rec["detail"] = f"{said}; not checked: {t['unit']}"
+            return
+        cls = t["noun"]
+        power = (
+            f"this test had {_pct(t['power'])} power to detect a drop of {t['drop']:g} with {t['k']} {cls}"
+            if math.isfinite(t["power"])
+            else f"power not computable with {t['k']} {cls}"
+        )
+        measured = f"test {t['achieved']:.3f} on {t['unit']}"
+        if t["rejected"]:
+            short = max(0.0, t["promised"] - t["achieved"]) if math.isfinite(t["achieved"]) else math.nan
+            rec.update(state="contradicted", flagged=True, shortfall=short)
+            rec["verdict"] = f"contradicted (p = {_p(t['p_value'])}, Holm-adjusted {_p(t['p_holm'])})"
+            rec["detail"] = (
+                f"{said}; {measured}: CONTRADICTED, {short:.3f} below the promise ({t['test']} p = "
+                f"{_p(t['p_value'])}; Holm-adjusted p = {_p(t['p_holm'])} <= {alpha:g}; {holm_text})"
+            )
+        else:
+            rec.update(state="not_contradicted", flagged=False, shortfall=None)
+            rec["verdict"] = f"not contradicted (p = {_p(t['p_value'])}; {power})"
+            rec["detail"] = (
+                f"{said}; {measured}: not contradicted ({t['test']} p = {_p(t['p_value'])}, Holm-adjusted "
+                f"{_p(t['p_holm'])}; {holm_text}; {power} at alpha {t['power_alpha']:.3g}). Not rejected is not "
+                "proof the promise is met"
+            )
+        return
+    if rec["kind"] != "point":
+        return
+    m = max(1, family.get("point", 1))
+    tested = [t for t in rec["tests"] if math.isfinite(t["p_value"])]
+    for t in rec["tests"]:
+        if not adjusted:
+            t["p_holm"] = t["p_value"]
+            t["rejected"] = bool(math.isfinite(t["p_value"]) and t["p_value"] <= alpha)
+    parts = []
+    for t in rec["tests"]:
+        side = f"{t['metric']} calibration {_num(t['calibration'])} vs test {_num(t['achieved'])}"
+        if math.isfinite(t["p_value"]):
+            side += (
+                f" ({t['calibration_x']}/{t['calibration_n']} vs {t['x']}/{t['n']} {t['unit']}; "
+                f"{t['test']} p = {_p(t['p_value'])}, Holm-adjusted {_p(t['p_holm'])})"
+            )
+        else:
+            side += f" (not tested: {t['unit']})"
+        parts.append(side)
+    label = "point estimate on the calibration split, not a promise"
+    holm_text = f"Holm over {m} point test{'s' if m != 1 else ''} at alpha {alpha:g}"
+    moved = [t["metric"] for t in rec["tests"] if t.get("rejected")]
+    if not tested:
+        rec.update(state="not_tested", flagged=None, verdict="point rule: calibration counts not stored, not tested")
+    elif moved:
+        rec.update(state="moved", flagged=True, verdict=f"operating point moved ({', '.join(moved)})")
+    else:
+        rec.update(state="not_moved", flagged=False, verdict="no evidence the operating point moved")
+    rec["detail"] = f"{label}; " + "; ".join(parts) + (f"; {holm_text}" if tested else "")
+
+
+def _prevalence_range(promised: OperatingPoint) -> Optional[tuple[float, float]]:
+    """The deployment prevalence range of a ppv/npv guarantee when the record carries one (issue 22 point 3)."""
+    for owner in (promised.guarantee, promised):
+        value = getattr(owner, "prevalence_range", None) or getattr(owner, "prevalence", None)
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            lo, hi = _float(value[0]), _float(value[1])
+            if math.isfinite(lo) and math.isfinite(hi):
+                return lo, hi
+    return None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _p(x: float) -> str:
+    return "-" if not math.isfinite(x) else f"{x:.2g}"
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    f = _float(v)
+    return "-" if not math.isfinite(f) else f"{f:.{digits}f}"
 
 
 def _float(v: Any) -> float:

@@ -116,17 +116,33 @@ def _operating_points(points: Sequence[OperatingPoint]) -> list[dict[str, str]]:
     return rows
 
 
+def _check_words(p: Mapping[str, Any]) -> str:
+    """The card's words for an evaluation's check of a stored operating point (chestxr/evaluation/_promise.py):
+    "FLAGGED" (shown red) only for a contradicted guarantee; never "holds" for a test that did not reject."""
+    if not p:
+        return "none stored"
+    state = p.get("state")
+    if state == "contradicted":
+        return "FLAGGED: contradicted (guarantee)"
+    if state == "not_contradicted":
+        return "not contradicted (guarantee)"
+    if state == "moved":
+        return "operating point moved (point rule, not a promise)"
+    if state == "not_moved":
+        return "no evidence the operating point moved (point rule)"
+    if state == "refused" or (state is None and p.get("holds", False) is None):
+        return "no threshold (refused)"
+    if state is None:  # metrics.json of an older chestxr: its test did not reject / rejected
+        return "FLAGGED (older check)" if p.get("holds") is False else "not rejected (older check)"
+    return str(p.get("verdict") or state)
+
+
 def _evaluation(name: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     per = metrics.get("findings") or {}
     rows, subgroup_rows = [], []
     for finding, m in per.items():
         p = m.get("promise") or {}
-        if not p:
-            promise = "none stored"
-        elif p.get("holds") is None:
-            promise = "no threshold (refused)"
-        else:
-            promise = ("holds" if p.get("holds") else "FLAGGED") + (" (guarantee)" if p.get("guarantee") else "")
+        promise = _check_words(p)
         rows.append(
             {
                 "finding": finding,

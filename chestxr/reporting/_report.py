@@ -5,7 +5,11 @@ the arrays it was computed from into files a clinician or auditor can read:
 
     report.html       per finding: counts, prevalence, AUROC (bootstrap + DeLong CIs), AP, and at
                       the stored threshold sensitivity/specificity/PPV/NPV/F1 with CIs, confusion
-                      counts, the calibration promise (flagged when broken), ROC/PR/reliability
+                      counts, the check of the stored operating point (a guaranteed promise: one-sided
+                      test by patient, Holm across findings, red only when contradicted, "not
+                      contradicted" with the test's power otherwise; a point rule: calibration estimate
+                      beside the test value, "moved" in a neutral colour when a two-sample exact test
+                      rejects after Holm), ROC/PR/reliability
                       panels; macro/micro means; subgroup tables; optional multiclass confusion.
     metrics.csv       one row per finding + "macro" + "micro"
     metrics.json      the evaluation dict + model_info + subgroups (+ multiclass)
@@ -45,12 +49,7 @@ def _finding_rows(findings: Sequence[str], evaluation: dict[str, Any]) -> list[d
         m = dict(evaluation["findings"][finding])
         promise = m.get("promise")
         m["name"] = finding
-        if not promise:
-            m["promise_state"] = "none"
-        elif promise.get("holds") is None:
-            m["promise_state"] = "refused"
-        else:
-            m["promise_state"] = "holds" if promise.get("holds") else "broken"
+        m["promise_state"] = promise.get("state", "none") if promise else "none"
         m["undefined"] = not (m.get("n_pos") and m.get("n_neg"))
         for key in ("auroc", "auroc_delong", *_CI_KEYS):
             ci = m.get(f"{key}_ci") or (None, None)
@@ -201,7 +200,9 @@ def write_evaluation_report(
         promise_alpha=evaluation.get("promise_alpha", 0.05),
         approval=approval,
         findings=rows,
-        broken=[r["name"] for r in rows if r["promise_state"] == "broken"],
+        contradicted=[r["name"] for r in rows if r["promise_state"] == "contradicted"],
+        moved=[r["name"] for r in rows if r["promise_state"] == "moved"],
+        promise_summary=evaluation.get("promise_summary"),
         averages=[(name, evaluation[name]) for name in ("macro", "micro") if name in evaluation],
         panels=panels,
         calibration_overview=plot_reliability_overview(curves),

@@ -100,7 +100,9 @@ def build_metrics_table(findings: Sequence[str], evaluation: dict[str, Any]) -> 
     """metrics.csv as a DataFrame: one row per finding, then "macro" and "micro".
 
     Interval keys ``x_ci`` become ``x_lo``/``x_hi`` columns; the promise becomes
-    ``promise_sensitivity``, ``promise_specificity``, ``promise_holds`` (blank when none).
+    ``promise_sensitivity``, ``promise_specificity`` (the promised or point values), ``promise_state`` (not_contradicted,
+    contradicted, moved, not_moved, not_tested, not_checked, refused), ``promise_guarantee``, ``promise_p_value``,
+    ``promise_p_holm`` and ``promise_power`` (guaranteed promises; blank otherwise), blank when none.
     """
     rows = []
     for finding in findings:
@@ -111,10 +113,11 @@ def build_metrics_table(findings: Sequence[str], evaluation: dict[str, Any]) -> 
                 p = value or {}
                 row["promise_sensitivity"] = p.get("sensitivity")
                 row["promise_specificity"] = p.get("specificity")
-                row["promise_holds"] = p.get("holds")
+                row["promise_state"] = p.get("state")
                 row["promise_guarantee"] = p.get("guarantee")
-                tests = p.get("tests") or []
-                row["promise_p_value"] = tests[0].get("p_value") if len(tests) == 1 else None
+                row["promise_p_value"] = p.get("p_value")
+                row["promise_p_holm"] = p.get("p_holm")
+                row["promise_power"] = p.get("power")
             elif isinstance(value, (list, tuple, np.ndarray)) and len(value) == 2:
                 base = key[:-3] if key.endswith("_ci") else key
                 row[f"{base}_lo"], row[f"{base}_hi"] = value[0], value[1]

@@ -1,7 +1,9 @@
 """``evaluate_run``: score a labelled split with a run and write report.html, metrics.csv/json and predictions.csv.
 
-Intervals are bootstrapped by patient; each stored operating point is checked against its promise
-(:func:`chestxr.evaluation.check_promise`). The output folder is staged and swapped in only when complete.
+Intervals are bootstrapped by patient; each stored operating point is checked on the split
+(chestxr/evaluation/_promise.py: a guaranteed promise one-sided with the patient as the unit and Holm across
+findings, "not contradicted" with the test's power when not rejected; a point rule by a two-sample exact test,
+"moved" only when it rejects after Holm; refused findings listed in metrics.json ``promise_summary``). The output folder is staged and swapped in only when complete.
 :func:`read_evaluation` is the one reader of an evaluation folder's metrics.json.
 """
 
@@ -70,8 +72,8 @@ def evaluate_run(
     labelled split and write report.html, metrics.csv/json, predictions.csv into ``out_dir``.
 
     ``reliability_bins``: equal-width or quantile bins for the report's reliability diagrams. Each stored
-    operating point is checked with a one-sided exact binomial test at false-alarm rate ``promise_alpha``
-    (:func:`chestxr.evaluation.check_promise`). ``require_approval``: refuse (ApprovalError) a run that is not
+    operating point is checked at family-wise false-alarm rate ``promise_alpha`` (Holm across findings;
+    :func:`chestxr.evaluation.check_promises`). ``require_approval``: refuse (ApprovalError) a run that is not
     approved as it stands, before any work.
 
     The folder is built under a temporary name and swapped in only when complete
@@ -127,7 +129,7 @@ def _check_metrics_shape(path: Path, doc: dict[str, Any]) -> None:
     def interval(v: Any) -> bool:
         return v is None or (isinstance(v, list) and len(v) <= 2 and all(number(x) for x in v))
 
-    for key in ("findings", "subgroups", "model_info", "interval_methods", "macro"):
+    for key in ("findings", "subgroups", "model_info", "interval_methods", "macro", "promise_summary"):
         need(doc.get(key) is None or isinstance(doc.get(key), dict), key, "an object")
     for key in ("n_images", "n_patients", "level", "promise_alpha"):
         need(number(doc.get(key)), key, "a number")

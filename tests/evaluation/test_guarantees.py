@@ -164,12 +164,18 @@ def test_promise_test_false_alarm_rate_at_the_bound():
     achieved = {"sensitivity": 35 / 50, "sensitivity_n": 50, "sensitivity_n_eff": 50.0}
     promised = OperatingPoint("A", status="guaranteed", method="sensitivity:0.9", target=0.9, confidence=0.95)
     r = check_promise(achieved, promised)
-    assert r["holds"] is False and r["guarantee"] is True
-    assert "FLAGGED" in r["detail"] and "0.200 below" in r["detail"] and "on 50" in r["detail"]
+    assert r["state"] == "contradicted" and r["flagged"] is True and r["guarantee"] is True
+    assert "CONTRADICTED" in r["detail"] and "0.200 below" in r["detail"] and "on 50 positives" in r["detail"]
+    assert "holds" not in r["detail"] and "Holm" in r["detail"] and "alpha 0.05" in r["detail"]
     assert r["tests"][0]["p_value"] == pytest.approx(binomtest(35, 50, 0.9, alternative="less").pvalue)
     assert "0.05" in r["false_alarm_rate"]
     ok = check_promise({**achieved, "sensitivity": 44 / 50}, promised)
-    assert ok["holds"] is True
+    assert ok["state"] == "not_contradicted" and ok["flagged"] is False
+    assert (
+        ok["verdict"].startswith("not contradicted (p = ")
+        and "power to detect a drop of 0.1 with 50 positives" in ok["verdict"]
+    )
+    assert "holds" not in ok["detail"] + ok["verdict"]
     refused = check_promise(
         {},
         OperatingPoint.from_dict(
@@ -183,7 +189,7 @@ def test_promise_test_false_alarm_rate_at_the_bound():
             }
         ),
     )
-    assert refused["holds"] is None and "n_pos 12" in refused["detail"]
+    assert refused["state"] == "refused" and refused["flagged"] is None and "n_pos 12" in refused["detail"]
 
 
 def test_promises_made_on_calibration_hold_on_new_data_at_the_stated_rate():
@@ -199,7 +205,7 @@ def test_promises_made_on_calibration_hold_on_new_data_at_the_stated_rate():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ev = evaluate_predictions(y2, s2, None, [fit.threshold], ["A"], n_boot=0, promised={"A": fit})
-        flags += not ev["findings"]["A"]["promise"]["holds"]
+        flags += ev["findings"]["A"]["promise"]["state"] == "contradicted"
     assert flags / reps <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps)
 
 
@@ -259,7 +265,7 @@ def test_guarantee_experiment_smoke_on_real_nih(shared_data, tmp_path):
         )
     rows = list(csv.DictReader(open(tmp_path / "guarantee_nih_smoke.csv", encoding="utf-8")))
     assert len(rows) == 14 * len(mod.RULES)
-    assert {r["verdict"] for r in rows} <= {"held", "flagged", "refused", "not measurable"}
+    assert {r["verdict"] for r in rows} <= {"not contradicted", "flagged", "refused", "not measurable"}
     for r in rows:
         if r["verdict"] == "refused":
             assert r["status"] in ("insufficient_data", "unreachable") and r["n_needed"] and r["cal_n_pos"]

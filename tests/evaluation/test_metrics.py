@@ -286,17 +286,22 @@ def test_evaluate_single_class_finding_warns_once_and_gives_nan():
     assert r["macro"]["auroc"] == pytest.approx(np.mean([r["findings"][k]["auroc"] for k in "ab"]))
 
 
-def test_evaluate_flags_broken_promise():
+def test_evaluate_flags_a_contradicted_promise_and_never_says_holds():
     y, s, mask, _ = _dataset()
     from chestxr.evaluation import OperatingPoint
 
-    promised = {
-        "Effusion": OperatingPoint("Effusion", sensitivity=0.999, specificity=0.2, sensitivity_ci=[0.99, 1.0]),
-        "Nodule": OperatingPoint("Nodule", sensitivity=0.05, specificity=0.05),
-    }
+    def guaranteed(name, target):
+        return OperatingPoint(name, method=f"sensitivity:{target}", status="guaranteed", target=target)
+
+    promised = {"Effusion": guaranteed("Effusion", 0.999), "Nodule": guaranteed("Nodule", 0.05)}
     r = evaluate_predictions(
         y, s, mask, [0.3, 0.5, 0.4], ["Atelectasis", "Effusion", "Nodule"], n_boot=100, promised=promised
     )
     assert r["findings"]["Atelectasis"]["promise"] is None
-    assert r["findings"]["Effusion"]["promise"]["holds"] is False
-    assert r["findings"]["Nodule"]["promise"]["holds"] is True
+    eff, nod = r["findings"]["Effusion"]["promise"], r["findings"]["Nodule"]["promise"]
+    assert eff["state"] == "contradicted" and eff["family_size"] == 2 and "Holm over 2" in eff["detail"]
+    assert nod["state"] == "not_contradicted" and nod["verdict"].startswith("not contradicted (p = ")
+    assert "holds" not in eff["detail"] + nod["detail"] + nod["verdict"]
+    summary = r["promise_summary"]
+    assert summary["contradicted"] == ["Effusion"] and summary["not_contradicted"] == ["Nodule"]
+    assert summary["no_record"] == ["Atelectasis"] and "Atelectasis" in summary["text"]

@@ -76,3 +76,23 @@ def test_plan_refuses_what_is_not_a_guaranteed_rule(bad):
     with pytest.raises(CalibrationError):
         plan(bad)
     assert cases_needed(0.9, 0.95, 0) == 29
+
+
+def test_zero_misses_analytic_and_the_public_paths():
+    """0 misses, sensitivity 0.9 at 95 %: n = 29 because 0.9^29 < 0.05 <= 0.9^28; with 14 findings (Bonferroni,
+    0.05 / 14 each) n = 54 because 0.9^54 < 0.05 / 14 <= 0.9^53. The same Plan from chestxr.calibration.plan."""
+    from chestxr.calibration import Plan, plan_command
+    from chestxr.calibration import plan as public_plan
+
+    assert 0.9**29 < 0.05 <= 0.9**28 and 0.9**54 < 0.05 / 14 <= 0.9**53
+    p = public_plan("sensitivity:0.9", confidence=0.95, findings=14)
+    assert isinstance(p, Plan) and p.rows[0].single == 54 and plan("sensitivity:0.9").rows[0].single == 29
+    spec = public_plan("specificity:0.95", findings=3)
+    n0 = next(n for n in range(1, 1000) if 0.95**n <= 0.05 / 3)
+    assert spec.rows[0].single == n0 and "negatives" in "\n".join(spec.describe())
+    assert (
+        plan_command("sensitivity:0.9", 0.95, 14)
+        == "chestxr plan --rule sensitivity:0.9 --confidence 0.95 --findings 14"
+    )
+    assert plan_command("specificity:0.8", 0.9, 1) == "chestxr plan --rule specificity:0.8 --confidence 0.9"
+    assert plan_command("ppv:0.9", 0.95, 2).endswith("--findings 2 --prevalence LO:HI")

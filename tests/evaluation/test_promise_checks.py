@@ -1,15 +1,19 @@
 """The honest checks' statistics (chestxr/evaluation/_promise_checks.py): the promise test's power against
 the exact binomial and a simulation, Holm against hand values and its family-wise error by simulation,
-the two-sample exact tests' false-alarm rate under no change."""
+the two-sample exact tests' false-alarm rate under no change; and evaluate's checks built on them
+(chestxr/evaluation/_promise.py): power and p against the binomial, Holm across findings by hand, the
+family-wise false-rejection rate by simulation when every promise is exactly met, point rules, refusals."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 from scipy.stats import binom, boschloo_exact, fisher_exact
 
+from chestxr.evaluation import OperatingPoint, check_promise, check_promises, finding_counts
 from chestxr.evaluation._promise_checks import (
     BOSCHLOO_MAX_CELLS,
     holm,
@@ -97,3 +101,153 @@ def test_permutation_test_for_patients_with_several_images():
     assert flags / reps <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / reps)
     moved = two_sample_test(0, 0, 0, 0, fractions_1=fractions(80, 0.9), fractions_2=fractions(80, 0.5))
     assert moved.p_value < 0.01
+
+
+# ----------------------------------------------------------------------------- evaluate's checks (_promise.py)
+
+
+def _guaranteed(name: str, target: float, metric: str = "sensitivity") -> OperatingPoint:
+    return OperatingPoint(name, method=f"{metric}:{target}", status="guaranteed", target=target, threshold=0.5)
+
+
+def _single_counts(successes: int, k: int) -> dict:
+    """finding_counts for k positive patients with one image each, ``successes`` of them detected."""
+    y = np.ones(k, bool)
+    called = np.arange(k) < successes
+    return finding_counts(y, called, np.arange(k))
+
+
+def test_check_power_and_p_value_match_the_exact_binomial_computed_here():
+    """p = P(Binomial(k, X) <= x); power = P(Binomial(k, X - 0.1) <= c) with c the largest count whose
+    P(Binomial(k, X) <= c) <= alpha / m (Holm's strictest step), all from scipy.stats.binom here."""
+    cases = {"A": (44, 50, 0.9), "B": (18, 20, 0.85), "C": (70, 75, 0.95)}
+    records = {
+        name: check_promise({"sensitivity": x / k}, _guaranteed(name, t), counts=_single_counts(x, k), with_ids=True)
+        for name, (x, k, t) in cases.items()
+    }
+    check_promises(records, alpha=0.05)
+    for name, (x, k, t) in cases.items():
+        r = records[name]
+        crit = max(c for c in range(-1, k + 1) if c < 0 or binom.cdf(c, k, t) <= 0.05 / 3)
+        power = binom.cdf(crit, k, t - 0.1) if crit >= 0 else 0.0
+        assert r["p_value"] == pytest.approx(binom.cdf(x, k, t), rel=1e-9)
+        assert r["power"] == pytest.approx(power, rel=1e-9) and r["family_size"] == 3
+        assert r["state"] == "not_contradicted"
+        assert r["verdict"] == (
+            f"not contradicted (p = {r['p_value']:.2g}; this test had {100 * power:.0f}% power to detect a drop "
+            f"of 0.1 with {k} positive patients)"
+        )
+        assert not re.search(r"\bholds?\b", r["verdict"] + r["detail"]) and "Holm over 3" in r["detail"]
+        assert "patients, one image each" in r["unit"]
+
+
+def test_holm_across_findings_hand_worked():
+    """50 positive patients each, promise 0.9. x = 38, 40, 41, 44 give p = 0.00322, 0.02454, 0.05787, 0.38388.
+    Holm, m = 4: 0.00322 * 4 = 0.0129 <= 0.05 rejects A; 0.02454 * 3 = 0.0736 > 0.05 stops. B (p < 0.05 on
+    its own) is not contradicted in the family; adjusted p: 0.0129, 0.0736, 0.1157 (0.05787 * 2), 0.3839."""
+    xs = {"A": 38, "B": 40, "C": 41, "D": 44}
+    records = {
+        n: check_promise({"sensitivity": x / 50}, _guaranteed(n, 0.9), counts=_single_counts(x, 50), with_ids=True)
+        for n, x in xs.items()
+    }
+    alone = {n: r["state"] for n, r in records.items()}
+    assert alone == {"A": "contradicted", "B": "contradicted", "C": "not_contradicted", "D": "not_contradicted"}
+    summary = check_promises(records, alpha=0.05)
+    assert {n: r["state"] for n, r in records.items()} == {
+        "A": "contradicted",
+        "B": "not_contradicted",
+        "C": "not_contradicted",
+        "D": "not_contradicted",
+    }
+    adjusted = [records[n]["p_holm"] for n in "ABCD"]
+    assert adjusted == pytest.approx(
+        [4 * binom.cdf(38, 50, 0.9), 3 * binom.cdf(40, 50, 0.9), 2 * binom.cdf(41, 50, 0.9), binom.cdf(44, 50, 0.9)]
+    )
+    assert adjusted == pytest.approx([0.01288, 0.07361, 0.11573, 0.38388], abs=5e-5)
+    assert summary["contradicted"] == ["A"] and summary["not_contradicted"] == ["B", "C", "D"]
+    assert "Holm across the 4 at alpha 0.05" in summary["text"]
+    a = records["A"]
+    assert a["flagged"] is True and "CONTRADICTED" in a["detail"] and "Holm-adjusted p = 0.013" in a["detail"]
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_false_rejection_rate_at_most_alpha_when_the_truth_equals_the_promise(clustered):
+    """3 findings, each promise exactly met (sensitivity 0.9, specificity 0.8, sensitivity 0.85); 40 positive
+    and 60 negative patients per finding. Clustered: 1-4 images per patient, a patient's images all detected or
+    all missed together (the worst correlation). 2,000 seeded evaluations: P(any promise contradicted) <= 0.05
+    (+ 2 Monte-Carlo s.e.)."""
+    rng = np.random.default_rng(11 + clustered)
+    promises = {"A": ("sensitivity", 0.9), "B": ("specificity", 0.8), "C": ("sensitivity", 0.85)}
+    reps, any_flag = 2000, 0
+    k_pos, k_neg = 40, 60
+    for _ in range(reps):
+        records = {}
+        for name, (metric, truth) in promises.items():
+            k = k_pos + k_neg
+            sizes = rng.integers(1, 5, k) if clustered else np.ones(k, int)
+            groups = np.repeat(np.arange(k), sizes)
+            y = np.repeat(np.arange(k) < k_pos, sizes)
+            rate = (
+                np.where(np.arange(k) < k_pos, truth, 0.5)
+                if metric == "sensitivity"
+                else np.where(np.arange(k) < k_pos, 0.5, truth)
+            )
+            ok = np.repeat(rng.random(k) < rate, sizes)  # detected (positives) / correctly negative (negatives)
+            called = np.where(y, ok, ~ok)
+            counts = finding_counts(y, called, groups)
+            records[name] = check_promise(
+                {metric: counts[metric].patient_rate}, _guaranteed(name, truth, metric), counts=counts, with_ids=True
+            )
+        summary = check_promises(records, alpha=0.05)
+        any_flag += bool(summary["contradicted"])
+        assert all(("per-patient fractions" in r["unit"]) == clustered for r in records.values())
+    rate = any_flag / reps  # measured: 0.034 one image each, 0.014 clustered (seeds 11, 12)
+    assert rate <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / reps), rate
+
+
+def test_point_rule_is_not_a_promise_moved_only_by_the_two_sample_test():
+    """The demo's case: a Youden point at calibration specificity 0.974 (37/38), test 0.914 (32/35): Boschloo
+    does not reject, so nothing is flagged; the calibration estimate is shown beside the test value. A real
+    move (60/60 vs 10/40) is "moved", neutral words, never "not held"."""
+    cal = OperatingPoint(
+        "Effusion", method="youden", threshold=0.4, sensitivity=1.0, specificity=37 / 38, tp=20, fn=0, tn=37, fp=1
+    )
+    achieved = {"sensitivity": 18 / 19, "specificity": 32 / 35, "tp": 18, "fn": 1, "tn": 32, "fp": 3, "threshold": 0.4}
+    r = check_promise(achieved, cal)
+    spec = r["tests"][1]
+    assert r["kind"] == "point" and r["state"] == "not_moved" and r["flagged"] is False
+    assert spec["calibration"] == pytest.approx(0.974, abs=1e-3) and spec["achieved"] == pytest.approx(0.914, abs=1e-3)
+    assert spec["p_value"] == pytest.approx(boschloo_exact([[37, 32], [1, 3]], alternative="two-sided").pvalue)
+    assert "calibration 0.974 vs test 0.914" in r["detail"] and "not a promise" in r["detail"]
+    moved = OperatingPoint(
+        "Nodule", method="f1", threshold=0.3, sensitivity=1.0, specificity=0.9, tp=60, fn=0, tn=9, fp=1
+    )
+    m = check_promise({"sensitivity": 0.25, "specificity": 0.9, "tp": 10, "fn": 30, "tn": 9, "fp": 1}, moved)
+    records = {"Effusion": r, "Nodule": m}
+    summary = check_promises(records, alpha=0.05)
+    assert m["state"] == "moved" and m["verdict"] == "operating point moved (sensitivity)"
+    assert summary["moved"] == ["Nodule"] and summary["contradicted"] == []
+    assert "Holm over 4 point tests" in m["detail"]  # two rates per finding, two findings
+    p = m["tests"][0]["p_value"]
+    assert m["tests"][0]["p_holm"] == pytest.approx(min(1.0, 4 * p))
+    assert "not held" not in (m["detail"] + m["verdict"]).lower()
+    # hand records without calibration counts: shown, not tested, never flagged
+    bare = check_promise({"sensitivity": 0.5, "tp": 5, "fn": 5}, OperatingPoint("X", sensitivity=0.99))
+    assert bare["state"] == "not_tested" and bare["flagged"] is None
+
+
+def test_refused_and_uncalibrated_findings_are_counted_and_listed():
+    refused = OperatingPoint.from_dict(
+        {"finding": "R", "method": "sensitivity:0.99", "status": "insufficient_data", "n_pos": 12, "note": "x"}
+    )
+    records = {
+        "R": check_promise({}, refused),
+        "U": check_promise({"threshold": float("nan")}, OperatingPoint("U", method="youden", status="undefined")),
+        "G": check_promise({"sensitivity": 1.0}, _guaranteed("G", 0.5), counts=_single_counts(10, 10), with_ids=True),
+        "N": None,
+    }
+    s = check_promises(records)
+    assert s["refused"] == ["R"] and s["not_calibrated"] == ["U"] and s["no_record"] == ["N"]
+    assert s["guarantees"] == ["G"] and s["not_contradicted"] == ["G"]
+    assert "refused at calibration (no threshold): R" in s["text"] and "not calibrated: U" in s["text"]
+    assert records["R"]["flagged"] is None and records["U"]["flagged"] is None

@@ -101,7 +101,9 @@ def test_evaluation_report_renders(browser, tmp_path):
         FINDINGS,
         groups=pid,
         n_boot=30,
-        promised={"Effusion": OperatingPoint("Effusion", sensitivity=0.999, specificity=0.999)},
+        promised={
+            "Effusion": OperatingPoint("Effusion", method="sensitivity:0.999", status="guaranteed", target=0.999)
+        },
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -307,8 +308,24 @@ def test_guaranteed_rule_from_the_cli_refuses_with_counts_and_card(tiny_run_copy
         )
         == 0
     )
+    printed = capsys.readouterr().out
     metrics = json.loads((ev / "metrics.json").read_text())
-    assert metrics["findings"]["Nodule"]["promise"]["holds"] is None
+    assert metrics["findings"]["Nodule"]["promise"]["state"] == "refused"
+    summary = metrics["promise_summary"]
+    assert summary["refused"] == ["Nodule"]  # counted and listed, never dropped
+    assert sorted(summary["point_rules"]) == ["Cardiomegaly", "Effusion", "Opacity"]  # youden: not promises
+    assert "refused at calibration (no threshold): Nodule" in summary["text"] and "Nodule" in printed
+    assert "operating points: " in printed and "Nodule: refused at calibration" in printed
+    for name in summary["point_rules"]:  # calibration estimate beside the test value, a two-sample exact test
+        p = metrics["findings"][name]["promise"]
+        assert p["state"] in ("moved", "not_moved") and p["kind"] == "point"
+        for t in p["tests"]:  # tested, or why not (a split without negatives, say) in words
+            assert (t["calibration_n"] and "exact test" in (t["test"] or "")) or t["unit"].startswith("no "), t
+        assert any(t["test"] for t in p["tests"])
+    report = (ev / "report.html").read_text()
+    assert 'id="promise-summary"' in report and not re.search(r"\bholds\b", report) and "NOT HELD" not in report
+    metrics_csv = pd.read_csv(ev / "metrics.csv").set_index("finding")
+    assert metrics_csv.loc["Nodule", "promise_state"] == "refused" and "promise_holds" not in metrics_csv.columns
     assert metrics["approval"]["state"] == "not_approved" and "NOT APPROVED" in (ev / "report.html").read_text()
     card = tmp_path / "card"
     use = tmp_path / "use.yaml"
