@@ -295,6 +295,8 @@ def _raw_check(
         if kind in ("ppv", "npv"):
             p = _float(achieved.get("prevalence"))
             base["prevalence_range"] = list(prev) if prev else None
+            if math.isfinite(p):  # a predictive value depends on the prevalence: name this split's
+                test["unit"] += f", at this split's prevalence {p:.3f}"
             if prev and math.isfinite(p) and not prev[0] - 1e-12 <= p <= prev[1] + 1e-12:
                 test["p_value"] = math.nan
                 test["unit"] = f"this split's prevalence {p:.3f} is outside the promised range {prev[0]:g}-{prev[1]:g}"
@@ -304,7 +306,7 @@ def _raw_check(
         value = _float(getattr(promised, key))
         if math.isfinite(value):
             base[key] = value
-            tests.append(_point_test(achieved, promised, key, value))
+            tests.append(_point_test(achieved, promised, key, value, counts.get(key) if counts is not None else None))
     if not tests:
         return None
     base.update(kind="point", guarantee=False, tests=tests)
@@ -314,8 +316,11 @@ def _raw_check(
 _FALSE_ALARM = "<= {alpha:g} family-wise when every promise is exactly met (one-sided tests, Holm)"
 
 
-def _point_test(achieved: Mapping[str, Any], promised: OperatingPoint, key: str, value: float) -> dict[str, Any]:
-    """Calibration vs test for one rate of a point rule: two-sided exact two-sample test on image counts."""
+def _point_test(
+    achieved: Mapping[str, Any], promised: OperatingPoint, key: str, value: float, patients: Optional[PatientCounts]
+) -> dict[str, Any]:
+    """Calibration vs test for one rate of a point rule: two-sided exact two-sample test on image counts (the
+    calibration record stores no per-patient counts); said so when test patients have several images."""
     tp, fp, tn, fn = (_float(getattr(promised, k)) for k in ("tp", "fp", "tn", "fn"))
     cx, cn = (tp, tp + fn) if key == "sensitivity" else (tn, tn + fp)
     t = _image_counts(achieved, key)
@@ -331,7 +336,13 @@ def _point_test(achieved: Mapping[str, Any], promised: OperatingPoint, key: str,
         out["unit"] = f"no {_CLASS[key]} in this split"
         return out
     r = two_sample_test(int(round(cx)), int(round(cn)), int(round(t.successes)), t.k)
-    out.update(p_value=r.p_value, test=f"two-sided {r.method} exact test", unit=f"{_CLASS[key]} (images)")
+    unit = f"{_CLASS[key]} (images)"
+    if patients is not None and not patients.single:
+        unit = (
+            f"{_CLASS[key]} (images from {patients.k} patients, some with several: an image-level test flags a "
+            "move more often than alpha when a patient's images agree)"
+        )
+    out.update(p_value=r.p_value, test=f"two-sided {r.method} exact test", unit=unit)
     return out
 
 

@@ -231,6 +231,13 @@ def test_point_rule_is_not_a_promise_moved_only_by_the_two_sample_test():
     p = m["tests"][0]["p_value"]
     assert m["tests"][0]["p_holm"] == pytest.approx(min(1.0, 4 * p))
     assert "not held" not in (m["detail"] + m["verdict"]).lower()
+    # test patients with several images: still image counts (the calibration record has no others), said so
+    y = np.r_[np.ones(19, bool), np.zeros(35, bool)]
+    called = np.r_[np.arange(19) != 0, np.arange(35) < 3]
+    groups = np.r_[np.arange(19) // 2, 100 + np.arange(35)]
+    c = check_promise(achieved, cal, counts=finding_counts(y, called, groups), with_ids=True)
+    assert "some with several" in c["tests"][0]["unit"] and "(images)" in c["tests"][1]["unit"]
+    assert c["tests"][0]["p_value"] == pytest.approx(r["tests"][0]["p_value"])
     # hand records without calibration counts: shown, not tested, never flagged
     bare = check_promise({"sensitivity": 0.5, "tp": 5, "fn": 5}, OperatingPoint("X", sensitivity=0.99))
     assert bare["state"] == "not_tested" and bare["flagged"] is None
@@ -251,3 +258,19 @@ def test_refused_and_uncalibrated_findings_are_counted_and_listed():
     assert s["guarantees"] == ["G"] and s["not_contradicted"] == ["G"]
     assert "refused at calibration (no threshold): R" in s["text"] and "not calibrated: U" in s["text"]
     assert records["R"]["flagged"] is None and records["U"]["flagged"] is None
+
+
+def test_ppv_promise_names_the_prevalence_and_is_not_checked_outside_its_range():
+    y = np.r_[np.ones(30, bool), np.zeros(70, bool)]
+    called = np.r_[np.ones(30, bool), np.arange(70) < 2]  # 30 of 32 positive calls are right: PPV 0.9375
+    counts = finding_counts(y, called, np.arange(100))
+    achieved = {"ppv": 30 / 32, "prevalence": 0.3}
+    r = check_promise(achieved, _guaranteed("P", 0.9, "ppv"), counts=counts, with_ids=True)
+    assert r["state"] == "not_contradicted" and "at this split's prevalence 0.300" in r["detail"]
+    assert r["p_value"] == pytest.approx(binom.cdf(30, 32, 0.9)) and "32 positive calls" in r["unit"]
+    from chestxr.evaluation import Guarantee
+
+    ranged = _guaranteed("P", 0.9, "ppv").replace(guarantee=Guarantee("ppv", 0.9, 0.95))
+    object.__setattr__(ranged.guarantee, "prevalence_range", (0.05, 0.2))  # as issue 22 point 3 records it
+    out = check_promise(achieved, ranged, counts=counts, with_ids=True)
+    assert out["state"] == "not_checked" and "outside the promised range 0.05-0.2" in out["verdict"]
