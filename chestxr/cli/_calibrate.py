@@ -22,6 +22,26 @@ def _parse_per_finding(items: list[str]) -> dict[str, str]:
     return out
 
 
+def parse_prevalence(text: str) -> tuple[float, float]:
+    """``LO:HI`` (e.g. 0.05:0.20) as a checked range 0 < LO <= HI < 1; argparse's one-line error otherwise."""
+    from chestxr.core import CalibrationError
+    from chestxr.evaluation import check_prevalence
+
+    parts = str(text).split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--prevalence {text!r} must look like LO:HI, e.g. 0.05:0.20 (the deployment prevalence range)"
+        ) from None
+    try:
+        return check_prevalence((lo, hi))
+    except CalibrationError as exc:
+        raise argparse.ArgumentTypeError(f"--prevalence {text!r}: {exc}") from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate",
@@ -29,8 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run the model on a calibration split, fit one threshold per finding from its ROC "
         "curve, attach bootstrap-by-patient confidence intervals, and store them as a new version of "
         "RUN/model.json and in RUN/thresholds.json. Guaranteed rules: sensitivity:X, specificity:X, "
-        "ppv:X, npv:X (the metric's one-sided exact lower bound at --confidence is >= X; refused with "
-        "status insufficient_data when the split has too few cases). Point rules (NOT a guarantee): "
+        "ppv:X, npv:X (the metric's one-sided lower bound at --confidence is >= X, with the patient as the "
+        "unit: exact binomial with one image per patient, Bentkus 2004 otherwise; refused with status "
+        "insufficient_data when the split has too few patients). By default the confidence holds JOINTLY "
+        "for every finding with a guaranteed rule (Bonferroni); --per-finding makes each finding's guarantee "
+        "alone. ppv:X / npv:X need --prevalence LO:HI and hold at every prevalence of that range. "
+        "Point rules (NOT a guarantee): "
         "youden, f1, cost:C_FP:C_FN, fixed:T, and sensitivity:X@point etc. Without flags the rules "
         "are the run's own calibration config (the preset it was trained with, e.g. nih14-densenet121: "
         "youden, Pneumothorax=sensitivity:0.9); --method, --finding-method, --probability, --bootstrap "
@@ -67,7 +91,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--confidence",
         type=LEVEL,
         default=0.95,
-        help="confidence of the one-sided bound behind sensitivity:X / specificity:X / ppv:X / npv:X",
+        help="confidence of the one-sided bounds behind sensitivity:X / specificity:X / ppv:X / npv:X, jointly "
+        "for every finding with such a rule unless --per-finding (default 0.95)",
+    )
+    p.add_argument(
+        "--per-finding",
+        dest="simultaneous",
+        action="store_false",
+        default=None,
+        help="make each guaranteed rule at --confidence for its finding alone instead of jointly for all "
+        "(default: jointly, or the run's calibration.simultaneous)",
+    )
+    p.add_argument(
+        "--prevalence",
+        type=parse_prevalence,
+        default=None,
+        metavar="LO:HI",
+        help="deployment prevalence range, e.g. 0.05:0.20: ppv:X / npv:X hold at every prevalence in it "
+        "(required by those rules; default: the run's calibration.prevalence)",
     )
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument(
@@ -94,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         level=args.ci,
         confidence=args.confidence,
+        simultaneous=args.simultaneous,
+        prevalence=args.prevalence,
         seed=args.seed,
         force=args.force,
         loading=loader_options(args),
@@ -119,8 +162,18 @@ def run(args: argparse.Namespace) -> int:
             f"{r.status:<17} {'' if not math.isfinite(lb) else f'{lb:.3f}':>6}  "
             f"{fmt('sensitivity'):<22} {fmt('specificity'):<22}"
         )
+    family = summary.guarantee_family
+    if family:
+        print(f"guarantees: {family.get('text')}")
+    for r in data.thresholds:
+        if r.guarantee is not None and r.guaranteed:
+            print(f"{r.finding}: {r.guarantee.describe()}")
+        elif r.guarantee is not None:
+            print(f"{r.finding}: {r.describe()}")
     print(
-        f"(bound: one-sided {args.confidence:.0%} Clopper-Pearson lower bound of the rule's metric; "
+        f"(bound: one-sided lower bound of the rule's metric, patient as the unit (exact binomial with one "
+        f"image per patient, Bentkus 2004 otherwise), at {args.confidence:.0%} "
+        f"{'jointly' if summary.rules is None or summary.rules.simultaneous else 'per finding'}; "
         f"{lvl}% exact intervals with effective counts by patient; {summary.n_images} images, "
         f"{summary.n_patients} patients; not_a_guarantee = point estimate only)"
     )

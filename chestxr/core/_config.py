@@ -172,6 +172,9 @@ class CalibrationConfig:
     method: default operating-point rule ("youden", "sensitivity:0.9", "specificity:0.9", "f1",
     "ppv:0.5", "cost:1:5", "fixed:0.5"); per_finding overrides by finding name.
     probability: None | "temperature" | "platt" | "isotonic".
+    simultaneous: the guaranteed rules hold jointly for every finding carrying one (Bonferroni; False:
+    each finding alone, ``chestxr calibrate --per-finding``). prevalence: [lo, hi] deployment prevalence
+    range a ppv:X / npv:X rule must hold over (required by those rules; ``--prevalence LO:HI``).
     """
 
     method: str = "youden"
@@ -179,6 +182,8 @@ class CalibrationConfig:
     probability: Optional[Literal["temperature", "platt", "isotonic"]] = None
     n_bootstrap: int = 1000
     ci_level: float = 0.95
+    simultaneous: bool = True
+    prevalence: Optional[tuple[float, float]] = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from chestxr.core import fields_set, written_keys
 
@@ -71,14 +71,27 @@ def _pair(v: Any) -> list[float]:
 
 @dataclass(frozen=True)
 class Guarantee:
-    """A one-sided guarantee asked of an operating point: P(true ``metric`` >= ``target``) >= ``level``, by a
-    ``method`` lower bound (Clopper-Pearson, on effective counts by patient) on the calibration data.
+    """A one-sided guarantee asked of an operating point: P(true ``metric`` >= ``target``) >= ``level``, made on
+    the calibration data with the PATIENT as the independent unit (:mod:`chestxr.evaluation._patient_bounds`):
+    ``method`` "clopper-pearson" (every patient has one image of the class: the exact binomial bound) or
+    "bentkus-patient" (several images per patient: the Bentkus 2004 bound on per-patient failure fractions,
+    valid whatever the number of images and their correlation; no design effect is estimated). The estimand is
+    image-level (detected positive images / positive images), as everywhere in chestxr.
 
     status: "guaranteed" (the bound reached the target at the chosen threshold), "insufficient_data" (fewer
-    than ``n_needed`` samples of the relevant class: no threshold) or "unreachable" (no threshold reaches it).
-    lower_bound: the bound at the chosen threshold (None when refused); n_pos: positives it was fitted on;
-    n_needed: samples of the relevant class a guarantee at ``level`` needs at all.
-    Fields added later (with defaults) are read and written by :meth:`to_dict` / :meth:`from_dict` unchanged.
+    than ``n_needed`` patients of the relevant class: no threshold) or "unreachable" (no threshold reaches it).
+    lower_bound: the bound at the chosen threshold, at ``per_finding_level`` (None when refused; PPV/NPV: at
+    the range's worst prevalence); n_pos: positive images it was fitted on; n_needed: patients of the
+    relevant class a guarantee needs at all.
+
+    Family (issue 22): ``level`` is the confidence asked for. ``simultaneous`` True: it holds JOINTLY for every
+    finding of ``family`` (``family_size`` findings, Bonferroni: ``per_finding_level`` = 1 - (1 - level) /
+    family_size each); False: for this finding alone (``per_finding_level`` = level); None: a record written
+    before families existed (per finding, legacy). ``prevalence``: the deployment prevalence range (lo, hi) a
+    PPV/NPV guarantee holds over (None for sensitivity / specificity and legacy records, which held only at
+    the calibration prevalence); ``sensitivity_lower`` / ``specificity_lower``: the joint bounds behind it.
+    ``method_text``: the bound in words with its reference. Fields added later (with defaults) are read and
+    written by :meth:`to_dict` / :meth:`from_dict` unchanged; records without them still load.
     """
 
     metric: str
@@ -89,28 +102,96 @@ class Guarantee:
     lower_bound: Optional[float] = None
     n_pos: Optional[int] = None
     n_needed: Optional[int] = None
+    family: Optional[tuple[str, ...]] = None
+    family_size: Optional[int] = None
+    simultaneous: Optional[bool] = None
+    per_finding_level: Optional[float] = None
+    method_text: Optional[str] = None
+    prevalence: Optional[tuple[float, float]] = None
+    sensitivity_lower: Optional[float] = None
+    specificity_lower: Optional[float] = None
 
     @property
     def met(self) -> bool:
         """True when the calibration data met the bound (a threshold was chosen under it)."""
         return self.status == "guaranteed"
 
+    @property
+    def legacy(self) -> bool:
+        """True for a record written before families existed (no ``simultaneous`` key): per finding."""
+        return self.simultaneous is None
+
+    @property
+    def joint(self) -> bool:
+        """True when the level holds jointly with other findings (a simultaneous family of 2 or more)."""
+        return bool(self.simultaneous) and (self.family_size or 0) > 1
+
+    @property
+    def joint_confidence(self) -> float:
+        """The confidence every member's guarantee holds at together (``level``)."""
+        return self.level
+
+    @property
+    def family_text(self) -> str:
+        """The family in words: "jointly for 4 findings (Bonferroni, 98.75% each)", "this finding alone",
+        "per finding (legacy record)"."""
+        if self.legacy:
+            return "per finding (legacy record)"
+        if self.joint:
+            each = _pct(self.per_finding_level if self.per_finding_level is not None else self.level)
+            return f"jointly for {self.family_size} findings (Bonferroni, {each} each)"
+        if self.simultaneous:
+            return "the one guaranteed finding"
+        return "this finding alone (per finding, not jointly)"
+
+    def _what(self) -> str:
+        name = {"ppv": "PPV", "npv": "NPV"}.get(self.metric, self.metric)
+        what = f"{name} >= {self.target:.2f}"
+        if self.prevalence is not None:
+            what += f" at every prevalence in {_prev(self.prevalence)}"
+        return what
+
     def describe(self) -> str:
-        """One sentence: the promise and its outcome ("sensitivity >= 0.90 with 95% confidence (one-sided
-        Clopper-Pearson bound 0.912)"; a refusal says why in the operating point's note)."""
-        what = f"{self.metric} >= {self.target:.2f} with {self.level:.0%} confidence"
+        """One sentence: the promise, for whom, and its outcome. E.g. "sensitivity >= 0.90 for each of 4
+        findings jointly with 95% confidence (Bonferroni, 98.75% each); patient-level bound (Bentkus 2004) 0.912"
+        or "PPV >= 0.80 at every prevalence in 0.05-0.2 for this finding alone with 95% confidence; ...".
+        A legacy record keeps its old sentence ("... with 95% confidence (one-sided Clopper-Pearson bound ...)")."""
+        if self.legacy:
+            what = f"{self.metric} >= {self.target:.2f} with {self.level:.0%} confidence"
+            if not self.met:
+                return f"{what}: not met ({self.status}; n_pos {self.n_pos}, n_needed {self.n_needed})"
+            bound = "-" if self.lower_bound is None else f"{self.lower_bound:.3f}"
+            return f"{what} (one-sided {_method_name(self.method)} bound {bound})"
+        what = self._what()
+        if self.joint:
+            each = _pct(self.per_finding_level if self.per_finding_level is not None else self.level)
+            text = (
+                f"{what} for each of {self.family_size} findings jointly with {_pct(self.level)} confidence "
+                f"(Bonferroni, {each} each)"
+            )
+        elif self.simultaneous:
+            text = f"{what} with {_pct(self.level)} confidence (the one guaranteed finding)"
+        else:
+            text = f"{what} with {_pct(self.level)} confidence for this finding alone (not jointly)"
         if not self.met:
-            return f"{what}: not met ({self.status}; n_pos {self.n_pos}, n_needed {self.n_needed})"
+            return f"{text}: not met ({self.status}; n_pos {self.n_pos}, n_needed {self.n_needed})"
         bound = "-" if self.lower_bound is None else f"{self.lower_bound:.3f}"
-        return f"{what} (one-sided {_method_name(self.method)} bound {bound})"
+        return f"{text}; {_bound_words(self.method)} {bound}"
 
     def summary(self, limit: int = 64) -> str:
         """At most ``limit`` characters, status first (an SR code meaning):
-        "guaranteed: sensitivity >= 0.9, bound 0.912 (95% one-sided)"."""
+        "guaranteed: sensitivity >= 0.9, bound 0.912 (95% joint, 4 findings)";
+        PPV/NPV name the range: "guaranteed: ppv >= 0.8 prev 0.05-0.2, bound 0.81 (95% joint, 4)"."""
         text = f"{self.status or 'status unknown'}: {self.metric} >= {self.target:g}"
+        if self.prevalence is not None:
+            text += f" prev {_prev(self.prevalence)}"
         if self.lower_bound is not None:
             text += f", bound {self.lower_bound:.3f}"
-        text += f" ({self.level:.0%} one-sided)"
+        if self.joint:
+            long = f" ({self.level:.0%} joint, {self.family_size} findings)"
+            text += long if len(text) + len(long) <= limit else f" ({self.level:.0%} joint, {self.family_size})"
+        else:
+            text += f" ({self.level:.0%} one-sided)"
         if self.method and len(text) + len(self.method) + 1 <= limit:
             text += f" {self.method}"
         return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -120,13 +201,34 @@ class Guarantee:
         return _CODES.get(str(self.status or "").lower(), "UNKNOWN")
 
     def to_dict(self) -> dict[str, Any]:
-        """The nested ``guarantee`` record of thresholds.json / model.json (NaN written as None)."""
-        return {f.name: _json(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """The nested ``guarantee`` record of thresholds.json / model.json (NaN written as None, tuples as
+        lists). A legacy record (``simultaneous`` None) writes only the keys it was read with."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in _FAMILY_FIELDS and v is None and self.legacy:
+                continue
+            out[f.name] = _json(list(v) if isinstance(v, tuple) else v)
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Guarantee":
-        """Inverse of :meth:`to_dict`; keys this version does not know are ignored."""
-        convert = {"target": _float, "level": _float, "lower_bound": _finite, "n_pos": _int, "n_needed": _int}
+        """Inverse of :meth:`to_dict`; keys this version does not know are ignored, keys it knows but the record
+        lacks (a thresholds.json from before issue 22) take their defaults: a legacy per-finding guarantee."""
+        convert = {
+            "target": _float,
+            "level": _float,
+            "lower_bound": _finite,
+            "n_pos": _int,
+            "n_needed": _int,
+            "family": lambda v: None if v is None else tuple(str(x) for x in v),
+            "family_size": _int,
+            "simultaneous": lambda v: None if v is None else bool(v),
+            "per_finding_level": _finite,
+            "prevalence": lambda v: None if not isinstance(v, (list, tuple)) or len(v) != 2 else tuple(_pair(v)),
+            "sensitivity_lower": _finite,
+            "specificity_lower": _finite,
+        }
         kw: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name in d:
@@ -135,6 +237,36 @@ class Guarantee:
         kw.setdefault("target", math.nan)
         kw.setdefault("level", math.nan)
         return cls(**kw)
+
+
+#: Guarantee fields added by issue 22 (absent from older records)
+_FAMILY_FIELDS = (
+    "family",
+    "family_size",
+    "simultaneous",
+    "per_finding_level",
+    "method_text",
+    "prevalence",
+    "sensitivity_lower",
+    "specificity_lower",
+)
+
+
+def _pct(x: float) -> str:
+    """95% / 98.75% / 99.64%: at most two decimals, no trailing zeros."""
+    s = f"{100 * x:.2f}".rstrip("0").rstrip(".")
+    return f"{s}%"
+
+
+def _prev(p: tuple[float, float]) -> str:
+    return f"{p[0]:g}-{p[1]:g}"
+
+
+def _bound_words(method: str) -> str:
+    return {
+        "clopper-pearson": "exact binomial bound (Clopper-Pearson, one image per patient)",
+        "bentkus-patient": "patient-level bound (Bentkus 2004)",
+    }.get(method, f"{_method_name(method)} bound")
 
 
 def _method_name(method: str) -> str:
@@ -319,6 +451,42 @@ class OperatingPoint:
                 n_needed=_int(d.get("n_needed")),
             )
         return cls(**kw)
+
+
+def guarantee_statement(points: Sequence["OperatingPoint"]) -> str:
+    """The guarantees of ``points`` in one sentence for the card: their joint level, the family size and the
+    per-finding level, the prevalence range of PPV/NPV rules and the bound ("" when no finding has a
+    guarantee). E.g. "sensitivity/specificity rules hold jointly for 4 findings with 95% confidence
+    (Bonferroni, 98.75% each); PPV/NPV at every prevalence in 0.05-0.2; patient-level bound (Bentkus 2004)"."""
+    held = [p.guarantee for p in points if p.guarantee is not None and p.guaranteed]
+    refused = [p.finding for p in points if p.guarantee is not None and not p.guaranteed]
+    if not held and not refused:
+        return ""
+    parts = []
+    if held:
+        g = held[0]
+        if g.legacy:
+            parts.append(f"each finding's guarantee holds alone at its stated confidence (recorded before joint "
+                         f"guarantees; not jointly: with {len(held)} findings all hold together less often)")  # fmt: skip
+        elif g.joint:
+            each = g.family_text.split("(", 1)[1].rstrip(")")
+            parts.append(f"all {g.family_size} guaranteed findings hold jointly with {g.level:.0%} confidence ({each})")
+        elif g.simultaneous:
+            parts.append(f"one guaranteed finding, at {g.level:.0%} confidence")
+        else:
+            parts.append(f"each finding's guarantee holds alone at {g.level:.0%} (per finding, not jointly)")
+        ranges = sorted({f"{h.prevalence[0]:g}-{h.prevalence[1]:g}" for h in held if h.prevalence is not None})
+        if ranges:
+            parts.append(f"PPV/NPV at every prevalence in {', '.join(ranges)}")
+        methods = sorted({h.method for h in held if not h.legacy})
+        if methods:
+            words = {"clopper-pearson": "exact binomial (Clopper-Pearson, one image per patient)",
+                     "bentkus-patient": "patient-level bound (Bentkus 2004)"}  # fmt: skip
+            parts.append("method: " + ", ".join(words.get(m, m) for m in methods)
+                         + "; fixed-sequence testing (Learn-then-Test, Angelopoulos et al. 2021)")  # fmt: skip
+    if refused:
+        parts.append(f"refused (too few patients or unreachable): {', '.join(refused)}")
+    return "; ".join(parts)
 
 
 def _json(v: Any) -> Any:

@@ -4,30 +4,35 @@ Rules are specs parsed by :func:`chestxr.evaluation.parse_method` (table there).
 is positive when ``score >= threshold``; candidates are the distinct calibration scores plus one
 finite value above all of them (call nothing positive).
 
-Guaranteed rules (``sensitivity:X``, ``specificity:X``, ``ppv:X``, ``npv:X``) pick the threshold
-by fixed-sequence testing (Learn-then-Test, Angelopoulos et al. 2021): candidates are walked from
-the safe end (for sensitivity: the lowest threshold, where every positive is called) towards the
-other, each tested with the one-sided Clopper-Pearson lower bound at ``confidence``; the walk
-stops at the first candidate whose bound is < X and the last one that passed is chosen, which is
-the best one on the other axis (for sensitivity: the highest threshold, i.e. best specificity).
+Guaranteed rules (``sensitivity:X``, ``specificity:X``, ``ppv:X``, ``npv:X``) are chosen by
+:func:`chestxr.evaluation._guarantee_rules.choose_threshold` (method and proofs in that module and in
+chestxr/evaluation/_patient_bounds.py):
 
-* For sensitivity (and specificity) this is exact: the chosen threshold is the k-th highest
-  positive score, whose true sensitivity is Beta(k, n - k + 1) distributed, and the bound is that
-  distribution's (1 - confidence) quantile; so P(true sensitivity >= X) >= confidence for i.i.d.
-  positives with continuous scores (tests/test_guarantees.py checks this against the binormal model).
-* For PPV / NPV the denominator (calls) depends on the threshold; candidates calling fewer than
-  ``n_needed`` samples are skipped (they cannot pass), the rest are tested in a fixed order given
-  the scores, so the guarantee holds conditionally on the calibration scores (images like these).
+* The PATIENT is the independent unit (``groups`` = patient ids; None = every image its own patient).
+  With one image per patient of the class the bound is the exact binomial (Clopper-Pearson) bound and the
+  threshold is exactly the one of fixed-sequence testing before (Learn-then-Test, Angelopoulos et al.
+  2021: walk from the safe end, stop at the first candidate whose bound is < X): for sensitivity the k-th
+  highest positive score, whose true sensitivity is Beta(k, n - k + 1) distributed. With several images
+  per patient the bound is the Bentkus (2004) bound on the per-patient failure fractions: valid however
+  many images each patient has and however correlated they are; no design effect is estimated from the
+  data and nothing is clamped. The estimand stays image-level (detected positive images / positive images).
+* ``simultaneous=True`` (the default; ``chestxr calibrate`` without ``--per-finding``): the findings carrying
+  a guaranteed rule form one family (:func:`chestxr.evaluation._guarantee_rules.allocate_family`) and share
+  alpha = 1 - confidence by Bonferroni, so every member's guarantee holds TOGETHER with probability >=
+  ``confidence``. A finding whose counts cannot support its rule even alone at ``confidence``, or then not
+  at its Bonferroni share (decided by the numbers of patients only, never by the scores, so the family is
+  fixed before any score is seen), is left out and refused; the others do not pay for it.
+* ``ppv:X`` / ``npv:X`` need the deployment prevalence range ``prevalence=(lo, hi)`` (CLI
+  ``--prevalence LO:HI``) and hold at every prevalence of the range, from joint lower bounds on
+  sensitivity and specificity (PPV(pi) >= pi Se_L / (pi Se_L + (1 - pi)(1 - Sp_L)) at the worst pi).
+  Without a range they are refused with a CalibrationError.
 
-When no candidate passes because the counts are too few (``n_pos < n_needed`` for sensitivity /
-PPV, ``n_neg < n_needed`` for specificity / NPV, where n_needed = ceil(log(1-c) / log(X)), 29 for
-0.9 at 95 %) the finding gets NO threshold (NaN), ``status = "insufficient_data"`` and a one-line
-:class:`InsufficientDataWarning`. ``youden`` / ``f1`` / ``cost`` / ``fixed`` / ``...@point`` report
-their achieved values with exact intervals and ``status = "not_a_guarantee"``.
-
-With several images per patient pass ``groups``: bounds and intervals use effective counts
-(:func:`chestxr.evaluation.effective_counts`). Youden / F1 / cost compare integer counts,
-so ties are exact and the highest tied threshold wins.
+When the counts are too few (fewer patients of the class than ``n_needed`` =
+``patients_needed(X, level)``, 29 for 0.9 at 95 %) the finding gets NO threshold (NaN), ``status =
+"insufficient_data"`` and a one-line :class:`InsufficientDataWarning`. ``youden`` / ``f1`` / ``cost`` /
+``fixed`` / ``...@point`` report their achieved values with exact intervals and ``status =
+"not_a_guarantee"``; they take no part in a family. Youden / F1 / cost compare integer counts, so ties are
+exact and the highest tied threshold wins.
 """
 
 from __future__ import annotations
@@ -39,12 +44,27 @@ from typing import Any, Mapping, Sequence, cast
 import numpy as np
 
 from chestxr.core import CalibrationError
-from chestxr.evaluation._intervals import confusion_intervals, effective_counts, lower_bound, n_needed
+from chestxr.evaluation._guarantee_rules import (
+    GuaranteedChoice,
+    RuleFamily,
+    allocate_family,
+    check_prevalence,
+    choose_threshold,
+    feasibility,
+)
+from chestxr.evaluation._intervals import confusion_intervals
 from chestxr.evaluation._methods import TARGETED, Method, parse_method
 from chestxr.evaluation._metrics import UndefinedMetricWarning, as_matrices
 from chestxr.evaluation._operating_point import Guarantee, OperatingPoint
+from chestxr.evaluation._patient_bounds import METHOD_TEXT, patient_counts, success_lower_bound
 
 _RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
+#: the references every guaranteed record names (method_text)
+_REFERENCES = {
+    "clopper-pearson": "Clopper & Pearson 1934",
+    "bentkus-patient": "Bentkus 2004, Ann. Probab. 32",
+}
+_SEQUENCE = "fixed-sequence testing over thresholds (Learn-then-Test, Angelopoulos et al. 2021)"
 
 
 class InsufficientDataWarning(UndefinedMetricWarning):
@@ -60,42 +80,155 @@ def fit_threshold(
     confidence: float = 0.95,
     groups: Any = None,
     level: float = 0.95,
+    prevalence: Any = None,
 ) -> OperatingPoint:
     """Fit one finding's operating point. y_true, y_score, groups: (n_samples,), masked entries removed.
 
-    confidence: of the one-sided bound behind a guaranteed rule; level: of the two-sided exact
-    intervals reported beside every rate. Warns (InsufficientDataWarning) when a guarantee is
-    refused for too few samples, UndefinedMetricWarning when a threshold is undefined otherwise."""
+    confidence: of the one-sided bound behind a guaranteed rule (this finding alone: a family of one,
+    not jointly; :func:`fit_thresholds` makes families); level: of the two-sided exact intervals reported
+    beside every rate; prevalence: (lo, hi) deployment range, required by ppv:X / npv:X. Warns
+    (InsufficientDataWarning) when a guarantee is refused for too few patients, UndefinedMetricWarning when a
+    threshold is undefined otherwise."""
     if not 0.0 < confidence < 1.0:
         raise CalibrationError(f"confidence must be in (0, 1), got {confidence!r}")
     m = parse_method(method)
-    y = np.asarray(y_true, dtype=np.float64) >= 0.5
-    s = np.asarray(y_score, dtype=np.float64)
-    g = None if groups is None else np.asarray(groups).reshape(-1)
+    prev = _prevalence_for(m, finding, prevalence)
+    return _fit_one(
+        np.asarray(y_true, dtype=np.float64) >= 0.5,
+        np.asarray(y_score, dtype=np.float64),
+        None if groups is None else np.asarray(groups).reshape(-1),
+        m,
+        finding=finding,
+        confidence=confidence,
+        level=level,
+        prevalence=prev,
+        family=None,
+    )
+
+
+def _prevalence_for(m: Method, finding: str, prevalence: Any) -> tuple[float, float] | None:
+    """The checked range for a ppv/npv guarantee (CalibrationError, one line, without one); None otherwise."""
+    if not (m.guarantee and m.kind in ("ppv", "npv")):
+        return None
+    if prevalence is None:
+        raise CalibrationError(
+            f"{finding}: {m} needs the deployment prevalence range it must hold over: pass --prevalence LO:HI "
+            "(chestxr calibrate) or prevalence=(lo, hi) (fit_thresholds), e.g. 0.05:0.20"
+        )
+    return check_prevalence(prevalence)
+
+
+def _fit_one(
+    y: np.ndarray,
+    s: np.ndarray,
+    g: np.ndarray | None,
+    m: Method,
+    *,
+    finding: str,
+    confidence: float,
+    level: float,
+    prevalence: tuple[float, float] | None,
+    family: RuleFamily | None,
+    refuse_at: float | None = None,
+) -> OperatingPoint:
     n_pos = int(y.sum())
     one_class = n_pos == 0 or n_pos == y.size
-    lb, need, note = math.nan, None, ""
+    lb, note = math.nan, ""
+    guarantee = None
     if m.kind == "fixed":
         thr, status = float(m.value if m.value is not None else math.nan), "not_a_guarantee"
         if one_class:
             note = f"only one class ({n_pos} positive, {y.size - n_pos} negative)"
-            warnings.warn(f"{finding}: {note}: rates at the fixed threshold are undefined", UndefinedMetricWarning, 3)
+            warnings.warn(f"{finding}: {note}: rates at the fixed threshold are undefined", UndefinedMetricWarning, 4)
     elif m.kind in TARGETED and m.guarantee:
-        thr, status, lb, need, note = _guaranteed_threshold(m, y, s, g, confidence)
+        if family is None:  # fit_threshold: this finding alone
+            family = RuleFamily((finding,), float(confidence), simultaneous=False)
+        choice = _guaranteed(m, y, s, g, finding, confidence, prevalence, family, refuse_at)
+        thr, status, lb, note = choice.threshold, choice.status, choice.lower_bound, choice.note
+        guarantee = _guarantee_record(choice, n_pos, confidence, finding, family)
         if status == "insufficient_data":
-            warnings.warn(f"{finding}: no threshold: {note} (status insufficient_data)", InsufficientDataWarning, 3)
+            warnings.warn(f"{finding}: no threshold: {note} (status insufficient_data)", InsufficientDataWarning, 4)
         elif status == "unreachable":
-            warnings.warn(f"{finding}: no threshold: {note} (status unreachable)", UndefinedMetricWarning, 3)
+            warnings.warn(f"{finding}: no threshold: {note} (status unreachable)", UndefinedMetricWarning, 4)
     elif one_class:
         thr, status = math.nan, "undefined"
         note = f"only one class ({n_pos} positive, {y.size - n_pos} negative)"
-        warnings.warn(f"{finding}: threshold for {m} undefined: {note}; set to NaN", UndefinedMetricWarning, 3)
+        warnings.warn(f"{finding}: threshold for {m} undefined: {note}; set to NaN", UndefinedMetricWarning, 4)
     else:
         thr, note = _point_threshold(m, y, s)
         status = "not_a_guarantee" if math.isfinite(thr) else "undefined"
         if note:
-            warnings.warn(f"{finding}: threshold for {m} undefined: {note}; set to NaN", UndefinedMetricWarning, 3)
-    return _record(finding, m, thr, y, s, g, status=status, lb=lb, need=need, note=note, conf=confidence, level=level)
+            warnings.warn(f"{finding}: threshold for {m} undefined: {note}; set to NaN", UndefinedMetricWarning, 4)
+    return _record(finding, m, thr, y, s, g, status=status, lb=lb, guarantee=guarantee, note=note,
+                   conf=confidence, level=level)  # fmt: skip
+
+
+def _guaranteed(
+    m: Method,
+    y: np.ndarray,
+    s: np.ndarray,
+    g: np.ndarray | None,
+    finding: str,
+    confidence: float,
+    prevalence: tuple[float, float] | None,
+    family: RuleFamily,
+    refuse_at: float | None = None,
+) -> GuaranteedChoice:
+    """The guaranteed rule at this finding's share of the family's level. A finding left out of the family
+    (``refuse_at``: the level its counts fell short at) is refused by its counts at that level."""
+    if m.target is None:
+        raise CalibrationError(f"{m.kind} rule without a target value")
+    member = finding in family.members
+    each = family.per_finding_level if member else (refuse_at if refuse_at is not None else confidence)
+    choice = choose_threshold(m.kind, float(m.target), y, s, g, level=each, prevalence=prevalence)
+    if not member and choice.status == "guaranteed":  # cannot happen: the family was made from these counts
+        raise CalibrationError(f"{finding}: left out of the family but its counts support {m} at {_pct(each)}")
+    if choice.status != "guaranteed":
+        if not member and each == confidence:
+            choice.note += " (left out of the joint family: too few patients even alone)"
+        elif not member:
+            choice.note += (
+                f" (left out of the joint family: too few patients for its share of {_pct(confidence)} jointly; "
+                "--per-finding / simultaneous=False would make it alone)"
+            )
+        elif family.simultaneous and family.size > 1:
+            choice.note += f" (its share of {_pct(confidence)} jointly for {family.size} findings)"
+    return choice
+
+
+def _guarantee_record(
+    choice: GuaranteedChoice, n_pos: int, confidence: float, finding: str, family: RuleFamily
+) -> Guarantee:
+    member = finding in family.members
+    ref = _REFERENCES.get(choice.method, "")
+    text = f"{METHOD_TEXT[choice.method]} ({ref}); {_SEQUENCE}"
+    if member and family.simultaneous and family.size > 1:
+        text += f"; Bonferroni over {family.size} findings (family-wise error <= {1 - confidence:.3g})"
+    if choice.prevalence is not None:
+        text += "; PPV/NPV at the range's worst prevalence from joint lower bounds on sensitivity and specificity"
+    return Guarantee(
+        metric=choice.kind,
+        target=float(choice.target),
+        level=float(confidence),
+        method=choice.method,
+        status=choice.status,
+        lower_bound=choice.lower_bound if math.isfinite(choice.lower_bound) else None,
+        n_pos=n_pos,
+        n_needed=int(choice.n_needed),
+        family=family.members if member else (finding,),
+        family_size=family.size if member else 1,
+        simultaneous=bool(family.simultaneous and member),
+        per_finding_level=float(choice.level),
+        method_text=text,
+        prevalence=choice.prevalence,
+        sensitivity_lower=choice.sensitivity_lower if math.isfinite(choice.sensitivity_lower) else None,
+        specificity_lower=choice.specificity_lower if math.isfinite(choice.specificity_lower) else None,
+    )
+
+
+def _pct(x: float) -> str:
+    t = f"{100 * x:.2f}".rstrip("0").rstrip(".")
+    return f"{t}%"
 
 
 def _record(
@@ -108,7 +241,7 @@ def _record(
     *,
     status: str,
     lb: float,
-    need: int | None,
+    guarantee: Guarantee | None,
     note: str,
     conf: float,
     level: float,
@@ -124,20 +257,8 @@ def _record(
         ci = confusion_intervals(y, pred, g, level=level)
         rec.update({k: ci[k] for k in _RATES}, **{f"{k}_ci": ci[f"{k}_ci"] for k in _RATES})
         if m.kind in TARGETED and not m.guarantee:  # the bound the point rule happens to have, for information
-            x_eff, n_eff, _ = _target_counts(m.kind, y, pred, g)
-            lb = lower_bound(x_eff, n_eff, conf) if n_eff > 0 else math.nan
+            lb = _point_bound(m.kind, y, pred, g, conf)
     target = float(m.target) if m.target is not None else math.nan
-    guarantee = None
-    if need is not None:  # a guaranteed rule was asked for: its record, whatever the outcome
-        guarantee = Guarantee(
-            metric=m.kind,
-            target=target,
-            level=float(conf),
-            status=status,
-            lower_bound=lb if math.isfinite(lb) else None,
-            n_pos=n_pos,
-            n_needed=need,
-        )
     return OperatingPoint(
         finding=finding,
         method=str(m),
@@ -156,9 +277,12 @@ def _record(
     )
 
 
-def _target_counts(kind: str, y: np.ndarray, pred: np.ndarray, g: np.ndarray | None) -> tuple[float, float, float]:
+def _point_bound(kind: str, y: np.ndarray, pred: np.ndarray, g: np.ndarray | None, conf: float) -> float:
+    """The patient-level one-sided bound at the point rule's threshold (information only; PPV/NPV at the
+    calibration split's own prevalence)."""
     rows, ok = {"sensitivity": (y, pred), "specificity": (~y, ~pred), "ppv": (pred, y), "npv": (~pred, ~y)}[kind]
-    return effective_counts(ok[rows], None if g is None else g[rows])
+    counts = patient_counts(ok[rows], None if g is None else g[rows])
+    return success_lower_bound(counts, conf) if counts.k else math.nan
 
 
 def resolve_methods(method: str | Sequence[str] | Mapping[str, str], findings: Sequence[str]) -> list[Method]:
@@ -192,15 +316,22 @@ def fit_thresholds(
     findings: Sequence[str] | None = None,
     groups: Any = None,
     level: float = 0.95,
+    simultaneous: bool = True,
+    prevalence: Any = None,
 ) -> list[OperatingPoint]:
     """Fit one operating point per finding on calibration data.
 
     y_true (n_samples, n_findings) 0/1 (binarised at >= 0.5), y_score (n_samples, n_findings)
     scores, mask (n_samples, n_findings) bool or None (True = label known), groups (n_samples,)
-    patient ids or None. method: one spec for all, a list with one per finding, or a dict finding
-    -> spec (key "*" or "default" for the rest; needs ``findings``). confidence: of the guarantee.
-    Returns one :class:`~chestxr.evaluation.OperatingPoint` per finding (``.threshold`` NaN when refused, ``.status``,
-    ``.lower_bound``)."""
+    patient ids or None (each row its own patient). method: one spec for all, a list with one per finding,
+    or a dict finding -> spec (key "*" or "default" for the rest; needs ``findings``). confidence: of the
+    guarantees; with ``simultaneous`` (default) it holds JOINTLY for every finding with a guaranteed rule
+    (Bonferroni; module docstring), else per finding. prevalence: (lo, hi) deployment prevalence range,
+    required by ppv:X / npv:X (CalibrationError without it). Returns one
+    :class:`~chestxr.evaluation.OperatingPoint` per finding (``.threshold`` NaN when refused, ``.status``,
+    ``.lower_bound``, ``.guarantee`` with the family, its size and the per-finding level)."""
+    if not 0.0 < confidence < 1.0:
+        raise CalibrationError(f"confidence must be in (0, 1), got {confidence!r}")
     try:
         y, s, m = as_matrices(y_true, y_score, mask)
     except ValueError as exc:
@@ -216,22 +347,66 @@ def fit_thresholds(
     if g is not None and g.size != y.shape[0]:
         raise CalibrationError(f"groups must have one patient id per row ({y.shape[0]}), got {g.size}")
     methods = resolve_methods(method, findings)
+    names = [str(x) for x in findings]
+    prev = [_prevalence_for(methods[j], names[j], prevalence) for j in range(f)]
+    cols = [(y[m[:, j], j] >= 0.5, s[m[:, j], j], None if g is None else g[m[:, j]]) for j in range(f)]
+    guaranteed = [j for j in range(f) if methods[j].kind in TARGETED and methods[j].guarantee]
+    family, refuse_at = _family(guaranteed, methods, cols, names, prev, confidence, simultaneous)
     return [
-        fit_threshold(
-            y[m[:, j], j],
-            s[m[:, j], j],
+        _fit_one(
+            cols[j][0],
+            cols[j][1],
+            cols[j][2],
             methods[j],
-            finding=str(findings[j]),
+            finding=names[j],
             confidence=confidence,
-            groups=None if g is None else g[m[:, j]],
             level=level,
+            prevalence=prev[j],
+            family=family,
+            refuse_at=refuse_at.get(names[j]),
         )
         for j in range(f)
     ]
 
 
+def _family(
+    guaranteed: list[int],
+    methods: list[Method],
+    cols: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    names: list[str],
+    prev: list[tuple[float, float] | None],
+    confidence: float,
+    simultaneous: bool,
+) -> tuple[RuleFamily, dict[str, float]]:
+    """The family of the guaranteed rules, decided by the numbers of patients only (never the scores), and
+    for each finding left out the level its counts fell short at.
+
+    First the findings whose counts cannot support the rule even alone at ``confidence`` are left out
+    (:func:`allocate_family`). When simultaneous, a member that cannot reach its Bonferroni share
+    (1 - alpha / size) by its counts is left out too and the share recomputed, until every member can: a
+    finding that would only be refused does not take alpha from the others. Every decision uses counts
+    only, so the family is fixed before any score is looked at and the joint guarantee holds."""
+
+    def feasible(j: int, lvl: float) -> bool:
+        m = methods[j]
+        return feasibility(m.kind, float(cast(float, m.target)), cols[j][0], cols[j][2], lvl, prev[j])[0]
+
+    alone = [feasible(j, confidence) for j in guaranteed]
+    refuse_at = {names[j]: confidence for j, ok in zip(guaranteed, alone) if not ok}
+    family = allocate_family([names[j] for j in guaranteed], alone, confidence, simultaneous)
+    while simultaneous and family.size > 1:
+        lvl = family.per_finding_level
+        short = {names[j] for j in guaranteed if names[j] in family.members and not feasible(j, lvl)}
+        if not short:
+            break
+        refuse_at.update({n: lvl for n in short})
+        keep = [names[j] in family.members and names[j] not in short for j in guaranteed]
+        family = allocate_family([names[j] for j in guaranteed], keep, confidence, simultaneous)
+    return family, refuse_at
+
+
 # ----------------------------------------------------------------------------- choosing a threshold
-# Arrays: y (n,) bool labels, s (n,) float scores, g (n,) patient ids or None; integer counts at every candidate.
+# Arrays: y (n,) bool labels, s (n,) float scores; integer counts at every candidate (the point rules).
 
 
 def _candidates(y: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:
@@ -251,16 +426,6 @@ def _candidates(y: np.ndarray, s: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def _cp_lower(x: np.ndarray, n: np.ndarray, confidence: float) -> np.ndarray:
-    """Vectorised one-sided Clopper-Pearson lower bound; 0 at x = 0, NaN at n = 0."""
-    from scipy.stats import beta
-
-    x, n = np.asarray(x, dtype=np.float64), np.asarray(n, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        lb = beta.ppf(1.0 - confidence, np.maximum(x, 1e-300), n - x + 1.0)
-    return np.where(n <= 0, np.nan, np.where(x <= 0, 0.0, lb))
-
-
 def _rate_counts(kind: str, c: dict[str, np.ndarray], n_pos: int, n_neg: int) -> tuple[np.ndarray, np.ndarray]:
     """(successes, denominator) per candidate for the rule's metric."""
     tp, fp = c["tp"], c["fp"]
@@ -272,60 +437,6 @@ def _rate_counts(kind: str, c: dict[str, np.ndarray], n_pos: int, n_neg: int) ->
         return tp, tp + fp
     tn, fn = n_neg - fp, n_pos - tp  # npv
     return tn, tn + fn
-
-
-def _clustered_lb(kind: str, thr: float, y: np.ndarray, s: np.ndarray, g: np.ndarray, conf: float) -> float:
-    pred = s >= thr
-    rows, ok = {
-        "sensitivity": (y, pred),
-        "specificity": (~y, ~pred),
-        "ppv": (pred, y),
-        "npv": (~pred, ~y),
-    }[kind]
-    x_eff, n_eff, _ = effective_counts(ok[rows], g[rows])
-    return lower_bound(x_eff, n_eff, conf) if n_eff > 0 else math.nan
-
-
-def _guaranteed_threshold(
-    m: Method, y: np.ndarray, s: np.ndarray, g: np.ndarray | None, conf: float
-) -> tuple[float, str, float, int, str]:
-    """(threshold, status, lower bound, n_needed, note) by fixed-sequence testing (module docstring)."""
-    if m.target is None:
-        raise CalibrationError(f"{m.kind} rule without a target value")
-    target = float(m.target)
-    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
-    need = n_needed(target, conf)
-    have, cls = (n_pos, "positives") if m.kind in ("sensitivity", "ppv") else (n_neg, "negatives")
-    level = f"{m.kind} >= {m.target:g} at {conf:.0%} confidence"
-    what = "with no misses" if m.kind in ("sensitivity", "specificity") else "all correctly called"
-    if have < need:
-        return math.nan, "insufficient_data", math.nan, need, f"{level} needs at least {need} {cls} {what}; has {have}"
-    clustered = g is not None and np.unique(g.astype(str)).size < g.size
-    if g is not None and clustered:  # several images per patient: the patients of that class bound the count
-        rows = y if m.kind in ("sensitivity", "ppv") else ~y
-        n_pat = int(np.unique(g[rows].astype(str)).size)
-        if n_pat < need:
-            note = f"{level} needs at least {need} {cls} {what}; has {have} images from {n_pat} patients"
-            return math.nan, "insufficient_data", math.nan, need, note + " (images of one patient are not independent)"
-    c = _candidates(y, s)
-    x, n = _rate_counts(m.kind, c, n_pos, n_neg)
-    lb = _cp_lower(x, n, conf)
-    k = c["thr"].size
-    # sensitivity / NPV: walk up from the lowest threshold; specificity / PPV: down from "call nothing"
-    order = range(k - 1, -1, -1) if m.kind in ("sensitivity", "npv") else range(k)
-    best, best_lb = None, math.nan
-    for i in order:
-        if n[i] < need:  # cannot pass whatever its count: skipped, decided by the scores alone
-            continue
-        if not lb[i] >= target - 1e-12:
-            break
-        b = _clustered_lb(m.kind, float(c["thr"][i]), y, s, g, conf) if g is not None and clustered else float(lb[i])
-        if not b >= target - 1e-12:
-            break
-        best, best_lb = i, b
-    if best is None:
-        return math.nan, "unreachable", math.nan, need, f"no threshold reaches {level}"
-    return float(c["thr"][best]), "guaranteed", best_lb, need, ""
 
 
 def _point_threshold(m: Method, y: np.ndarray, s: np.ndarray) -> tuple[float, str]:

@@ -5,10 +5,13 @@ One measurement group (TID 1501) per finding, holding:
 * "Probability of finding" for the study (the study_reduce of its images, as in study_predictions.csv),
   and one per image, each referencing its source image (as in predictions.csv);
 * "Decision threshold" and the qualitative evaluation "Call at stored threshold" (SCT positive / negative);
-* "Threshold guarantee" (a coded value whose meaning says the method, bound, level and status, or
-  "no guarantee") and "Guarantee lower bound" when the run holds one;
+* "Threshold guarantee" (a coded value whose meaning says the status, bound, level, "joint" with the family
+  size, and the prevalence range of a PPV/NPV rule, in at most 64 characters; or "no guarantee") and
+  "Guarantee lower bound" when the run holds one;
 * "Threshold approval status" (approved / void / not approved, recomputed against the run);
-* the algorithm identification (TID 4019): model name, version and ``weights_sha256=...``.
+* the algorithm identification (TID 4019): model name, version, ``weights_sha256=...`` and, when the run holds
+  guarantees, ``guarantees: ...`` (their joint level, family size, per-finding level and prevalence range in
+  words: :func:`chestxr.evaluation.guarantee_statement`).
 
 The SR is in the patient's study (patient and study modules copied from the source images by highdicom),
 references every source image in its evidence and image library, and has new UIDs derived
@@ -27,7 +30,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Mapping, Sequence
 
-from chestxr.evaluation import OperatingPoint
+from chestxr.evaluation import OperatingPoint, guarantee_statement
 from chestxr.pacs._dicom_text import lo, set_character_set, text
 from chestxr.pacs._extras import require
 from chestxr.runs import ApprovalStatus, Run
@@ -131,10 +134,14 @@ def build_sr(
     study_uid = str(evidence[0].StudyInstanceUID)
     sop_uids = sorted(str(ds.SOPInstanceUID) for ds in evidence)
     ident = dict(identity)
+    params = [text(f"weights_sha256={ident['weights_sha256']}"), text(f"study_reduce={study_reduce}")]
+    stated = guarantee_statement(points)  # the joint level and the prevalence range, in words (UT, one line)
+    if stated:
+        params.append(text(f"guarantees: {stated}"))
     algorithm = AlgorithmIdentification(
         name=text(ident["name"]),
         version=text(f"model v{ident['version']} (chestxr {__version__})"),
-        parameters=[text(f"weights_sha256={ident['weights_sha256']}"), text(f"study_reduce={study_reduce}")],
+        parameters=params,
     )
     device = ObserverContext(
         observer_type=codes.DCM.Device,

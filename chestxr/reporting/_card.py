@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from chestxr.core import write_text_atomic
-from chestxr.evaluation import OperatingPoint
+from chestxr.evaluation import OperatingPoint, guarantee_statement
 
 DEFAULT_INTENDED_USE = {
     "intended_use": "Research use only. Not a medical device; not cleared or approved for clinical decisions.",
@@ -233,6 +233,7 @@ def build_card(
         "training_data": dict(data_summary or {"source": "not available in the run folder", "splits": []}),
         "operating_points": _operating_points(operating_points),
         "calibration": dict(meta.get("calibration") or {}),
+        "guarantees": guarantee_statement(operating_points),
         "evaluations": [_evaluation(n, m) for n, m in evaluations],
         "approval": dict(approval or {"state": "not_approved", "banner": "NOT APPROVED FOR CLINICAL USE"}),
         "versions": sorted((str(k), str(v)) for k, v in versions.items()),
@@ -278,6 +279,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
             f"{_md(cal.get('training_patient_overlap_text') or 'not recorded')}.",
             "",
         ]
+    if card.get("guarantees"):
+        lines += [f"Guarantees: {_md(card['guarantees'])}", ""]
     lines += _md_table(
         ["finding", "method", "threshold", "guarantee", "sensitivity (calibration)", "specificity (calibration)"],
         [

@@ -11,7 +11,8 @@ What is bound (:data:`BOUND_PARTS`): everything that changes a call. The weights
 model.safetensors itself), the findings in their order (swapping two names would label every probability
 with another finding), the task and mode, the architecture (backbone, input channels, dropout), the
 preprocessing (size, channels, resize, normalisation, VOI, colour, header checks...), the stored thresholds
-(finding, method, value) and the decision thresholds they give, the probability calibration, and the
+(finding, method, value), the guarantees they carry (joint level, family, per-finding level, prevalence
+range: the statement signed), the decision thresholds they give, the probability calibration, and the
 reference profile (``RUN/reference_profile.json``, issue 23; its absence is bound too). The binding is
 HMAC-SHA256 under the run's secret key (``RUN/patient_hash.key``, made at train or at the first approve,
 0600; :class:`chestxr.core.KeyedHasher`), so a record cannot be forged or copied to another run by anyone
@@ -102,13 +103,25 @@ def bound_parts(run: RunLike, meta: RunMetadata) -> dict[str, Any]:
         "task": {"task": meta.task, "mode": meta.mode},
         "architecture": {"backbone": meta.backbone, "in_channels": meta.in_channels, "dropout": meta.dropout},
         "preprocessing": doc.get("preprocessing"),
-        "thresholds": {
-            "records": [[r.finding, r.method, r.threshold if r.calibrated else None] for r in meta.thresholds or []],
-            "decision": [_finite_or_none(t) for t in meta.decision_thresholds()],
-        },
+        "thresholds": _thresholds_part(meta),
         "probability_calibration": doc.get("probability_calibration"),
         "reference_profile": hash_file(profile) if profile.is_file() else None,
     }
+
+
+def _thresholds_part(meta: RunMetadata) -> dict[str, Any]:
+    """The stored thresholds and what they promise. Since issue 22 the guarantee statements (joint or per
+    finding, family, per-finding level, prevalence range, bound) are bound too: the sentence the reviewer
+    signs. Records written before (legacy guarantees) bind as before, so their approvals stay valid."""
+    records = meta.thresholds or []
+    part: dict[str, Any] = {
+        "records": [[r.finding, r.method, r.threshold if r.calibrated else None] for r in records],
+        "decision": [_finite_or_none(t) for t in meta.decision_thresholds()],
+    }
+    stated = [[r.finding, r.guarantee.to_dict()] for r in records if r.guarantee is not None and not r.guarantee.legacy]
+    if stated:
+        part["guarantees"] = stated
+    return part
 
 
 def _canonical(value: Any) -> str:

@@ -11,8 +11,10 @@ including the ``calibration`` section of the preset it was trained with, e.g. co
 
 merged with what the caller passed (``chestxr calibrate`` flags): ``method`` replaces the default rule;
 ``per_finding`` rules replace or add to the config's, finding by finding (names matched with aliases);
-``probability`` ("none" switches a configured calibrator off), ``n_boot`` and ``level`` replace the config's
-values. ``None`` means "not given": the config decides. Config rules for findings the run does not have (a
+``probability`` ("none" switches a configured calibrator off), ``n_boot``, ``level``, ``simultaneous`` and
+``prevalence`` replace the config's values. ``None`` means "not given": the config decides (simultaneous
+guarantees by default: every finding with a guaranteed rule jointly, Bonferroni; ``--per-finding`` opts out;
+ppv:X / npv:X need the deployment ``prevalence`` range, refused without one). Config rules for findings the run does not have (a
 preset's 14 findings, a run trained on fewer) are dropped with a warning; a rule given explicitly for an
 unknown finding is an error.
 
@@ -42,7 +44,9 @@ from chestxr.evaluation import (
     EceChange,
     OperatingPoint,
     ProbabilityCalibrator,
+    RuleFamily,
     bootstrap_intervals,
+    check_prevalence,
     compare_ece,
     decide,
     fit_probability_calibrator,
@@ -71,6 +75,8 @@ def calibrate_run(
     n_boot: Optional[int] = None,
     level: Optional[float] = None,
     confidence: float = 0.95,
+    simultaneous: Optional[bool] = None,
+    prevalence: Optional[Sequence[float]] = None,
     seed: int = 0,
     force: bool = False,
     loading: LoaderOptions = LoaderOptions(),
@@ -86,8 +92,11 @@ def calibrate_run(
     ``probability="none"`` switches a configured calibrator off). Each :class:`chestxr.evaluation.OperatingPoint`
     carries the rule (``method``), its ``threshold`` (NaN when refused), ``status`` ("guaranteed" |
     "not_a_guarantee" | "insufficient_data" | "unreachable" | "undefined"), its :class:`~chestxr.evaluation.Guarantee`
-    for a guaranteed rule (one-sided Clopper-Pearson lower bound at ``confidence``, n_pos, n_needed), the rates
-    with two-sided exact intervals at ``level``, and AUROC / F1 intervals (percentile bootstrap by patient).
+    for a guaranteed rule (one-sided patient-level lower bound: exact binomial with one image per patient, Bentkus
+    2004 otherwise; jointly at ``confidence`` for every guaranteed finding when ``simultaneous`` (default, from the
+    config), PPV/NPV over the ``prevalence`` range (lo, hi); n_pos, n_needed, the family and the per-finding
+    level), the rates with two-sided exact intervals at ``level``, and AUROC / F1 intervals (percentile
+    bootstrap by patient).
 
     A stored threshold is never lost silently: where the split has no usable labels for a finding, its previous
     operating point is kept (``kept_from_version``, ``kept_note``; listed in ``kept_previous``); any other null
@@ -101,6 +110,8 @@ def calibrate_run(
         probability=probability,
         n_boot=n_boot,
         level=level,
+        simultaneous=simultaneous,
+        prevalence=prevalence,
     )
     scored = run.score_labeled(manifest, split=split, loading=loading, features=True)
     labeled, logits, kept = scored.labeled, scored.logits, scored.kept
@@ -121,7 +132,16 @@ def calibrate_run(
     else:
         scores = run.scores_from_logits(logits, calibrated=False)
     fits = fit_thresholds(
-        y_true, scores, mask, plan.spec(), findings=findings, confidence=confidence, groups=groups, level=plan.level
+        y_true,
+        scores,
+        mask,
+        plan.spec(),
+        findings=findings,
+        confidence=confidence,
+        groups=groups,
+        level=plan.level,
+        simultaneous=plan.simultaneous,
+        prevalence=plan.prevalence,
     )
     boot = bootstrap_intervals(
         y_true,
@@ -166,6 +186,7 @@ def calibrate_run(
         probability_calibration=calibrator.method if calibrator else None,
         kept_previous=kept_previous,
         rules=plan,
+        guarantee_family=guarantee_family(fits, confidence, plan.simultaneous),
     )
     result = CalibrationResult(summary, points)
     profile = _reference_profile(run, scored, scores, np.where(mask, y_true, np.nan), points, split=split, seed=seed)
@@ -227,6 +248,29 @@ def _reference_profile(
     )
 
 
+def guarantee_family(points: Sequence[OperatingPoint], confidence: float, simultaneous: bool) -> Optional[dict]:
+    """The family the guaranteed rules of ``points`` were made in, as thresholds.json records it (None when no
+    finding had a guaranteed rule): members, size, joint confidence, per-finding level, simultaneous, the
+    findings left out (refused by their counts alone) and the sentence."""
+    guaranteed = [p for p in points if p.guarantee is not None]
+    if not guaranteed:
+        return None
+    if simultaneous:
+        members = next(
+            (
+                tuple(p.guarantee.family or ())
+                for p in guaranteed
+                if p.guarantee is not None and p.guarantee.simultaneous
+            ),
+            (),
+        )
+    else:
+        members = tuple(p.finding for p in guaranteed)
+    excluded = tuple(p.finding for p in guaranteed if p.finding not in members)
+    family = RuleFamily(members, float(confidence), bool(simultaneous), excluded)
+    return family.to_dict()
+
+
 def read_thresholds(run_dir: str | Path) -> Optional[CalibrationResult]:
     """RUN/thresholds.json as a :class:`~chestxr.runs.CalibrationResult` (None when the run was never
     calibrated); CheckpointError naming the file when it is not one."""
@@ -245,6 +289,8 @@ def plan_calibration(
     probability: Optional[str] = None,
     n_boot: Optional[int] = None,
     level: Optional[float] = None,
+    simultaneous: Optional[bool] = None,
+    prevalence: Optional[Sequence[float]] = None,
 ) -> CalibrationPlan:
     """Merge the run's calibration config with the given overrides (None: not given); see the module docstring."""
     cfg = meta.calibration_config(where)
@@ -276,6 +322,9 @@ def plan_calibration(
         )
     source["n_boot"] = "argument" if n_boot is not None else "config"
     source["level"] = "argument" if level is not None else "config"
+    source["simultaneous"] = "argument" if simultaneous is not None else "config"
+    source["prevalence"] = "argument" if prevalence is not None else "config"
+    rng = prevalence if prevalence is not None else cfg.prevalence
     return CalibrationPlan(
         method=method if method is not None else cfg.method,
         per_finding={f: rules[f] for f in findings if f in rules},
@@ -283,6 +332,8 @@ def plan_calibration(
         n_boot=int(n_boot if n_boot is not None else cfg.n_bootstrap),
         level=float(level if level is not None else cfg.ci_level),
         source=source,
+        simultaneous=bool(simultaneous if simultaneous is not None else cfg.simultaneous),
+        prevalence=None if rng is None else check_prevalence(rng),
     )
 
 

@@ -227,7 +227,9 @@ class Approval:
 class CalibrationPlan:
     """The rules ``calibrate`` applied: the run's own ``calibration`` config overridden by arguments.
     ``source`` says where each came from: "config" or "argument" (keys "method", "probability", "n_boot",
-    "level" and each finding of ``per_finding``)."""
+    "level", "simultaneous", "prevalence" and each finding of ``per_finding``). simultaneous: the guaranteed
+    rules were made jointly (False in a plan recorded before issue 22: per finding); prevalence: the
+    deployment range of ppv/npv rules (None: none given)."""
 
     method: str
     per_finding: dict[str, str]
@@ -235,6 +237,8 @@ class CalibrationPlan:
     n_boot: int
     level: float
     source: dict[str, str] = field(default_factory=dict)
+    simultaneous: bool = False
+    prevalence: Optional[tuple[float, float]] = None
 
     def spec(self) -> str | dict[str, str]:
         """What :func:`chestxr.evaluation.fit_thresholds` takes as ``method``."""
@@ -246,6 +250,11 @@ class CalibrationPlan:
         parts += [f"{f}={r} ({self.source.get(f, 'config')})" for f, r in self.per_finding.items()]
         if self.probability:
             parts.append(f"probability {self.probability} ({self.source.get('probability', 'config')})")
+        joint = "guarantees jointly (simultaneous)" if self.simultaneous else "guarantees per finding"
+        parts.append(f"{joint} ({self.source.get('simultaneous', 'config')})")
+        if self.prevalence is not None:
+            lo, hi = self.prevalence
+            parts.append(f"prevalence {lo:g}-{hi:g} ({self.source.get('prevalence', 'config')})")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,6 +265,8 @@ class CalibrationPlan:
             "n_boot": self.n_boot,
             "level": self.level,
             "source": dict(self.source),
+            "simultaneous": self.simultaneous,
+            "prevalence": list(self.prevalence) if self.prevalence is not None else None,
         }
 
     @classmethod
@@ -267,7 +278,15 @@ class CalibrationPlan:
             n_boot=int(d.get("n_boot") or 0),
             level=float(d.get("level") or 0.0),
             source={str(k): str(v) for k, v in (d.get("source") or {}).items()},
+            simultaneous=bool(d.get("simultaneous", False)),
+            prevalence=_range_or_none(d.get("prevalence")),
         )
+
+
+def _range_or_none(v: Any) -> Optional[tuple[float, float]]:
+    if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(_is_number(x) for x in v):
+        return None
+    return (float(v[0]), float(v[1]))
 
 
 @dataclass(frozen=True)
@@ -278,7 +297,9 @@ class CalibrationSummary:
     was scored; ci_level, confidence, interval_method, n_boot: the statistics; training_patient_overlap (None:
     unknown) and its text; forced: calibrated on training patients with --force; probability_calibration: the
     calibrator's method (None: none); kept_previous: findings whose previous threshold was kept (no usable
-    labels); rules: the :class:`CalibrationPlan` applied. Written back with the keys it was read with."""
+    labels); rules: the :class:`CalibrationPlan` applied; guarantee_family: the family the guaranteed rules
+    were made in (members, size, joint confidence, per-finding level, simultaneous, excluded, text; None when
+    no finding had a guaranteed rule or before issue 22). Written back with the keys it was read with."""
 
     run: Optional[str] = None
     manifest: Optional[str] = None
@@ -297,6 +318,7 @@ class CalibrationSummary:
     probability_calibration: Optional[str] = None
     kept_previous: Optional[list[str]] = None
     rules: Optional[CalibrationPlan] = None
+    guarantee_family: Optional[dict[str, Any]] = None
     present: Optional[tuple[str, ...]] = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -323,6 +345,8 @@ class CalibrationSummary:
             kw["forced"] = None if kw["forced"] is None else bool(kw["forced"])
         if kw.get("kept_previous") is not None:
             kw["kept_previous"] = [str(x) for x in kw["kept_previous"]]
+        if not isinstance(kw.get("guarantee_family"), Mapping):
+            kw.pop("guarantee_family", None)
         rules = d.get("rules")
         if isinstance(rules, Mapping):
             kw["rules"] = CalibrationPlan.from_dict(rules)

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import warnings
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -71,19 +70,31 @@ def test_texts_reports_use():
     assert refused.guarantee is not None and refused.guarantee.code() == "INSUFFICIENT"
 
 
-def test_a_field_added_to_the_guarantee_reaches_json_and_back():
-    """Issue 22 extends the record (family, family size, per-finding level, prevalence range): to_dict /
-    from_dict follow the dataclass fields, so a new field round-trips without touching the consumers."""
-
-    @dataclasses.dataclass(frozen=True)
-    class Family(Guarantee):
-        family: Optional[list[str]] = None
-        family_size: Optional[int] = None
-
-    g = Family("sensitivity", 0.9, 0.95, family=["A", "B"], family_size=2)
+def test_the_family_fields_reach_json_and_back_and_old_records_still_load():
+    """Issue 22: the guarantee records its family, the family size, the simultaneous flag, the per-finding
+    level, the method in words and the prevalence range; to_dict / from_dict round-trip them, and a
+    thresholds.json record written before (no such keys) loads as a legacy per-finding guarantee and is
+    written back with the keys it had."""
+    g = Guarantee("ppv", 0.8, 0.95, method="bentkus-patient", lower_bound=0.81, n_pos=300, n_needed=40,
+                  family=("A", "B", "C", "D"), family_size=4, simultaneous=True, per_finding_level=0.9875,
+                  method_text="Bentkus", prevalence=(0.05, 0.2), sensitivity_lower=0.7, specificity_lower=0.99)  # fmt: skip
     d = json.loads(json.dumps(g.to_dict()))
-    assert d["family"] == ["A", "B"] and d["family_size"] == 2
-    assert Family.from_dict(d) == g and Guarantee.from_dict(d) == Guarantee("sensitivity", 0.9, 0.95)
+    assert d["family"] == ["A", "B", "C", "D"] and d["family_size"] == 4 and d["prevalence"] == [0.05, 0.2]
+    assert Guarantee.from_dict(d) == g and not g.legacy and g.joint and g.joint_confidence == 0.95
+    assert g.describe() == (
+        "PPV >= 0.80 at every prevalence in 0.05-0.2 for each of 4 findings jointly with 95% confidence "
+        "(Bonferroni, 98.75% each); patient-level bound (Bentkus 2004) 0.810"
+    )
+    assert len(g.summary()) <= 64 and "prev 0.05-0.2" in g.summary() and "joint" in g.summary()
+    assert g.family_text == "jointly for 4 findings (Bonferroni, 98.75% each)"
+    old = {"metric": "sensitivity", "target": 0.9, "level": 0.95, "method": "clopper-pearson",
+           "status": "guaranteed", "lower_bound": 0.91, "n_pos": 40, "n_needed": 29}  # fmt: skip
+    legacy = Guarantee.from_dict(old)
+    assert legacy.legacy and legacy.simultaneous is None and legacy.prevalence is None
+    assert legacy.to_dict() == old and legacy.family_text == "per finding (legacy record)"
+    alone = dataclasses.replace(g, metric="sensitivity", prevalence=None, family=("A",), family_size=1,
+                                simultaneous=False, per_finding_level=0.95)  # fmt: skip
+    assert alone.describe().startswith("sensitivity >= 0.80 with 95% confidence for this finding alone (not jointly)")
 
 
 def test_decide_is_the_one_rule():
