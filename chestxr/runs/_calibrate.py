@@ -51,6 +51,7 @@ from chestxr.evaluation import (
     decide,
     fit_probability_calibrator,
     fit_thresholds,
+    parse_method,
 )
 from chestxr.imaging import LoaderOptions
 from chestxr.runs._checkpoint import update_metadata
@@ -325,8 +326,20 @@ def plan_calibration(
     source["simultaneous"] = "argument" if simultaneous is not None else "config"
     source["prevalence"] = "argument" if prevalence is not None else "config"
     rng = prevalence if prevalence is not None else cfg.prevalence
+    chosen_method = method if method is not None else cfg.method
+    if rng is None:  # refused before any image is scored: PPV/NPV promises need the prevalence of use
+        needing = [(f, r) for f, r in rules.items() if _needs_prevalence(r)]
+        if _needs_prevalence(chosen_method):
+            needing.append(("every other finding", chosen_method))
+        if needing:
+            f, r = needing[0]
+            raise CalibrationError(
+                f"{f}: {r} needs the deployment prevalence range it must hold over: pass --prevalence LO:HI "
+                "(chestxr calibrate) or prevalence=(lo, hi) (calibrate_run), or set calibration.prevalence in the "
+                "config, e.g. 0.05:0.20"
+            )
     return CalibrationPlan(
-        method=method if method is not None else cfg.method,
+        method=chosen_method,
         per_finding={f: rules[f] for f in findings if f in rules},
         probability=chosen,
         n_boot=int(n_boot if n_boot is not None else cfg.n_bootstrap),
@@ -335,6 +348,11 @@ def plan_calibration(
         simultaneous=bool(simultaneous if simultaneous is not None else cfg.simultaneous),
         prevalence=None if rng is None else check_prevalence(rng),
     )
+
+
+def _needs_prevalence(rule: str) -> bool:
+    m = parse_method(rule)
+    return m.guarantee and m.kind in ("ppv", "npv")
 
 
 def _match(findings: list[str], rules: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:

@@ -35,6 +35,14 @@ def test_full_demo_clears_its_bar(tmp_path, capsys, one_thread, seed):
     assert metrics["macro"]["auroc"] >= DEMO_BAR["macro"], per
     assert min(per.values()) >= DEMO_BAR["finding"], per
     assert metrics["n_patients"] >= 30
-    assert "is not met" not in capsys.readouterr().out  # no warning that the bar was missed
+    printed = capsys.readouterr().out
+    assert "is not met" not in printed  # no warning that the bar was missed
+    assert "chestxr approve " in printed
     thresholds = json.loads((out / "run" / "thresholds.json").read_text())
     assert thresholds["split"] == "val" and len(thresholds["thresholds"]) == 4
+    # issue 22.6: the flagship promise, jointly for the 4 findings, refused for none; card and approve command
+    assert all(r["status"] == "guaranteed" for r in thresholds["thresholds"]), thresholds["thresholds"]
+    assert thresholds["guarantee_family"]["size"] == 4 and thresholds["guarantee_family"]["simultaneous"]
+    assert all(r["method"].startswith("sensitivity:") for r in thresholds["thresholds"])
+    assert (out / "card" / "model_card.html").exists()
+    assert "jointly with 95% confidence" in (out / "card" / "model_card.md").read_text()

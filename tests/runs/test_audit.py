@@ -217,6 +217,25 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "evaluation report:" in printed and "review worklist:" in printed
     assert (out / "report" / "report.html").exists() and (out / "review" / "review.html").exists()
     assert json.loads((out / "run" / "model.json").read_text())["thresholds"] is not None
+    # issue 22.6: the model card is written, the approve command printed, and the demo never approves
+    assert (out / "card" / "model_card.html").exists() and "model card:" in printed
+    assert f"chestxr approve {out / 'run'} --reviewer 'YOUR NAME, ROLE'" in printed
+    assert json.loads((out / "run" / "model.json").read_text()).get("approval") is None
+    statuses = [r["status"] for r in json.loads((out / "run" / "thresholds.json").read_text())["thresholds"]]
+    assert "insufficient_data" not in statuses and "unreachable" not in statuses  # the rule fits the split
+
+
+def test_demo_promises_what_the_split_supports():
+    """The demo's rule is chosen from the validation split's positive patients only: the preset's
+    sensitivity:0.5 needs 7 per finding jointly over 4 (Bonferroni, 98.75 % each); fewer lower X."""
+    from chestxr.cli._demo import DEMO_CONFIG, supported_sensitivity
+    from chestxr.evaluation import patients_needed
+
+    assert DEMO_CONFIG["calibration"] == {"method": "sensitivity:0.5", "simultaneous": True}
+    assert patients_needed(0.5, 0.9875) == 7 and patients_needed(0.6, 0.9875) == 9
+    assert supported_sensitivity({"A": 7, "B": 11, "C": 10, "D": 9}) == 0.5  # seed 0 of the 400-image demo
+    assert supported_sensitivity({"A": 20, "B": 25, "C": 30, "D": 21}) == 0.8
+    assert supported_sensitivity({"A": 4, "B": 11}) == 0.3 and supported_sensitivity({"A": 1, "B": 11}) is None
 
 
 def _calibrate(run, manifest, method="youden", *extra):
