@@ -163,6 +163,14 @@ def _fit_one(
                    conf=confidence, level=level)  # fmt: skip
 
 
+def _class_patients(m: Method, col: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> int:
+    """Patients with an image of the class a rule is limited by (positives: sensitivity, PPV; negatives:
+    specificity, NPV)."""
+    y, _, g = col
+    rows = y if m.kind in ("sensitivity", "ppv") else ~y
+    return int(rows.sum()) if g is None else int(np.unique(g[rows].astype(str)).size)
+
+
 def _guaranteed(
     m: Method,
     y: np.ndarray,
@@ -382,10 +390,11 @@ def _family(
     for each finding left out the level its counts fell short at.
 
     First the findings whose counts cannot support the rule even alone at ``confidence`` are left out
-    (:func:`allocate_family`). When simultaneous, a member that cannot reach its Bonferroni share
-    (1 - alpha / size) by its counts is left out too and the share recomputed, until every member can: a
-    finding that would only be refused does not take alpha from the others. Every decision uses counts
-    only, so the family is fixed before any score is looked at and the joint guarantee holds."""
+    (:func:`allocate_family`). When simultaneous and some member cannot reach its Bonferroni share
+    (1 - alpha / size) by its counts, the short member with the fewest patients of its rule's class is left
+    out and the share recomputed, one at a time, until every member can: a finding that would only be
+    refused does not take alpha from the others. Every decision uses counts only, so the family is fixed
+    before any score is looked at and the joint guarantee holds."""
 
     def feasible(j: int, lvl: float) -> bool:
         m = methods[j]
@@ -396,11 +405,13 @@ def _family(
     family = allocate_family([names[j] for j in guaranteed], alone, confidence, simultaneous)
     while simultaneous and family.size > 1:
         lvl = family.per_finding_level
-        short = {names[j] for j in guaranteed if names[j] in family.members and not feasible(j, lvl)}
+        short = [j for j in guaranteed if names[j] in family.members and not feasible(j, lvl)]
         if not short:
             break
-        refuse_at.update({n: lvl for n in short})
-        keep = [names[j] in family.members and names[j] not in short for j in guaranteed]
+        # leave out the one with the fewest patients of its rule's class, then recompute the share
+        out = min(short, key=lambda j: (_class_patients(methods[j], cols[j]), names[j]))
+        refuse_at[names[out]] = lvl
+        keep = [names[j] in family.members and j != out for j in guaranteed]
         family = allocate_family([names[j] for j in guaranteed], keep, confidence, simultaneous)
     return family, refuse_at
 
