@@ -137,8 +137,9 @@ def run(args: argparse.Namespace) -> int:
             if target is not None
             else ("youden", "the validation split has too few positive patients for any guarantee (point rule)")
         )
+    jointly = ", jointly at 95 %" if rule.startswith("sensitivity:") else ""
     say(
-        f"[3/6] calibrating thresholds on the validation split: {rule} for every finding, jointly at 95 % "
+        f"[3/6] calibrating thresholds on the validation split: {rule} for every finding{jointly} "
         f"({why}; positive patients {counts})"
     )
     cal = calibrate_run(run, split_path, split="val", method=rule, n_boot=args.bootstrap, loading=IN_PROCESS)
