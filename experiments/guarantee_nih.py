@@ -26,8 +26,9 @@ negatives needed; ~100 available) can be promised for every finding. The test sp
 is small: the check has little power, but its false-alarm rate is what the goal is about.
 
 Per seed: train (``chestxr.runs.train``), then for each rule ``calibrate_run(OUT/cal.csv,
-method=RULE)`` and ``evaluate_run(OUT/test.csv)``; the one-sided exact binomial test of
-each promise at alpha = 0.05 is read from evaluate's metrics.json. Writes
+method=RULE)`` and ``evaluate_run(OUT/test.csv)``; evaluate's check of each promise (a one-sided exact binomial test with
+the patient as the unit, Holm across the run's guaranteed findings at alpha = 0.05; "not contradicted"
+when it does not reject) is read from its metrics.json. Writes
 RESULTS/guarantee_nih.csv (one row per seed, rule and finding) and RESULTS/guarantee_nih.md
 (the table + summary), with the load average at start and end.
 """
@@ -253,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Seeds {args.seeds}, training budget {args.budget_min} min per seed, split {FRACTIONS} of 421 patients; "
         f"rules {list(RULES)} at 95 % confidence JOINTLY for each rule's family of findings (Bonferroni, "
         f"chestxr's default since issue 22; patient-level bound: one image per patient here, so exact binomial) "
-        f"on `cal`, checked on `test` by a one-sided exact binomial "
-        f"test at alpha 0.05. Wall {wall / 60:.1f} min; load average {la_start} at start, {loadavg()} at end "
+        f"on `cal`, checked on `test` by evaluate's one-sided exact binomial test per promise, Holm across the "
+        f"run's guaranteed findings at alpha 0.05 (not rejected = not contradicted). Wall {wall / 60:.1f} min; load average {la_start} at start, {loadavg()} at end "
         f"(2 cores shared)."
     )
     write_results(rows, args.results, args.name, header)

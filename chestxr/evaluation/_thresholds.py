@@ -57,6 +57,7 @@ from chestxr.evaluation._methods import TARGETED, Method, parse_method
 from chestxr.evaluation._metrics import UndefinedMetricWarning, as_matrices
 from chestxr.evaluation._operating_point import Guarantee, OperatingPoint
 from chestxr.evaluation._patient_bounds import METHOD_TEXT, patient_counts, success_lower_bound
+from chestxr.evaluation._planning import plan_command
 
 _RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 #: the references every guaranteed record names (method_text)
@@ -201,6 +202,12 @@ def _guaranteed(
             )
         elif family.simultaneous and family.size > 1:
             choice.note += f" (its share of {_pct(confidence)} jointly for {family.size} findings)"
+    if choice.status == "insufficient_data":  # name the command that says how many patients to collect
+        n = len(family.members) + len(family.excluded) if family.simultaneous else 1
+        cmd = plan_command(f"{m.kind}:{float(m.target):g}", confidence, n)
+        if prevalence is not None:
+            cmd = cmd.replace("LO:HI", f"{prevalence[0]:g}:{prevalence[1]:g}")
+        choice.note += f"; plan the collection with `{cmd}`"
     return choice
 
 

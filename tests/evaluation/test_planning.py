@@ -96,3 +96,25 @@ def test_zero_misses_analytic_and_the_public_paths():
     )
     assert plan_command("specificity:0.8", 0.9, 1) == "chestxr plan --rule specificity:0.8 --confidence 0.9"
     assert plan_command("ppv:0.9", 0.95, 2).endswith("--findings 2 --prevalence LO:HI")
+
+
+def test_a_refusal_names_the_plan_command_that_sizes_the_collection(capsys):
+    """An insufficient_data refusal says how to plan: the exact `chestxr plan` line (family size included),
+    and that line runs and agrees with the refusal's patients needed."""
+    import warnings
+
+    from chestxr.cli import main as cli_main
+    from chestxr.evaluation import fit_thresholds
+
+    rng = np.random.default_rng(0)
+    y = np.zeros((40, 2))
+    y[:5, 0] = 1
+    y[:30, 1] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        refused, _ = fit_thresholds(y, rng.random((40, 2)), method="sensitivity:0.9", findings=["A", "B"])
+    assert refused.status == "insufficient_data"
+    cmd = "chestxr plan --rule sensitivity:0.9 --confidence 0.95 --findings 2"
+    assert f"`{cmd}`" in refused.note
+    assert cli_main(cmd.split()[1:] + ["--json"]) == 0
+    assert '"rule"' in capsys.readouterr().out
