@@ -36,16 +36,26 @@ import hashlib
 import hmac
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, TypeGuard
 
 from chestxr.core import ApprovalError, CheckpointError, KeyedHasher, hash_file
 from chestxr.runs._checkpoint import read_metadata, update_metadata
 from chestxr.runs._folder import KEY_FILE, REFERENCE_PROFILE_FILE, RunFolder
 from chestxr.runs._metadata import Approval, ApprovedThreshold, RunMetadata
 from chestxr.runs._patients import load_or_create_key, read_key
-from chestxr.runs._run import Run, RunLike
+
+if TYPE_CHECKING:  # Run loads models (torch); reading an approval or the bound parts stays light (chestxr monitor)
+    from chestxr.runs._run import Run, RunLike
+
+
+def _is_run(obj: object) -> TypeGuard[Run]:
+    """``obj`` is a :class:`~chestxr.runs.Run`, without importing it (no Run exists unless its module is loaded)."""
+    module = sys.modules.get("chestxr.runs._run")
+    return module is not None and isinstance(obj, module.Run)
+
 
 STATES = ("approved", "void", "not_approved")
 MAX_TEXT = 500
@@ -184,7 +194,7 @@ def approve_run(run: RunLike, *, reviewer: str, note: str | None = None) -> Appr
         findings=list(meta.findings),
     )
     new = update_metadata(run_dir, {"approval": record}, reason=f"approved by {who}")
-    if isinstance(run, Run):
+    if _is_run(run):
         run._updated(new)
     return record
 
@@ -234,7 +244,7 @@ class ApprovalStatus:
 def approval_status(run: RunLike, meta: RunMetadata | None = None) -> ApprovalStatus:
     """The approval status of ``run`` (a Run or a run folder; ``meta``: its metadata, read when not given)."""
     run_dir = Path(run)
-    m = meta if meta is not None else (run.metadata if isinstance(run, Run) else read_metadata(run_dir))
+    m = meta if meta is not None else (run.metadata if _is_run(run) else read_metadata(run_dir))
     rec = m.approval
     if rec is None or not (rec.binding_hmac_sha256 or rec.binding_sha256):
         return _status("not_approved", reason="no approval recorded (chestxr approve RUN --reviewer NAME)")

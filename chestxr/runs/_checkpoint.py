@@ -16,10 +16,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from chestxr.core import (
     JOURNAL,
@@ -32,9 +29,12 @@ from chestxr.core import (
     write_json_atomic,
     write_with_atomic,
 )
-from chestxr.modeling import build_model, sniff_format
 from chestxr.runs._folder import RunFolder, read_run_json
 from chestxr.runs._metadata import FROZEN_FIELDS, HistoryEntry, RunMetadata
+
+if TYPE_CHECKING:  # torch is imported where a model or tensors are handled: reading model.json stays light
+    import torch
+    from torch import nn
 
 
 def now_stamp() -> str:
@@ -42,6 +42,8 @@ def now_stamp() -> str:
 
 
 def _check_not_pickle(path: Path) -> None:
+    from chestxr.modeling import sniff_format
+
     kind = sniff_format(path)
     if kind == "pickle":
         raise CheckpointError(
@@ -115,6 +117,8 @@ def save_model(run_dir: str | Path, model: nn.Module, metadata: RunMetadata | Ma
     ``versions`` (chestxr, torch), ``created`` (when unset), the weights' sha256 and the first
     ``history`` entry.
     """
+    import torch
+
     import chestxr
 
     run_dir = Path(run_dir)
@@ -141,6 +145,8 @@ def load_model(
 
     verify: check the weights' sha256 against the metadata (catches a weights/metadata mix-up).
     """
+    from chestxr.modeling import build_model
+
     folder = RunFolder(run_dir_or_file)
     meta = read_metadata(folder.path)
     weights = folder.weights

@@ -253,3 +253,72 @@ def test_bad_input_is_one_line_exit_2(monitor_world, tiny_run_copy, tmp_path, ca
     code = main(["monitor", "--checkpoint", str(monitor_world["run"]), str(pred), "--out", str(pred), "--overwrite"])
     assert code == 2 and log.is_file()
     capsys.readouterr()
+
+
+def test_no_dicom_identifier_in_the_log_or_the_monitor_outputs(monitor_world, tmp_path):
+    """Marker identifiers in every DICOM header (tests/privacy_helpers.py: name, birth date, patient ID,
+    accession, institution, referring physician, other IDs, study ID) and in the labels manifest that is joined
+    by (patient_id, study_id): none may reach inference_log.jsonl, monitor.html, monitor.json or alarms.csv."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    try:
+        from privacy_helpers import MARKERS, NEEDLES, leaks, mark_dicoms
+    finally:
+        sys.path.pop(0)
+    folder = tmp_path / "marked"
+    folder.mkdir()
+    for p in monitor_world["deploy"].glob("*.dcm"):
+        shutil.copy2(p, folder / p.name)
+    assert mark_dicoms(folder) > 50
+    pred = _predict(monitor_world, folder, tmp_path / "pred")
+    labels = pd.read_csv(monitor_world["deploy_manifest"])
+    labels = labels[labels["path"].str.endswith(".dcm")].copy()
+    headers = [pydicom.dcmread(folder / Path(p).name, stop_before_pixels=True) for p in labels["path"]]
+    labels["patient_id"] = [str(h.PatientID) for h in headers]
+    labels["study_id"] = [str(h.StudyInstanceUID) for h in headers]
+    labels["path"] = [f"/elsewhere/{i}.dcm" for i in range(len(labels))]
+    assert set(labels["patient_id"]) == {MARKERS["PatientID"]}
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    code, data = _monitor(monitor_world, pred, tmp_path / "mon", "--labels", str(tmp_path / "labels.csv"))
+    assert code in (0, 3) and data["log"]["labelled"] > 0  # the identifiers were used (hashed) to join
+    log = (pred / "inference_log.jsonl").read_bytes()
+    assert [m for m in NEEDLES if m in log] == []
+    assert {p.name for p in (tmp_path / "mon").iterdir()} == {"monitor.html", "monitor.json", "alarms.csv"}
+    assert leaks(tmp_path / "mon") == []
+    assert _leaks(pred / "inference_log.jsonl", tmp_path / "mon") == []
+
+
+def test_monitor_imports_no_torch(monitor_world, tmp_path):
+    """A monitor job on a cron box stays light: ``chestxr monitor --help``, ``chestxr monitor`` and
+    ``chestxr.monitor(...)`` read the run's metadata, approval, reference profile and logs without torch."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    pred = _predict(monitor_world, monitor_world["deploy"], tmp_path / "pred")
+    run = str(monitor_world["run"])
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from chestxr.cli._main import main
+        try:
+            main(["monitor", "--help"])
+        except SystemExit:
+            pass
+        assert "torch" not in sys.modules, "monitor --help imported torch"
+        code = main(["monitor", "--checkpoint", {run!r}, {str(pred)!r}, "--out", {str(tmp_path / "m1")!r}])
+        assert code in (0, 3), code
+        assert "torch" not in sys.modules, "chestxr monitor imported torch"
+        import chestxr
+        result = chestxr.monitor({run!r}, [{str(pred)!r}], window="100", out={str(tmp_path / "m2")!r})
+        assert type(result).__name__ == "MonitorResult" and result.windows
+        assert "torch" not in sys.modules, "chestxr.monitor imported torch"
+        print("light")
+        """
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "CHESTXR_NO_PROGRESS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "light" in out.stdout, out.stderr[-2000:]
