@@ -128,14 +128,17 @@ def join_labels(
     out = np.full((len(log), n_f), np.nan)
     used_img: set[str] = set()
     used_study: set[str] = set()
-    for i in range(len(log)):
-        img, study = log.image[i], log.study[i]
-        if img in by_image:
-            out[i] = by_image[img]
-            used_img.add(img)
-        elif study in by_study:
-            out[i] = by_study[study]
-            used_study.add(study)
+    if by_image or by_study:
+        image_keys = np.char.decode(log.image, "ascii") if log.image.dtype.kind == "S" else log.image
+        study_keys = np.char.decode(log.study, "ascii") if log.study.dtype.kind == "S" else log.study
+        for i in range(len(log)):
+            img, st = str(image_keys[i]), str(study_keys[i])
+            if img in by_image:
+                out[i] = by_image[img]
+                used_img.add(img)
+            elif st in by_study:
+                out[i] = by_study[st]
+                used_study.add(st)
     labelled = int((~np.isnan(out)).any(axis=1).sum())
     matched_rows = len(used_img) + len(used_study)
     return out, labelled, max(0, len(frame) - matched_rows)

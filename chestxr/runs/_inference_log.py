@@ -213,10 +213,10 @@ class InferenceLog:
 
     header: LogHeader
     time: np.ndarray  # (n,) datetime64[ms]
-    image: np.ndarray  # (n,) object
+    image: np.ndarray  # (n,) bytes (numpy S: the keyed hash's ASCII hex; .decode() for str)
     study: np.ndarray
     patient: np.ndarray
-    fields: dict[str, np.ndarray]  # name -> (n,) object, None missing
+    fields: dict[str, np.ndarray]  # name -> (n,) object (one shared str per distinct value), None missing
     numeric: dict[str, np.ndarray]  # name -> (n,) float, NaN missing
     scores: np.ndarray  # (n, F)
     calls: np.ndarray  # (n, F) int8
@@ -250,7 +250,7 @@ def log_files(paths: Sequence[str | Path]) -> list[Path]:
     return sorted(dict.fromkeys(out))
 
 
-def _chunks(path: Path, size: int = 20_000) -> Iterator[list[tuple[int, bytes]]]:
+def _chunks(path: Path, size: int = 5_000) -> Iterator[list[tuple[int, bytes]]]:
     """Lists of (line number, line without its newline), ``size`` lines at a time, streaming."""
     with open(path, "rb") as fh:
         chunk: list[tuple[int, bytes]] = []
@@ -263,6 +263,16 @@ def _chunks(path: Path, size: int = 20_000) -> Iterator[list[tuple[int, bytes]]]
             yield chunk
 
 
+def _count_lines(path: Path) -> int:
+    """Lines in ``path`` (a last line without its newline counted), read in 4 MiB blocks: the rows to allocate."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
 def _parse(raw: bytes) -> Any:
     try:
         return json.loads(raw)
@@ -270,82 +280,183 @@ def _parse(raw: bytes) -> Any:
         return None
 
 
-def _parse_chunk(lines: list[tuple[int, bytes]]) -> list[Any]:
-    """json objects of the lines (None where a line is not JSON): one decode for the whole chunk when
-    every line is good (the common case), line by line otherwise."""
+_HEADER_BYTES = f'"{HEADER_KEY}"'.encode("ascii")
+
+
+def _parse_chunk(lines: list[tuple[int, bytes]]) -> tuple[list[Any], bool]:
+    """(json objects of the lines (None where a line is not JSON, "" where it is blank), plain): one decode
+    for the whole chunk when every line is good (the common case), line by line otherwise. ``plain``: the
+    chunk is entries only: every line a JSON object within MAX_LINE_BYTES, no blank line, no header."""
     good = [raw for _, raw in lines if raw.strip()]
     if len(good) == len(lines):
+        joined = b"[" + b",".join(good) + b"]"
         try:
-            return json.loads(b"[" + b",".join(good) + b"]")
+            objs = json.loads(joined)
         except (ValueError, UnicodeDecodeError):
             pass
-    return [_parse(raw) if raw.strip() else "" for _, raw in lines]
+        else:
+            plain = (
+                _HEADER_BYTES not in joined and set(map(type, objs)) == {dict} and max(map(len, good)) <= MAX_LINE_BYTES
+            )
+            return objs, plain
+    return [_parse(raw) if raw.strip() else "" for _, raw in lines], False
 
 
-@dataclass
-class _Rows:
-    """Entry columns as Python lists per chunk, turned into numpy arrays chunk by chunk."""
+class _Columns:
+    """The entries read so far as numpy columns filled in place (``capacity`` rows allocated once: the number of
+    lines in the files, an upper bound on the entries), never a Python object per entry: times (8 bytes), scores
+    (8 F), calls (F), sketch (8 d), the three keyed hashes as ASCII bytes (numpy ``S``, 32 bytes each), each
+    acquisition field as int32 codes into that field's table of values, each numeric field as float64: ~0.6 KB
+    per entry with 14 findings and a 16-value sketch."""
 
-    times: list[np.ndarray] = field(default_factory=list)
-    scores: list[np.ndarray] = field(default_factory=list)
-    calls: list[np.ndarray] = field(default_factory=list)
-    sketch: list[np.ndarray] = field(default_factory=list)
-    image: list[str] = field(default_factory=list)
-    study: list[str] = field(default_factory=list)
-    patient: list[str] = field(default_factory=list)
-    fields: list[dict[str, Any]] = field(default_factory=list)
-    numeric: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(self, n_f: int, d: int, capacity: int) -> None:
+        self.n_f, self.d, self.n, self.capacity = n_f, d, 0, capacity
+        self.times = np.empty(capacity, dtype="datetime64[ms]")
+        self.scores = np.empty((capacity, n_f), dtype=np.float64)
+        self.calls = np.empty((capacity, n_f), dtype=np.int8)
+        self.sketch = np.empty((capacity, d), dtype=np.float64)
+        self.hashes: dict[str, np.ndarray] = {}  # image / study / patient -> (capacity,) S<width>
+        self.tables: dict[str, dict[Any, int]] = {}  # field -> {value: code}; code 0 is "absent"
+        self.codes: dict[str, np.ndarray] = {}  # field -> (capacity,) int32
+        self.numeric: dict[str, np.ndarray] = {}  # field -> (capacity,) float64, NaN absent
 
-    def add_chunk(self, entries: list[dict[str, Any]], n_f: int, d: int, where: list[str]) -> None:
+    def add_chunk(self, entries: list[dict[str, Any]], path: Path, lines: list[int]) -> None:
+        """Append ``entries`` (parsed JSON objects of lines ``lines`` of ``path``); LogError naming the first
+        line that is not a valid entry."""
         if not entries:
             return
+        n_f, d, m = self.n_f, self.d, len(entries)
         try:
-            t = [str(e["t"]) for e in entries]
-            if not all(x.endswith("Z") for x in t):
-                bad = next(i for i, x in enumerate(t) if not x.endswith("Z"))
-                raise _EntryError(where[bad], f"time {t[bad]!r} is not UTC (...Z)")
+            t = [e["t"] for e in entries]
+            bad = next((i for i, x in enumerate(t) if not (isinstance(x, str) and x.endswith("Z"))), None)
+            if bad is not None:
+                raise _EntryError(f"{path}:{lines[bad]}", f"time {t[bad]!r} is not UTC (...Z)")
             times = np.array([x[:-1] for x in t], dtype="datetime64[ms]")
             scores = np.array([e["scores"] for e in entries], dtype=np.float64)
             calls = np.array([e["calls"] for e in entries], dtype=np.int8)
             sketch = np.array([e.get("sketch") or [] for e in entries], dtype=np.float64)
-            if scores.shape != (len(entries), n_f) or calls.shape != (len(entries), n_f):
+            if scores.shape != (m, n_f) or calls.shape != (m, n_f):
                 raise ValueError(f"scores/calls are not {n_f} values each, as the header's findings")
-            if sketch.shape != (len(entries), d) and not (d == 0 and sketch.size == 0):
+            if sketch.shape != (m, d) and not (d == 0 and sketch.size == 0):
                 raise ValueError(f"sketch is not {d} values each, as the header says")
-            self.image.extend(str(e["image"]) for e in entries)
-            self.study.extend(str(e["study"]) for e in entries)
-            self.patient.extend(str(e["patient"]) for e in entries)
-            self.fields.extend(e.get("fields") or {} for e in entries)
-            self.numeric.extend(e.get("numeric") or {} for e in entries)
+            hashes = []
+            for k in ("image", "study", "patient"):
+                values = [e[k] for e in entries]
+                column = np.array(values, dtype="S")
+                if column.dtype.itemsize > 64 or set(map(type, values)) != {str}:
+                    raise ValueError("image/study/patient must be keyed hashes (16-64 hex characters)")
+                hashes.append(column)
+            fields = [e.get("fields") or {} for e in entries]
+            numeric = [e.get("numeric") or {} for e in entries]
+            # entries share a few combinations of acquisition fields: code each combination once
+            combos: dict[tuple[Any, ...], int] = {}
+            combo = np.fromiter(
+                (combos.setdefault(tuple(f.items()), len(combos)) for f in fields), dtype=np.int32, count=m
+            )
+            codes = {}
+            for name in {k for c in combos for k, _ in c}:
+                table = self.tables.setdefault(name, {None: 0, "": 0})
+                per_combo = [table.setdefault(dict(c).get(name), len(table) - 1) for c in combos]
+                codes[name] = np.asarray(per_combo, dtype=np.int32)[combo]
+            numbers = _numeric_columns(numeric)
         except _EntryError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
-            for e, w in zip(entries, where):  # find the line to name
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            for e, number in zip(entries, lines):  # find the line to name
                 try:
-                    str(e["t"]), e["image"], e["study"], e["patient"]
+                    if not isinstance(e.get("fields") or {}, dict) or not isinstance(e.get("numeric") or {}, dict):
+                        raise ValueError("fields/numeric are not JSON objects")
+                    for k in ("image", "study", "patient"):
+                        if not isinstance(e[k], str) or not 16 <= len(e[k]) <= 64:
+                            raise ValueError(f"{k} is not a keyed hash")
                     if len(e["scores"]) != n_f or len(e["calls"]) != n_f:
                         raise ValueError("scores/calls do not match the header's findings")
                     np.array(e["scores"], dtype=np.float64), np.array(e["calls"], dtype=np.int8)
                     np.datetime64(str(e["t"])[:-1], "ms")
-                except (KeyError, TypeError, ValueError) as inner:
-                    raise _EntryError(w, str(inner)) from None
-            raise _EntryError(where[0], str(exc)) from None
-        self.times.append(times)
-        self.scores.append(scores)
-        self.calls.append(calls)
-        self.sketch.append(sketch.reshape(len(entries), d))
+                    {hash(v) for v in (e.get("fields") or {}).values()}
+                except (KeyError, TypeError, ValueError, AttributeError) as inner:
+                    raise _EntryError(f"{path}:{number}", str(inner)) from None
+            raise _EntryError(f"{path}:{lines[0]}", str(exc)) from None
+        lo, hi = self.n, self.n + m
+        if hi > self.capacity:  # a file grew while it was read: room for what was counted and this chunk
+            self._grow(max(hi, int(self.capacity * 1.25)))
+        for name, c in codes.items():
+            if name not in self.codes:
+                self.codes[name] = np.zeros(self.capacity, dtype=np.int32)
+            self.codes[name][lo:hi] = c
+        for name, v in numbers.items():
+            if name not in self.numeric:
+                self.numeric[name] = np.full(self.capacity, np.nan)
+            self.numeric[name][lo:hi] = v
+        self.times[lo:hi] = times
+        self.scores[lo:hi] = scores
+        self.calls[lo:hi] = calls
+        self.sketch[lo:hi] = sketch.reshape(m, d)
+        for k, h in zip(("image", "study", "patient"), hashes):
+            held = self.hashes.get(k)
+            if held is None or held.dtype.itemsize < h.dtype.itemsize:
+                wider = np.zeros(self.capacity, dtype=h.dtype if held is None else f"S{h.dtype.itemsize}")
+                if held is not None:
+                    wider[:lo] = held[:lo]
+                self.hashes[k] = held = wider
+            held[lo:hi] = h
+        self.n = hi
+
+    def _grow(self, capacity: int) -> None:
+        def grow(a: np.ndarray, fill: Any = 0) -> np.ndarray:
+            out = np.full((capacity, *a.shape[1:]), fill, dtype=a.dtype)
+            out[: self.n] = a[: self.n]
+            return out
+
+        self.times, self.scores, self.calls = grow(self.times), grow(self.scores), grow(self.calls)
+        self.sketch = grow(self.sketch)
+        self.hashes = {k: grow(v) for k, v in self.hashes.items()}
+        self.codes = {k: grow(v) for k, v in self.codes.items()}
+        self.numeric = {k: grow(v, np.nan) for k, v in self.numeric.items()}
+        self.capacity = capacity
 
 
-def _flush(rows: _Rows, entries: list[dict[str, Any]], where: list[str], header: Optional[LogHeader]) -> None:
-    """Move the pending ``entries`` into ``rows`` (checked against ``header``), then empty the lists."""
+def _numeric_columns(numeric: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """name -> (m,) float64 (NaN where absent or not a number) of the entries' ``numeric`` objects: one array
+    conversion when every entry names the same fields in the same order (the writer's case)."""
+    keysets = {tuple(v) for v in numeric}
+    if len(keysets) == 1:
+        names = next(iter(keysets))
+        try:
+            mat = np.array([tuple(v.values()) for v in numeric], dtype=np.float64).reshape(len(numeric), len(names))
+            return {str(k): mat[:, j].copy() for j, k in enumerate(names)}
+        except (TypeError, ValueError):
+            pass
+    import pandas as pd
+
+    out = {}
+    for name in {k for ks in keysets for k in ks}:
+        values = pd.Series([v.get(name) for v in numeric], dtype=object)
+        out[str(name)] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    return out
+
+
+def _flush(
+    rows: Optional[_Columns],
+    entries: list[dict[str, Any]],
+    path: Path,
+    lines: list[int],
+    header: Optional[LogHeader],
+    capacity: int,
+) -> Optional[_Columns]:
+    """Move the pending ``entries`` into ``rows`` (made for ``header`` with ``capacity`` rows when None), then
+    empty the lists."""
     if not entries or header is None:
-        return
+        return rows
+    if rows is None:
+        rows = _Columns(len(header.findings), header.sketch_dim, max(capacity, len(entries)))
     try:
-        rows.add_chunk(entries, len(header.findings), header.sketch_dim, where)
+        rows.add_chunk(entries, path, lines)
     except _EntryError as exc:
         raise LogError(str(exc)) from None
     entries.clear()
-    where.clear()
+    lines.clear()
+    return rows
 
 
 class _EntryError(Exception):
@@ -360,29 +471,39 @@ def read_inference_logs(
 
     Entries are kept for one header key: ``header``'s if given (e.g. the run's model and thresholds),
     else the first header met; entries under other keys are counted in ``other_headers``. LogError on
-    a bad line (module docstring) or when no entry matches."""
+    a bad line (module docstring) or when no entry matches.
+
+    Streaming: lines are parsed 5,000 at a time and turned into numpy columns at once (:class:`_Columns`),
+    so memory grows by ~0.7 KB per entry (14 findings, 16-value sketch), not by a dict per entry; duplicates
+    are found at the end on the image hash column (the first of each is kept)."""
     files = log_files(paths)
+    capacity = sum(_count_lines(p) for p in files)
     want = header.key if header is not None else None
     chosen: Optional[LogHeader] = header
-    rows = _Rows()
+    rows: Optional[_Columns] = None
     torn: list[str] = []
     other: dict[str, int] = {}
-    seen: set[str] = set()
-    duplicates = 0
     for path in files:
         current: Optional[LogHeader] = None
+        keep = False  # the entries below the current header are kept (its key is the one wanted)
+        tag = ""
         pending: Optional[str] = None  # a bad line: torn only if a header or the end of the file follows
         for chunk in _chunks(path):
-            objs = _parse_chunk(chunk)
+            objs, plain = _parse_chunk(chunk)
+            if plain and pending is None and current is not None:  # entries only, under the current header
+                if keep:
+                    rows = _flush(rows, objs, path, [number for number, _ in chunk], chosen, capacity)
+                else:
+                    other[tag] = other.get(tag, 0) + len(objs)
+                continue
             entries: list[dict[str, Any]] = []
-            where: list[str] = []
-
+            numbers: list[int] = []
             for (number, raw), obj in zip(chunk, objs):
-                loc = f"{path}:{number}"
                 if obj == "":
                     continue
+                is_dict = isinstance(obj, dict)
                 if pending is not None:
-                    if isinstance(obj, dict) and HEADER_KEY in obj:
+                    if is_dict and HEADER_KEY in obj:
                         torn.append(pending)
                         pending = None
                     else:
@@ -392,80 +513,77 @@ def read_inference_logs(
                         )
                 if len(raw) > MAX_LINE_BYTES:
                     raise LogError(
-                        f"{loc}: line of {len(raw)} bytes, over {MAX_LINE_BYTES}: not a chestxr inference log"
+                        f"{path}:{number}: line of {len(raw)} bytes, over {MAX_LINE_BYTES}: not a chestxr inference log"
                     )
-                if not isinstance(obj, dict):
-                    pending = loc
+                if not is_dict:
+                    pending = f"{path}:{number}"
                     continue
                 if HEADER_KEY in obj:
-                    _flush(rows, entries, where, chosen)
-                    current = LogHeader.from_json(obj, loc)
+                    rows = _flush(rows, entries, path, numbers, chosen, capacity)
+                    current = LogHeader.from_json(obj, f"{path}:{number}")
                     if chosen is None:
                         chosen, want = current, current.key
-                    continue
-                if current is None:
-                    raise LogError(f"{loc}: an entry before any header: not a chestxr inference log")
-                if current.key != want:
+                    keep = current.key == want
                     tag = (
                         f"model {current.model[:12]} / thresholds {current.thresholds[:12]} / "
                         f"profile {(current.profile or 'none')[:12]}"
                     )
+                    continue
+                if current is None:
+                    raise LogError(f"{path}:{number}: an entry before any header: not a chestxr inference log")
+                if not keep:
                     other[tag] = other.get(tag, 0) + 1
                     continue
-                image = obj.get("image")
-                if image in seen:
-                    duplicates += 1
-                    continue
-                seen.add(image)  # type: ignore[arg-type]
                 entries.append(obj)
-                where.append(loc)
-            _flush(rows, entries, where, chosen)
+                numbers.append(number)
+            rows = _flush(rows, entries, path, numbers, chosen, capacity)
         if pending is not None:
             torn.append(pending)  # the file's last line: torn by a crash
-    n = sum(len(t) for t in rows.times)
-    if chosen is None or n == 0:
+    if chosen is None or rows is None or rows.n == 0:
         raise LogError(
             f"{', '.join(map(str, files))}: no log entries" + (" for this run's model and thresholds" if other else "")
         )
     if findings is not None and tuple(findings) != chosen.findings:
         raise LogError(f"the logs' findings {list(chosen.findings)} differ from the run's {list(findings)}")
-    return _assemble(chosen, rows, files, torn, duplicates, other)
+    return _assemble(chosen, rows, files, torn, other)
 
 
 def _assemble(
-    header: LogHeader, rows: _Rows, files: list[Path], torn: list[str], duplicates: int, other: dict[str, int]
+    header: LogHeader, rows: _Columns, files: list[Path], torn: list[str], other: dict[str, int]
 ) -> InferenceLog:
-    import pandas as pd
+    """One InferenceLog from the filled columns: the fields' codes turned into object arrays sharing one str per
+    distinct value, duplicates (an image hash met before) left out (the first is kept). The columns are the
+    arrays filled while reading (trimmed views; copied only when duplicates or many unused rows are left out)."""
+    n = rows.n
+    image = rows.hashes["image"][:n]
+    _, first = np.unique(image, return_index=True)
+    duplicates = n - int(first.size)
+    keep: Any = np.sort(first) if duplicates else slice(0, n)
+    copy = duplicates > 0 or n < 0.9 * rows.capacity  # give back the rows other headers' lines took
 
-    n = len(rows.image)
+    def column(a: np.ndarray) -> np.ndarray:
+        out = a[keep]
+        return out.copy() if copy and not duplicates else out
 
-    def objects(values: list[str]) -> np.ndarray:
-        out = np.empty(n, dtype=object)
-        out[:] = values
-        return out
-
-    fields_frame = pd.DataFrame.from_records(rows.fields, nrows=n) if n else pd.DataFrame()
-    fields = {}
-    for name in fields_frame.columns:
-        col = fields_frame[name].astype(object).to_numpy(copy=True)
-        col[pd.isna(col)] = None
-        fields[str(name)] = col
-    numeric_frame = pd.DataFrame.from_records(rows.numeric, nrows=n) if n else pd.DataFrame()
-    numeric = {
-        str(k): pd.to_numeric(numeric_frame[k], errors="coerce").to_numpy(dtype=np.float64)
-        for k in numeric_frame.columns
-    }
+    fields: dict[str, np.ndarray] = {}
+    for name, codes in sorted(rows.codes.items()):
+        table = rows.tables[name]
+        values = np.empty(max(table.values()) + 1, dtype=object)
+        for value, code in table.items():
+            if code:
+                values[code] = value if isinstance(value, str) else str(value)
+        fields[name] = values[codes[keep]]
     return InferenceLog(
         header=header,
-        time=np.concatenate(rows.times),
-        image=objects(rows.image),
-        study=objects(rows.study),
-        patient=objects(rows.patient),
+        time=column(rows.times),
+        image=column(rows.hashes["image"]),
+        study=column(rows.hashes["study"]),
+        patient=column(rows.hashes["patient"]),
         fields=fields,
-        numeric=numeric,
-        scores=np.concatenate(rows.scores),
-        calls=np.concatenate(rows.calls),
-        sketch=np.concatenate(rows.sketch),
+        numeric={name: column(v) for name, v in sorted(rows.numeric.items())},
+        scores=column(rows.scores),
+        calls=column(rows.calls),
+        sketch=column(rows.sketch),
         files=tuple(map(str, files)),
         torn_lines=tuple(torn),
         duplicates=duplicates,

@@ -59,7 +59,8 @@ def test_round_trip(tmp_path):
     assert log.fields["Manufacturer"].tolist()[:4] == ["Acme", None, None, "Acme"]
     np.testing.assert_allclose(log.numeric["rows"], 2048 + np.arange(12))
     np.testing.assert_allclose(log.sketch[2], [2, -2, 0.5])
-    assert log.patient[5] == f"{1:016x}" and not log.torn_lines and log.duplicates == 0
+    assert log.patient[5] == f"{1:016x}".encode() and not log.torn_lines and log.duplicates == 0
+    assert log.image.dtype.kind == "S" and log.fields["Modality"].dtype == object  # columns, not objects per entry
     assert oct(os.stat(tmp_path / LOG_FILE).st_mode & 0o777) == "0o600"
 
 
@@ -157,3 +158,23 @@ def test_only_keyed_hashes_are_written(tmp_path):
             w.append([entry(0, patient="PAT-000123")])
         with pytest.raises(ValueError, match="header says"):
             w.append([entry(0, scores=[0.1])])
+
+
+def test_the_reader_is_columnar_and_keeps_every_hash_exact(tmp_path):
+    """The reader holds numpy columns, not a Python object per entry: hashes as bytes (widened when a later
+    entry has a longer one: 16 to 64 hex are allowed), one shared str per distinct field value, and enough
+    rows allocated up front (the lines counted) that nothing is copied while reading."""
+    from chestxr.runs._inference_log import _count_lines
+
+    path = tmp_path / LOG_FILE
+    with InferenceLogWriter(path, HEADER) as w:
+        w.append([entry(i) for i in range(6000)])  # more than one 5,000-line chunk
+        w.append([entry(10**5 + i, image=f"{i:064x}") for i in range(3)])  # wider hashes after narrower ones
+    assert _count_lines(path) == 6004
+    log = read_inference_logs([path])
+    assert len(log) == 6003 and log.image.dtype == np.dtype("S64")
+    assert log.image[0] == f"{0:016x}".encode() and log.image[-1] == f"{2:064x}".encode()
+    assert log.study[-1] == f"{(10**5 + 2) // 2:016x}".encode()
+    assert len({id(v) for v in log.fields["Modality"]}) == 1  # "CR" once, shared by every row
+    assert log.scores.dtype == np.float64 and log.calls.dtype == np.int8 and log.scores.shape == (6003, 2)
+    np.testing.assert_allclose(log.numeric["rows"][-1], 2048.0 + 10**5 + 2)
