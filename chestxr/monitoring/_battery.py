@@ -105,11 +105,24 @@ class MonitorSettings:
         }
 
 
-def _normalise_categories(values: np.ndarray) -> np.ndarray:
-    out = np.asarray(values, dtype=object).copy()
-    missing = pd.isna(out) | (out == "")
-    out[missing] = MISSING
-    return out.astype(str)
+def _category_codes(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """(codes (n,) int64, names): each value's category, None / NaN / "" counted as :data:`MISSING` and
+    anything else by its str, in order of first appearance. Factorized over the distinct values first, so no
+    str (or fixed-width unicode array) is made per row: a 1M-entry log's field costs its int64 codes."""
+    out = np.asarray(values, dtype=object)
+    missing = pd.isna(out)
+    if missing.any():
+        out = out.copy()
+        out[missing] = ""
+    codes, uniques = pd.factorize(out, use_na_sentinel=False)
+    index: dict[str, int] = {}
+    remap = np.array([index.setdefault(MISSING if u == "" else str(u), len(index)) for u in uniques], dtype=np.int64)
+    return (remap[codes] if remap.size else np.zeros(out.size, np.int64)), list(index)
+
+
+def _remap(names: list[str], index: dict[str, int], drop: str | None) -> np.ndarray:
+    """(len(names),) int64: each name's code in ``index`` (added when new), -1 for ``drop``."""
+    return np.array([-1 if n == drop else index.setdefault(n, len(index)) for n in names], dtype=np.int64)
 
 
 @dataclass
@@ -265,15 +278,16 @@ def _categorical_fields(ref: Sample, stream: Sample, known_only: Sequence[str]) 
         if name not in ref.categorical or name not in stream.categorical:
             out[name] = None
             continue
-        r = _normalise_categories(ref.categorical[name])
-        s = _normalise_categories(stream.categorical[name])
-        both = np.concatenate([r, s])
-        codes = np.full(both.size, -1, dtype=np.int64)
-        keep = both != MISSING if name in known_only else np.ones(both.size, dtype=bool)
-        sub, cats = pd.factorize(both[keep], use_na_sentinel=False)
-        codes[keep] = sub
-        ref_counts = np.bincount(codes[: r.size][codes[: r.size] >= 0], minlength=len(cats))
-        out[name] = _Field(name, np.asarray(cats, dtype=object), ref_counts, codes[r.size :])
+        r_codes, r_names = _category_codes(ref.categorical[name])
+        s_codes, s_names = _category_codes(stream.categorical[name])
+        drop = MISSING if name in known_only else None
+        index: dict[str, int] = {}  # the categories in order of first appearance, reference first
+        rc = _remap(r_names, index, drop)[r_codes]
+        sc = _remap(s_names, index, drop)[s_codes]
+        cats = np.empty(len(index), dtype=object)
+        cats[:] = list(index)
+        ref_counts = np.bincount(rc[rc >= 0], minlength=len(cats))
+        out[name] = _Field(name, cats, ref_counts, sc)
     return out
 
 
