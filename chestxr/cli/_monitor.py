@@ -46,18 +46,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from chestxr.core import ChestXRError
     from chestxr.monitoring import monitor
 
-    result = monitor(
-        args.checkpoint,
-        args.logs,
-        window=args.window,
-        alpha=args.alarm_rate,
-        labels=args.labels,
-        seed=args.seed,
-        out=args.out,
-        overwrite=args.overwrite,
-    )
+    try:
+        result = monitor(
+            args.checkpoint,
+            args.logs,
+            window=args.window,
+            alpha=args.alarm_rate,
+            labels=args.labels,
+            seed=args.seed,
+            out=args.out,
+            overwrite=args.overwrite,
+        )
+    except (ChestXRError, OSError, KeyboardInterrupt):
+        raise  # one line and exit 2 (130 when interrupted) from chestxr.cli
+    except Exception as exc:  # a bug must not read as "quiet" (0) or "alarm" (3) to cron: exit 2, one line
+        if os.environ.get("CHESTXR_DEBUG"):
+            raise
+        print(
+            f"chestxr monitor: error: unexpected {type(exc).__name__}: {exc} (a bug in chestxr; "
+            "CHESTXR_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 2
     alarms = result.alarms
     n = len(result.windows)
     if not alarms:

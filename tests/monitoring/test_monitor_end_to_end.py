@@ -322,3 +322,21 @@ def test_monitor_imports_no_torch(monitor_world, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(repo), "CHESTXR_NO_PROGRESS": "1"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "light" in out.stdout, out.stderr[-2000:]
+
+
+def test_an_unexpected_failure_is_exit_2_for_cron(monkeypatch, tmp_path, capsys):
+    """Cron reads 0 as quiet and 3 as alarm: anything else that goes wrong, a bug included, must be 2 with one
+    line (CHESTXR_DEBUG=1 re-raises for the traceback)."""
+    import chestxr.monitoring
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(chestxr.monitoring, "monitor", broken)
+    argv = ["monitor", "--checkpoint", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unexpected RuntimeError: boom" in err[0]
+    monkeypatch.setenv("CHESTXR_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(argv)
