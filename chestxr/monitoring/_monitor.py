@@ -18,7 +18,7 @@ import math
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, Optional, Sequence, cast
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from chestxr.monitoring._report import write_monitor_outputs
 from chestxr.monitoring._results import LogSummary, MonitorResult
 from chestxr.monitoring._sample import METRICS, Metric, MonitorError, Promise, Sample
 from chestxr.monitoring._windows import parse_window
+
+if TYPE_CHECKING:
+    from chestxr.evaluation import OperatingPoint
 
 
 def reference_sample(profile: Any) -> Sample:
@@ -60,47 +63,20 @@ def log_sample(log: Any, labels: Optional[np.ndarray] = None) -> Sample:
     )
 
 
-def promises_from_points(points: Sequence[Any]) -> tuple[Promise, ...]:
-    """The guarantees a run made, from its typed operating points (:class:`chestxr.evaluation.OperatingPoint`):
-    those whose guarantee was met. A point rule (youden, f1, @point) is not a promise. The family and the
-    prevalence range are read where the guarantee records them."""
+def promises_from_points(points: Sequence[OperatingPoint]) -> tuple[Promise, ...]:
+    """The guarantees a run made, from its typed operating points: those whose guarantee was met. A point rule
+    (youden, f1, @point) is not a promise. Each keeps its family in words (``Guarantee.family_text``) and its
+    prevalence range (PPV / NPV)."""
     out = []
     for p in points or ():
-        g = getattr(p, "guarantee", None)
-        if g is None or getattr(g, "status", "guaranteed") != "guaranteed" or not math.isfinite(float(p.threshold)):
+        g = p.guarantee
+        if g is None or not g.met or not math.isfinite(float(p.threshold)):
             continue
         metric = cast(Metric, str(g.metric))
         if metric not in METRICS:
             continue
-        family = _family_text(g)
-        prev = _prevalence_range(g)
-        out.append(Promise(str(p.finding), metric, float(g.target), float(g.level), family, prev))
+        out.append(Promise(str(p.finding), metric, float(g.target), float(g.level), g.family_text, g.prevalence))
     return tuple(out)
-
-
-def _family_text(g: Any) -> str:
-    for name in ("family_text", "family"):
-        value = getattr(g, name, None)
-        if isinstance(value, str) and value:
-            return value
-        describe = getattr(value, "describe", None)
-        if callable(describe):
-            return str(describe())
-    return "per finding"
-
-
-def _prevalence_range(g: Any) -> Optional[tuple[float, float]]:
-    value = getattr(g, "prevalence", None)
-    if value is None:
-        return None
-    lo, hi = (
-        (getattr(value, "low", None), getattr(value, "high", None)) if not isinstance(value, (list, tuple)) else value
-    )
-    try:
-        lo_f, hi_f = float(lo), float(hi)
-    except (TypeError, ValueError):
-        return None
-    return (lo_f, hi_f) if math.isfinite(lo_f) and math.isfinite(hi_f) else None
 
 
 def join_labels(

@@ -340,3 +340,26 @@ def test_an_unexpected_failure_is_exit_2_for_cron(monkeypatch, tmp_path, capsys)
     monkeypatch.setenv("CHESTXR_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(argv)
+
+
+def test_promises_keep_the_family_and_the_prevalence_range_of_the_guarantee():
+    """The monitor watches the promises calibrate made, in the words of their records: the joint family
+    (Bonferroni share) and the PPV range; refused and point rules are not promises."""
+    import warnings
+
+    from chestxr.evaluation import fit_thresholds
+    from chestxr.monitoring import promises_from_points
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((600, 3)) < 0.3).astype(float)
+    s = np.clip(y * 0.6 + rng.random((600, 3)) * 0.5, 0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        points = fit_thresholds(
+            y, s, method=["sensitivity:0.8", "ppv:0.6", "youden"], findings=["A", "B", "C"], prevalence=(0.2, 0.4)
+        )
+    assert [p.status for p in points] == ["guaranteed", "guaranteed", "not_a_guarantee"]
+    promises = promises_from_points(points)
+    assert [(p.finding, p.metric) for p in promises] == [("A", "sensitivity"), ("B", "ppv")]
+    assert all("jointly for 2 findings" in p.family for p in promises)
+    assert promises[0].prevalence is None and promises[1].prevalence == (0.2, 0.4)
