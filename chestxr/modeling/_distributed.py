@@ -15,6 +15,19 @@ relative paths, patients, labels; and the training targets and mask after the la
 :func:`decode_digest` (the decode-cache settings and the bytes of the first ``k`` training images as its loader
 returns them), and all ranks compare them (``all_gather_object``); any difference is a TrainingError on every
 rank naming the ranks that differ.
+
+Bounded waits (:func:`dist_timeout`): joining the group, every collective and every barrier give up after
+``CHESTXR_DIST_TIMEOUT`` seconds (default 600; torch's own default for gloo is 30 minutes) with a one-line
+:class:`~chestxr.core.TrainingError` naming the rank and what it waited for, so a dead or stuck peer ends the
+process (and torchrun restarts the group) instead of hanging it.
+
+Elastic restarts (``torchrun --max-restarts N``): the elastic agent hosts one TCPStore for the whole job at
+``MASTER_ADDR:MASTER_PORT`` (``TORCHELASTIC_USE_AGENT_STORE=True``) and keeps it, keys and all, across restarts.
+``init_process_group("gloo")`` writes each rank's listening address under the same keys in every attempt, so a
+restarted rank could read the address of a rank of the attempt that was just killed and connect to a dead port
+("Connection refused"): the restart failed at once or hung until the timeout. :func:`setup_distributed` therefore
+gives every attempt its own key space in that store (``chestxr/attempt_<TORCHELASTIC_RESTART_COUNT>/``, as
+torch up to 2.3 did itself).
 """
 
 from __future__ import annotations
@@ -23,7 +36,8 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from datetime import timedelta
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -50,20 +64,88 @@ class DistInfo:
         return self.world > 1
 
 
+#: environment variable: seconds a rank waits for the others (join, collective, barrier) before it fails
+TIMEOUT_ENV = "CHESTXR_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+_T = TypeVar("_T")
+
+
+def dist_timeout() -> timedelta:
+    """How long any distributed wait may take: ``CHESTXR_DIST_TIMEOUT`` seconds (default 600)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not (0 < seconds < 7 * 24 * 3600):
+        raise TrainingError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds above 0 (default 600)")
+    return timedelta(seconds=seconds)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _elastic_attempt_store(world: int, timeout: timedelta) -> Optional[Any]:
+    """This torchrun attempt's own key space in the elastic agent's store (module doc), or None when the
+    agent does not host the store (plain env:// then: rank 0 hosts a fresh store at MASTER_PORT)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not addr or not port:
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(addr, int(port), world_size=world, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"chestxr/attempt_{attempt}/", store)
+
+
 def setup_distributed(device_type: str) -> DistInfo:
-    """Init the process group when launched by torchrun (WORLD_SIZE > 1): nccl on CUDA, gloo on CPU."""
+    """Init the process group when launched by torchrun (WORLD_SIZE > 1): nccl on CUDA, gloo on CPU, every
+    wait bounded by :func:`dist_timeout`; one torchrun attempt never reads another's keys (module doc).
+    TrainingError (one line) when the group cannot be joined in time."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
+        timeout = dist_timeout()
+        rank = os.environ.get("RANK", "?")
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        try:
+            store = _elastic_attempt_store(world, timeout)
+            if store is not None:
+                dist.init_process_group(
+                    backend=backend, store=store, rank=int(os.environ["RANK"]), world_size=world, timeout=timeout
+                )
+            else:
+                dist.init_process_group(backend=backend, timeout=timeout)
+        except (RuntimeError, ValueError, KeyError, OSError) as exc:
+            raise TrainingError(
+                f"rank {rank} of {world}: could not join the process group at {where} within "
+                f"{timeout.total_seconds():g} s ({_first_line(exc)}); a rank died or is not started "
+                f"(raise {TIMEOUT_ENV} for slow starts)"
+            ) from exc
     info = DistInfo(
         rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0"))
     )
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
+
+
+def _waited(info: DistInfo, what: str, call: Callable[[], _T]) -> _T:
+    """``call()``, a collective of every rank: its failure (a peer died, or no answer within
+    :func:`dist_timeout`) becomes one TrainingError line naming this rank and ``what`` it waited for."""
+    try:
+        return call()
+    except RuntimeError as exc:  # torch.distributed.DistError and gloo/nccl errors
+        raise TrainingError(
+            f"rank {info.rank} of {info.world}: {what} failed ({_first_line(exc)}); another rank died, is stuck "
+            f"or took longer than {TIMEOUT_ENV}={dist_timeout().total_seconds():g} s"
+        ) from exc
 
 
 def cleanup_distributed() -> None:
@@ -124,7 +206,7 @@ def all_reduce_sum(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum a tensor over ranks (identity without a process group)."""
     if info.enabled:
         value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        _waited(info, "summing over the ranks", lambda: dist.all_reduce(value, op=dist.ReduceOp.SUM))
     return value
 
 
@@ -133,14 +215,20 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     if not info.enabled:
         return [obj]
     out: list[Any] = [None] * info.world
-    dist.all_gather_object(out, obj)
+    _waited(info, "gathering from the ranks", lambda: dist.all_gather_object(out, obj))
     return out
 
 
-def barrier(info: DistInfo) -> None:
-    """Wait for all ranks (no-op without a process group)."""
-    if info.enabled:
-        dist.barrier()
+def barrier(info: DistInfo, what: str = "the barrier") -> None:
+    """Wait for all ranks (no-op without a process group), at most :func:`dist_timeout`: on gloo a
+    ``monitored_barrier`` that names the ranks that did not arrive; TrainingError (one line) otherwise."""
+    if not info.enabled:
+        return
+    timeout = dist_timeout()
+    if dist.get_backend() == "gloo":
+        _waited(info, f"waiting at {what}", lambda: dist.monitored_barrier(timeout=timeout, wait_all_ranks=True))
+    else:
+        _waited(info, f"waiting at {what}", lambda: dist.barrier())
 
 
 # ----------------------------------------------------------------------------- agreement between ranks

@@ -242,7 +242,7 @@ def fit(
             f"epoch {epoch + 1}/{t.epochs}: loss {stats.loss:.4f}  val loss {val_loss:.4f}  "
             f"val mean AUROC {val_auc:.4f}  {stats.images_per_s:.1f} img/s"
         )
-        barrier(dist)
+        barrier(dist, f"the end of epoch {epoch + 1}")
         if options.stop_after_epochs is not None and epoch + 1 - start_epoch >= options.stop_after_epochs:
             break
         if t.early_stopping_patience and bad_epochs >= t.early_stopping_patience:

@@ -113,7 +113,7 @@ def train(
             write_marker(folder.path)
         if dist.is_main:
             load_or_create_key(folder.path)  # the other ranks read it after the barrier
-        barrier(dist)
+        barrier(dist, "the run folder set-up")
         seed_everything(config.seed, cudnn_benchmark=config.train.cudnn_benchmark)
         splits = load_training_splits(config)
         if dist.is_main and not resume and splits.made is not None:
@@ -171,7 +171,7 @@ def train(
             quiet_rank(f"{len(result.skipped)} image(s) skipped as unreadable; see {folder.skipped}")
         if dist.is_main and stop_after_epochs is None:
             remove_marker(folder.path)
-        barrier(dist)
+        barrier(dist, "the end of training")
     finally:
         cleanup_distributed()
     return Run.load(folder.path, device=str(device))
