@@ -197,6 +197,27 @@ def _find_state_dir(dest: Path) -> Path:
     raise CheckpointError(f"{dest / STATE_META}: file not found (nothing to resume from)")
 
 
+def has_training_state(dir: str | Path) -> bool:
+    """Whether ``dir`` (RUN/last) holds a training state to resume from, also when a crash between the two
+    renames of :func:`save_training_state` left only the previous one aside (``.last.old-PID``)."""
+    try:
+        _find_state_dir(Path(dir))
+    except CheckpointError:
+        return False
+    return True
+
+
+def restore_set_aside_state(dir: str | Path) -> None:
+    """Put a training state that a crash between the two renames of :func:`save_training_state` left aside
+    back in place as ``dir``, so every reader of RUN/last/ finds it (rank 0, before resuming)."""
+    dest = Path(dir)
+    if dest.exists():
+        return
+    src = _find_state_dir(dest)
+    if src != dest:
+        os.replace(src, dest)
+
+
 def load_training_state(
     dir: str | Path,
     *,
@@ -385,7 +406,7 @@ def elastic_plan(run_dir: str | Path, *, resume: bool, overwrite: bool) -> Elast
         return ElasticPlan(resume=resume, overwrite=overwrite)
     if not isinstance(marker, dict) or marker.get("run_id") != _run_id():
         return ElasticPlan(resume=resume, overwrite=overwrite)
-    if (RunFolder(run_dir).last / STATE_META).exists():
+    if has_training_state(RunFolder(run_dir).last):
         return ElasticPlan(
             resume=True, overwrite=False, note=f"torchrun restart {count}: resuming {run_dir} from last/"
         )

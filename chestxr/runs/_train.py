@@ -55,10 +55,12 @@ from chestxr.runs._resume import (
     capture_rng_state,
     check_resume_recipe,
     elastic_plan,
+    has_training_state,
     load_training_state,
     recorded_hashes,
     recorded_recipe,
     remove_marker,
+    restore_set_aside_state,
     save_training_state,
     write_marker,
 )
@@ -106,8 +108,10 @@ def train(
                 own_run=folder.path if (resume or plan.note) else None,  # --resume, or this torchrun job's restart
             )
         if resume:
-            if not (folder.last / "state.json").exists():
+            if not has_training_state(folder.last):
                 raise CheckpointError(f"{folder.path}: nothing to resume (no last/state.json); start without --resume")
+            if dist.is_main:  # killed between the two renames of the last save: last/ is back before the barrier
+                restore_set_aside_state(folder.last)
         elif dist.is_main:
             prepare_output_dir(folder.path, overwrite=overwrite)
             write_marker(folder.path)

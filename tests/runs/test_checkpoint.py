@@ -373,3 +373,21 @@ def test_resume_with_hostile_state_json_names_the_file(tiny_run_copy, synth_mani
     config = tiny_config(synth_manifest, "train.epochs=2", "train.lr=0.003", "name=session")
     with pytest.raises(CheckpointError, match=r"state\.json: .*nested"):
         train(config, out_dir=tiny_run_copy, resume=True, log=lambda s: None)
+
+
+def test_resume_after_a_kill_between_the_two_renames_of_last(tiny_run_copy, synth_manifest):
+    """SIGKILL between save_training_state's two renames leaves no last/, only the previous state aside
+    (.last.old-PID): --resume (and a torchrun restart) resumes from it instead of refusing the run."""
+    from conftest import tiny_config
+
+    from chestxr.runs import train
+    from chestxr.runs._resume import has_training_state
+
+    last = tiny_run_copy / "last"
+    last.rename(tiny_run_copy / ".last.old-4242")
+    assert has_training_state(last)
+    lines: list[str] = []
+    config = tiny_config(synth_manifest, "train.epochs=3", "train.lr=0.003", "name=session")
+    train(config, out_dir=tiny_run_copy, resume=True, log=lines.append)
+    assert f"resuming {tiny_run_copy} at epoch 3/3" in lines
+    assert (last / "state.json").is_file() and not list(tiny_run_copy.glob(".last.old-*"))
