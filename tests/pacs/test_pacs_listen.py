@@ -219,7 +219,7 @@ def test_orthanc_routes_a_study_to_the_listener(orthanc, studies, pacs_run, tmp_
         wait_for(lambda: results(out) == [skey(out, studies[uid][0])], 60, proc)
         d = out / "studies" / skey(out, studies[uid][0])
         assert len(pd.read_csv(d / "predictions.csv")) == len(studies[uid])
-        wait_for(lambda: json.loads((d / "result.json").read_text()).get("stored"), 30, proc)
+        wait_for(lambda: json.loads((d / "result.json").read_text()).get("stored"), 60, proc)
         srs = [i for i in orthanc.instances(uid) if i.get("Modality") == "SR"]
         assert len(srs) == 1
         content = read_sr(pydicom.dcmread(BytesIO(orthanc.file(srs[0]["ID"]))))
@@ -450,7 +450,7 @@ def test_a_study_being_written_is_not_complete_so_it_is_never_split(studies, pac
     try:
         assert send(port, files) == [0] * len(files)
         key = skey(out, files[0])
-        wait_for(lambda: results(out) != [], 30, log=out / "listen.log")
+        wait_for(lambda: results(out) != [], 60, log=out / "listen.log")
         time.sleep(1.0)  # a split would show as a second round within a quiet time
     finally:
         lst.stop()
@@ -471,7 +471,7 @@ def test_non_image_instances_are_acknowledged_ignored_and_listed(studies, pacs_r
     try:
         assert send(port, [extra[0], *images, *extra[1:]]) == [0] * (len(images) + len(extra))
         key = skey(out, images[0])
-        wait_for(lambda: results(out) == [key], 30, log=out / "listen.log")
+        wait_for(lambda: results(out) == [key], 60, log=out / "listen.log")
         assert send(port, [non_image(images[0], *list(NON_IMAGES)[:1], "SR")]) == [0]
         time.sleep(1.5)
     finally:
@@ -540,10 +540,10 @@ def test_an_instance_that_cannot_be_reread_is_quarantined_and_its_study_goes_on(
             port, [pydicom.dcmread(f) for f in images[:1]] + [bad] + [pydicom.dcmread(f) for f in images[1:]]
         ) == [0] * (len(images) + 1)
         key = skey(out, images[0])
-        wait_for(lambda: results(out) == [key], 20, log=out / "listen.log")
+        wait_for(lambda: results(out) == [key], 60, log=out / "listen.log")
         fixed = pydicom.dcmread(tmp_path / "bad" / "good.dcm")  # the sender corrects it, same SOP Instance UID
         assert send_explicit(port, [fixed]) == [0]
-        wait_for(lambda: results(out) == [key, f"{key}-r2"], 20, log=out / "listen.log")
+        wait_for(lambda: results(out) == [key, f"{key}-r2"], 60, log=out / "listen.log")
     finally:
         lst.stop()
     assert json.loads((out / "studies" / f"{key}-r2" / "result.json").read_text())["n_images"] == 1
@@ -596,7 +596,7 @@ def test_orthanc_forwards_a_study_holding_an_sr_and_the_images_arrive(orthanc, s
         orthanc_id = orthanc.rest("POST", "/tools/lookup", uid.encode())[0]["ID"]
         job = orthanc.rest("POST", "/modalities/chestxr/store", {"Resources": [orthanc_id], "Synchronous": True})
         key = skey(out, studies[uid][0])
-        wait_for(lambda: results(out) == [key], 30, log=out / "listen.log")
+        wait_for(lambda: results(out) == [key], 60, log=out / "listen.log")
     finally:
         lst.stop()
     assert job.get("Failures", []) == [] and job.get("InstancesCount") == len(studies[uid]) + 1, job
@@ -621,12 +621,13 @@ def sender(port: int):
 def test_an_aborted_transfer_waits_for_the_resend_and_gives_one_result(studies, pacs_run, tmp_path):
     """An association sends 2 of study A's 4 instances and 1 of study B's, then aborts. A's sender resends
     the whole study 1.5 s later (5 quiet times): A is predicted once, with its 4 images. B is never resent:
-    it is processed as it is once the aborted timeout has passed, with a warning. (Before: the partial A was
+    it is processed as it is once the aborted timeout (8 s) has passed, with a warning. (Before: the partial A was
     predicted as soon as it was quiet, the resend gave a second result and SR.)"""
     a, b = sorted(studies)[:2]
     files_a = [pydicom.dcmread(studies[a][0])] + [copy_as(studies[a][0]) for _ in range(3)]
     port, out = free_port(), tmp_path / "aborted"
-    lst = in_process(pacs_run, out, port, aborted_timeout=4.0)
+    # the resend must begin within the aborted timeout; 8 s leaves 6.5 s for a new association on a loaded machine
+    lst = in_process(pacs_run, out, port, aborted_timeout=8.0)
     try:
         assoc = sender(port)
         for ds in [*files_a[:2], pydicom.dcmread(studies[b][0])]:
@@ -636,15 +637,15 @@ def test_an_aborted_transfer_waits_for_the_resend_and_gives_one_result(studies, 
         assert results(out) == []
         assert send(port, files_a) == [0] * 4
         key_a, key_b = skey(out, files_a[0]), skey(out, studies[b][0])
-        wait_for(lambda: key_a in results(out), 20, log=out / "listen.log")
-        wait_for(lambda: key_b in results(out), 20, log=out / "listen.log")
+        wait_for(lambda: key_a in results(out), 60, log=out / "listen.log")
+        wait_for(lambda: key_b in results(out), 60, log=out / "listen.log")
         time.sleep(1.0)
     finally:
         lst.stop()
     assert results(out) == sorted([key_a, key_b])
     assert json.loads((out / "studies" / key_a / "result.json").read_text())["n_images"] == 4
     log = (out / "listen.log").read_text()
-    assert f"{key_b}: its transfer was cut and not resent within 4 s; processing what arrived" in log
+    assert f"{key_b}: its transfer was cut and not resent within 8 s; processing what arrived" in log
     assert f"{key_a}: its transfer was cut and not resent" not in log
     assert not list((out / "journal").glob("*/aborted-*")) and not list((out / "journal").glob("*/open-*"))
 
@@ -661,7 +662,7 @@ def test_an_idle_sender_closed_by_the_listener_is_not_a_cut_transfer(studies, pa
         for f in studies[uid]:
             assert int(assoc.send_c_store(pydicom.dcmread(f)).Status) == 0
         key = skey(out, studies[uid][0])
-        wait_for(lambda: results(out) == [key], 20, log=out / "listen.log")
+        wait_for(lambda: results(out) == [key], 60, log=out / "listen.log")
         assert not assoc.is_established
     finally:
         lst.stop()
@@ -683,12 +684,12 @@ def test_below_the_reserve_instances_are_refused_and_accepted_again_when_space_r
         free["bytes"] = reserve + 1000  # an instance (about 9 kB) would eat into the reserve
         assert send(port, studies[b]) == [0xA700] * len(studies[b])
         key_a, key_b = skey(out, studies[a][0]), skey(out, studies[b][0])
-        wait_for(lambda: results(out) == [key_a], 20, log=out / "listen.log")
+        wait_for(lambda: results(out) == [key_a], 60, log=out / "listen.log")
         assert not (out / "journal" / key_b / "incoming").exists()
         assert send(port, studies[b]) == [0xA700] * len(studies[b])
         free["bytes"] = 10 * 2**30
         assert send(port, studies[b]) == [0] * len(studies[b])
-        wait_for(lambda: results(out) == sorted([key_a, key_b]), 20, log=out / "listen.log")
+        wait_for(lambda: results(out) == sorted([key_a, key_b]), 60, log=out / "listen.log")
     finally:
         lst.stop()
     log = (out / "listen.log").read_text()
@@ -766,7 +767,7 @@ def test_compressed_images_from_an_archive_are_accepted_and_read(studies, pacs_r
         statuses = [int(assoc.send_c_store(ds).Status) for ds, _ in sent]
         assoc.release()
         key = skey(out, base)
-        wait_for(lambda: results(out) == [key], 20, log=out / "listen.log")
+        wait_for(lambda: results(out) == [key], 60, log=out / "listen.log")
     finally:
         lst.stop()
     assert statuses == [0, 0, 0, 0]
