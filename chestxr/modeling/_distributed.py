@@ -80,7 +80,9 @@ def dist_timeout() -> timedelta:
     except ValueError:
         seconds = float("nan")
     if not (0 < seconds < 7 * 24 * 3600):
-        raise TrainingError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds above 0 (default 600)")
+        raise TrainingError(
+            f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds above 0 and below 604800 (a week; default 600)"
+        )
     return timedelta(seconds=seconds)
 
 
