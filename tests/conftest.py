@@ -140,3 +140,36 @@ def orthanc(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+#: headless Chromium flags for the report checks (no network, no first-run work)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_executable() -> str | None:
+    """$CHESTXR_CHROMIUM, else the first Chromium on PATH (scripts/install_browser.sh installs Debian's)."""
+    for name in (os.environ.get("CHESTXR_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium (playwright) for a test module; skips where none is installed."""
+    exe = chromium_executable()
+    if exe is None:
+        pytest.skip("no chromium found; run scripts/install_browser.sh")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -7,8 +7,6 @@ no Chromium can be found."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,6 @@ from chestxr.monitoring import (
 
 pytestmark = pytest.mark.browser
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 VIEWPORT = {"width": 1200, "height": 900}
 #: the text of every element whose top is inside the first screen
 FIRST_SCREEN_JS = """() => {
@@ -35,25 +32,6 @@ FIRST_SCREEN_JS = """() => {
   }
   return out.join('\\n');
 }"""
-
-
-def _chromium() -> str | None:
-    for name in (os.environ.get("CHESTXR_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("no chromium found; run scripts/install_browser.sh")
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=ARGS)
-        yield b
-        b.close()
 
 
 def _report(tmp_path: Path, scenario: Scenario | None, label_fraction: float = 0.0) -> tuple[Path, object]:
