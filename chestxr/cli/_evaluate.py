@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "unit (Bentkus bound with several images per patient), Holm across findings at --promise-alpha; not "
         "rejected reads 'not contradicted' with the test's power to detect a drop of 0.1. A point rule (youden, "
         "f1, cost, @point) is not a promise: its calibration estimate is shown beside the test value and it is "
-        "'moved' only when a two-sided exact two-sample test rejects after Holm.",
+        "'moved' only when a two-sided two-sample test (patients as the unit) rejects after Holm.",
     )
     p.add_argument("--checkpoint", required=True, help="run folder")
     p.add_argument("--manifest", required=True, help="labeled manifest")

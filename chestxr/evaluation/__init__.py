@@ -4,7 +4,7 @@
 fixed-sequence testing, point rules), the one decision rule (:func:`decide`: threshold calls, argmax for
 mutually exclusive classes, abstain), the checks of stored operating points on a test split (a guaranteed
 promise: one-sided test by patient, Holm across findings, "not contradicted" with its power; a point rule: a
-two-sample exact test, "moved"), planning (:func:`plan`: cases a guaranteed rule needs), probability
+two-sample test by patient, "moved"), planning (:func:`plan`: cases a guaranteed rule needs), probability
 calibration, reliability bins and ECE, and subgroup metrics. ``evaluate_predictions`` is everything the
 evaluation report shows."""
 
@@ -64,6 +64,7 @@ from chestxr.evaluation._operating_point import (
     EceChange,
     Guarantee,
     OperatingPoint,
+    PatientTally,
     guarantee_statement,
 )
 from chestxr.evaluation._patient_bounds import (
@@ -125,6 +126,7 @@ __all__ = [
     "NO_SCORE",
     "OperatingPoint",
     "PatientCounts",
+    "PatientTally",
     "Plan",
     "PlanRow",
     "ProbabilityCalibrator",

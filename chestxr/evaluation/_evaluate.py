@@ -11,7 +11,7 @@ Interval methods (also written into the result as ``interval_methods``):
 * the stored operating points (chestxr/evaluation/_promise.py): a guaranteed promise by a one-sided test
   with the patient as the unit (exact binomial; Bentkus bound with several images per patient), Holm across
   the findings at ``promise_alpha``, "not contradicted" with the test's power when not rejected; a point rule
-  by a two-sided exact two-sample test of calibration vs test counts (Holm), "moved" only when rejected.
+  by a two-sided two-sample test of calibration vs test, patients as the unit (Holm), "moved" only when rejected.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ INTERVAL_METHODS = {
     "auroc_delong": "DeLong, image-level",
     "f1": "percentile bootstrap by patient",
     "promise": "one-sided exact binomial test by patient (Bentkus bound with several images), Holm across findings",
-    "operating_point": "two-sided exact two-sample test (Boschloo / Fisher), calibration vs test, Holm",
+    "operating_point": "two-sided two-sample test, calibration vs test, patients as the unit (permutation test of "
+    "per-patient fractions with several images per patient, else exact Boschloo / Fisher), Holm",
 }
 
 

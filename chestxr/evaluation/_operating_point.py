@@ -273,6 +273,47 @@ def _method_name(method: str) -> str:
     return {"clopper-pearson": "Clopper-Pearson", "wilson": "Wilson"}.get(method, method)
 
 
+def _tally(v: Any) -> Optional[tuple[tuple[int, int, int], ...]]:
+    """A stored tally ([[k, m, patients], ...]) as a tuple of int triples; None when absent or malformed."""
+    if not isinstance(v, (list, tuple)):
+        return None
+    out = []
+    for row in v:
+        if not isinstance(row, (list, tuple)) or len(row) != 3:
+            return None
+        k, m, c = (_int(x) for x in row)
+        if k is None or m is None or c is None or not (0 <= k <= m and m >= 1 and c >= 1):
+            return None
+        out.append((k, m, c))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class PatientTally:
+    """Per-patient counts at an operating point on the calibration data, for a check that counts patients
+    (:mod:`chestxr.evaluation._promise`: a point rule's two-sample test). Counts only, never an identifier.
+
+    positives: the multiset of (detected positive images k, positive images m) over patients with a positive
+    image, as ((k, m, number of such patients), ...), sorted; negatives: likewise (correctly negative images,
+    negative images). A class is None when every patient has one image of it (its image counts, tp/fn or
+    tn/fp, then are patient counts). The record stores a tally only when calibration had patient ids and some
+    patient had several images of a class (records stay small)."""
+
+    positives: Optional[tuple[tuple[int, int, int], ...]] = None
+    negatives: Optional[tuple[tuple[int, int, int], ...]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """{"positives": [[k, m, patients], ...] or None, "negatives": ...}."""
+        return {
+            "positives": None if self.positives is None else [list(r) for r in self.positives],
+            "negatives": None if self.negatives is None else [list(r) for r in self.negatives],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PatientTally":
+        return cls(positives=_tally(d.get("positives")), negatives=_tally(d.get("negatives")))
+
+
 @dataclass(frozen=True)
 class EceChange:
     """Expected calibration error of a finding's scores before and after probability calibration."""
@@ -296,6 +337,8 @@ class OperatingPoint:
     From ``chestxr calibrate``: auroc_ci / f1_ci (percentile bootstrap by patient, with the number of
     resamples where defined), ece (before / after probability calibration), and, for a threshold kept from an
     earlier calibration because the new split had no usable labels, kept_from_version / kept_note.
+    patient_tally: the :class:`PatientTally` at the threshold when calibration had patient ids and some patient
+    had several images of a class (None otherwise and in records written before it existed).
     """
 
     finding: str
@@ -334,6 +377,7 @@ class OperatingPoint:
     ece: Optional[EceChange] = None
     kept_from_version: Optional[int] = None
     kept_note: Optional[str] = None
+    patient_tally: Optional[PatientTally] = None
     #: the JSON keys of the record this one was read from (None: made in memory); see chestxr.core.written_keys
     present: Optional[tuple[str, ...]] = field(default=None, compare=False, repr=False)
 
@@ -400,6 +444,8 @@ class OperatingPoint:
         if self.kept_from_version is not None:
             out["kept_from_version"] = self.kept_from_version
             out["kept_note"] = self.kept_note
+        if self.patient_tally is not None:
+            out["patient_tally"] = self.patient_tally.to_dict()
         return written_keys(out, self.present, fields_set(self), {"guaranteed": "status", "n_needed": "guarantee"})
 
     @classmethod
@@ -437,6 +483,9 @@ class OperatingPoint:
         ece = d.get("ece")
         if isinstance(ece, Mapping):
             kw["ece"] = EceChange(_float(ece.get("before")), _float(ece.get("after")))
+        tally = d.get("patient_tally")
+        if isinstance(tally, Mapping):
+            kw["patient_tally"] = PatientTally.from_dict(tally)
         g = d.get("guarantee")
         if isinstance(g, Mapping):
             kw["guarantee"] = Guarantee.from_dict(g)

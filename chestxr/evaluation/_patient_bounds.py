@@ -36,7 +36,7 @@ Arrays: ``fractions`` (k,) float in [0, 1] (failure or success fractions per pat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -58,6 +58,10 @@ class BoundError(ChestXRError, ValueError):
     """Inputs to a patient-level bound are not valid (level outside (0, 1), sums outside [0, k])."""
 
 
+#: a compact, non-identifying per-patient tally: ((successes k, images m, number of patients), ...), sorted
+Tally = tuple[tuple[int, int, int], ...]
+
+
 @dataclass(frozen=True)
 class PatientCounts:
     """Per-patient summary of one class at one threshold.
@@ -71,6 +75,9 @@ class PatientCounts:
     successes: float
     image_successes: int
     single: bool
+    #: the per-patient tally ((successes, images, patients), ...) when some patient has several images, else
+    #: None (:func:`patient_tally`); not compared
+    tally: Tally | None = field(default=None, compare=False)
 
     @property
     def failures(self) -> float:
@@ -108,7 +115,36 @@ def patient_counts(success: Any, groups: Any = None) -> PatientCounts:
         return PatientCounts(0, 0, 0.0, 0, True)
     sizes = np.bincount(inv, minlength=k)
     got = np.bincount(inv, weights=ok.astype(np.float64), minlength=k)
-    return PatientCounts(k, int(ok.size), float(np.sum(got / sizes)), int(ok.sum()), bool(sizes.max() == 1))
+    single = bool(sizes.max() == 1)
+    tally = None if single else _tally(got.astype(np.int64), sizes)
+    return PatientCounts(k, int(ok.size), float(np.sum(got / sizes)), int(ok.sum()), single, tally)
+
+
+def patient_tally(success: Any, groups: Any = None) -> Tally | None:
+    """The per-patient tally of 0/1 outcomes (n,) of one class's images clustered by ``groups``: the multiset
+    of (successes k, images m) pairs over patients as ((k, m, number of patients), ...), sorted; counts only, no
+    identifier. None when every patient has one image (the image counts then are the patient counts) or
+    ``groups`` is None."""
+    if groups is None:
+        return None
+    return patient_counts(success, groups).tally
+
+
+def _tally(got: np.ndarray, sizes: np.ndarray) -> Tally:
+    pairs, n = np.unique(np.stack([got, sizes], axis=1), axis=0, return_counts=True)
+    return tuple((int(a), int(b), int(c)) for (a, b), c in zip(pairs.tolist(), n.tolist()))
+
+
+def tally_fractions(tally: Tally) -> np.ndarray:
+    """The per-patient success fractions k / m a tally stands for, (patients,) float, in tally order."""
+    if not tally:
+        return np.zeros(0, dtype=np.float64)
+    return np.repeat([k / m for k, m, _ in tally], [c for _, _, c in tally]).astype(np.float64)
+
+
+def binary_fractions(successes: int, n: int) -> np.ndarray:
+    """0/1 fractions for n one-image patients, ``successes`` of them successes."""
+    return np.concatenate([np.ones(int(successes)), np.zeros(int(n) - int(successes))])
 
 
 def _check_level(a: float, what: str = "alpha") -> None:

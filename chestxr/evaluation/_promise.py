@@ -15,9 +15,13 @@ Two kinds of stored operating point, two questions, two families:
 * A POINT rule (youden, f1, cost, fixed, ``@point``) promised nothing: its sensitivity and specificity are
   point estimates chosen on the calibration data (optimistic). The check shows the calibration estimate beside
   the test value and says the operating point MOVED only when a two-sided exact two-sample test of calibration
-  vs test counts (Boschloo; Fisher for large tables; :func:`two_sample_test`) rejects after Holm over every
-  point test made (two per finding). A moved point is information, shown in a neutral colour, not a failure.
-  The calibration record stores image counts, so this test counts images on both splits.
+  vs test rejects after Holm over every point test made (two per finding). A moved point is information, shown
+  in a neutral colour, not a failure. The patient is the unit: when either split has several images per patient
+  of the class (the calibration record's ``patient_tally``, the test split's patient ids), a permutation test of
+  the patients' mean success fractions (:func:`two_sample_test`, seeded, deterministic; exact in level when the
+  two splits' patients are exchangeable under "not moved", however many images each has and however
+  correlated); with one image per patient on both, the exact Boschloo test (Fisher for large tables). A record
+  without a tally (written before it was stored) keeps the image-level exact test, said so with its caveat.
 
 Findings whose calibration refused a threshold (insufficient data, unreachable) or that have none are counted
 and listed (:func:`promise_summary`), never dropped.
@@ -35,7 +39,13 @@ import numpy as np
 
 from chestxr.evaluation._methods import TARGETED
 from chestxr.evaluation._operating_point import OperatingPoint
-from chestxr.evaluation._patient_bounds import PatientCounts, patient_counts, promise_p_value
+from chestxr.evaluation._patient_bounds import (
+    PatientCounts,
+    binary_fractions,
+    patient_counts,
+    promise_p_value,
+    tally_fractions,
+)
 from chestxr.evaluation._promise_checks import DEFAULT_DROP, holm, promise_power, two_sample_test
 
 DEFAULT_ALPHA = 0.05
@@ -241,7 +251,7 @@ def promise_summary(records: Mapping[str, Optional[dict[str, Any]]], *, alpha: f
             f"{len(pr)} point rule{'s' if len(pr) != 1 else ''} (not promises): {len(by_state['moved'])} operating "
             f"point{'s' if len(by_state['moved']) != 1 else ''} moved"
             + (f", {len(by_state['not_tested'])} without calibration counts" if by_state["not_tested"] else "")
-            + f" (two-sided exact two-sample tests, Holm at alpha {alpha:g})"
+            + f" (two-sided two-sample tests, {_point_units(records, pr)}, Holm at alpha {alpha:g})"
         )
     if kinds["refused"]:
         parts.append(f"refused at calibration (no threshold): {', '.join(kinds['refused'])}")
@@ -319,13 +329,22 @@ _FALSE_ALARM = "<= {alpha:g} family-wise when every promise is exactly met (one-
 def _point_test(
     achieved: Mapping[str, Any], promised: OperatingPoint, key: str, value: float, patients: Optional[PatientCounts]
 ) -> dict[str, Any]:
-    """Calibration vs test for one rate of a point rule: two-sided exact two-sample test on image counts (the
-    calibration record stores no per-patient counts); said so when test patients have several images."""
+    """Calibration vs test for one rate of a point rule (two-sided, before Holm), with the patient as the unit
+    whenever the counts allow it:
+
+    * either side has several images per patient of the class (the calibration record's ``patient_tally``, or
+      the test split's patient ids) and the record has a tally: a permutation test of the patients' mean
+      success fractions (:func:`two_sample_test` with ``fractions_1`` / ``fractions_2``, 9,999 permutations,
+      seed 0: deterministic); a side with one image per patient contributes its 0/1 outcomes;
+    * every patient has one image of the class on both sides: the exact Boschloo / Fisher test of the counts;
+    * the record has no tally (written before it was stored, or calibrated without patient ids) but test
+      patients have several images: the image-level exact test, with the caveat that it flags a move more
+      often than alpha when a patient's images agree."""
     tp, fp, tn, fn = (_float(getattr(promised, k)) for k in ("tp", "fp", "tn", "fn"))
     cx, cn = (tp, tp + fn) if key == "sensitivity" else (tn, tn + fp)
     t = _image_counts(achieved, key)
     out: dict[str, Any] = {"metric": key, "calibration": value, "achieved": _float(achieved.get(key))}
-    out.update(calibration_x=None, calibration_n=None, x=None, n=0, p_value=math.nan, test=None)
+    out.update(calibration_x=None, calibration_n=None, x=None, n=0, p_value=math.nan, test=None, unit_kind=None)
     if t is not None:
         out.update(x=int(round(t.successes)), n=t.k)
     if not (math.isfinite(cx) and math.isfinite(cn) and cn > 0):
@@ -335,14 +354,43 @@ def _point_test(
     if t is None or t.k == 0:
         out["unit"] = f"no {_CLASS[key]} in this split"
         return out
+    cls = _CLASS[key]
+    record = promised.patient_tally
+    cal_tally = None if record is None else (record.positives if key == "sensitivity" else record.negatives)
+    test_clustered = patients is not None and not patients.single and patients.tally is not None
+    if record is not None and (cal_tally is not None or test_clustered):
+        f1 = tally_fractions(cal_tally) if cal_tally is not None else binary_fractions(int(round(cx)), int(round(cn)))
+        f2 = (
+            tally_fractions(patients.tally)
+            if test_clustered and patients is not None and patients.tally is not None
+            else binary_fractions(int(round(t.successes)), t.k)
+        )
+        r = two_sample_test(0, 0, 0, 0, fractions_1=f1, fractions_2=f2, seed=0)
+        test_images = patients.images if patients is not None else t.k
+        unit = (
+            f"{cls}, patients as the unit: {f1.size} vs {f2.size} patients ({int(round(cn))} vs {test_images} "
+            f"images), mean per-patient fraction {_num(r.rate_1)} vs {_num(r.rate_2)}"
+        )
+        if patients is None:
+            unit += " (no test patient ids: test images treated as independent)"
+        out.update(p_value=r.p_value, test="two-sided permutation test of per-patient fractions (9,999, seeded)")
+        out.update(unit=unit, unit_kind="patients", calibration_patients=int(f1.size), patients=int(f2.size))
+        out["counts_text"] = unit
+        return out
     r = two_sample_test(int(round(cx)), int(round(cn)), int(round(t.successes)), t.k)
-    unit = f"{_CLASS[key]} (images)"
+    unit, kind = f"{cls} (images)", "images"
+    if patients is not None and patients.single:
+        unit, kind = f"{cls} (patients, one image each on both splits)", "patients"
     if patients is not None and not patients.single:
         unit = (
-            f"{_CLASS[key]} (images from {patients.k} patients, some with several: an image-level test flags a "
-            "move more often than alpha when a patient's images agree)"
+            f"{cls} (images from {patients.k} patients, some with several; the calibration record has no "
+            "per-patient tally (written before chestxr stored one, or calibrated without patient ids): an "
+            "image-level test flags a move more often than alpha when a patient's images agree)"
         )
-    out.update(p_value=r.p_value, test=f"two-sided {r.method} exact test", unit=unit)
+    if record is None and kind == "patients":  # one image per test patient; calibration units unknown
+        unit, kind = f"{cls} (images)", "images"
+    out.update(p_value=r.p_value, test=f"two-sided {r.method} exact test", unit=unit, unit_kind=kind)
+    out["counts_text"] = f"{out['calibration_x']}/{out['calibration_n']} vs {out['x']}/{out['n']} {unit}"
     return out
 
 
@@ -402,10 +450,7 @@ def _finalize(rec: dict[str, Any], *, family: Mapping[str, int], adjusted: bool 
     for t in rec["tests"]:
         side = f"{t['metric']} calibration {_num(t['calibration'])} vs test {_num(t['achieved'])}"
         if math.isfinite(t["p_value"]):
-            side += (
-                f" ({t['calibration_x']}/{t['calibration_n']} vs {t['x']}/{t['n']} {t['unit']}; "
-                f"{t['test']} p = {_p(t['p_value'])}, Holm-adjusted {_p(t['p_holm'])})"
-            )
+            side += f" ({t['counts_text']}; {t['test']} p = {_p(t['p_value'])}, Holm-adjusted {_p(t['p_holm'])})"
         else:
             side += f" (not tested: {t['unit']})"
         parts.append(side)
@@ -419,6 +464,18 @@ def _finalize(rec: dict[str, Any], *, family: Mapping[str, int], adjusted: bool 
     else:
         rec.update(state="not_moved", flagged=False, verdict="no evidence the operating point moved")
     rec["detail"] = f"{label}; " + "; ".join(parts) + (f"; {holm_text}" if tested else "")
+
+
+def _point_units(records: Mapping[str, Optional[dict[str, Any]]], names: list[str]) -> str:
+    """The unit the point tests counted, in words: "patients as the unit", "images as the unit" or both."""
+    kinds = {t.get("unit_kind") for n in names for t in (records[n] or {}).get("tests", []) if t.get("unit_kind")}
+    if kinds == {"patients"}:
+        return "patients as the unit (permutation test of per-patient fractions with several images per patient)"
+    if kinds == {"images"}:
+        return "images as the unit (exact Boschloo / Fisher)"
+    if kinds:
+        return "patients as the unit where the calibration record has a per-patient tally, images otherwise"
+    return "none tested"
 
 
 def _prevalence_range(promised: OperatingPoint) -> Optional[tuple[float, float]]:

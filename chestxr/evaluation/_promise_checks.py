@@ -108,16 +108,25 @@ class TwoSample:
 
 
 def two_sample_test(
-    x1: int, n1: int, x2: int, n2: int, *, fractions_1: Any = None, fractions_2: Any = None, seed: int = 0
+    x1: int,
+    n1: int,
+    x2: int,
+    n2: int,
+    *,
+    fractions_1: Any = None,
+    fractions_2: Any = None,
+    seed: int = 0,
+    n_perm: int = 9_999,
 ) -> TwoSample:
     """Exact two-sided test of "same rate" between two splits: x successes of n in each.
 
     With ``fractions_1`` / ``fractions_2`` (per-patient success fractions, for patients with several
-    images) a Monte-Carlo permutation test of the difference of the patients' mean fractions (9,999
-    permutations, seeded: p = (1 + #{|T*| >= |T|}) / 10,000, valid at every level). Otherwise Boschloo
+    images) a Monte-Carlo permutation test of the difference of the patients' mean fractions (``n_perm``
+    permutations, 9,999 by default, seeded: p = (1 + #{|T*| >= |T|}) / (n_perm + 1), valid at every level
+    for any ``n_perm`` when the patients of both splits are exchangeable). Otherwise Boschloo
     (n1 * n2 <= BOSCHLOO_MAX_CELLS) or Fisher. NaN p when a split has no case."""
     if fractions_1 is not None and fractions_2 is not None:
-        return _permutation(np.asarray(fractions_1, float), np.asarray(fractions_2, float), seed)
+        return _permutation(np.asarray(fractions_1, float), np.asarray(fractions_2, float), seed, n_perm)
     if n1 <= 0 or n2 <= 0:
         return TwoSample(math.nan, "none", _rate(x1, n1), _rate(x2, n2), n1, n2)
     table = [[int(x1), int(x2)], [int(n1 - x1), int(n2 - x2)]]

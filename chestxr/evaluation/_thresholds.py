@@ -55,8 +55,8 @@ from chestxr.evaluation._guarantee_rules import (
 from chestxr.evaluation._intervals import confusion_intervals
 from chestxr.evaluation._methods import TARGETED, Method, parse_method
 from chestxr.evaluation._metrics import UndefinedMetricWarning, as_matrices
-from chestxr.evaluation._operating_point import Guarantee, OperatingPoint
-from chestxr.evaluation._patient_bounds import METHOD_TEXT, patient_counts, success_lower_bound
+from chestxr.evaluation._operating_point import Guarantee, OperatingPoint, PatientTally
+from chestxr.evaluation._patient_bounds import METHOD_TEXT, patient_counts, patient_tally, success_lower_bound
 from chestxr.evaluation._planning import plan_command
 
 _RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
@@ -273,6 +273,7 @@ def _record(
         rec.update({k: ci[k] for k in _RATES}, **{f"{k}_ci": ci[f"{k}_ci"] for k in _RATES})
         if m.kind in TARGETED and not m.guarantee:  # the bound the point rule happens to have, for information
             lb = _point_bound(m.kind, y, pred, g, conf)
+        rec["patient_tally"] = _patient_tally(y, pred, g)
     target = float(m.target) if m.target is not None else math.nan
     return OperatingPoint(
         finding=finding,
@@ -290,6 +291,15 @@ def _record(
         guarantee=guarantee,
         **rec,
     )
+
+
+def _patient_tally(y: np.ndarray, pred: np.ndarray, g: np.ndarray | None) -> PatientTally | None:
+    """Per-patient counts at the threshold (positives: detected / positive images; negatives: correctly
+    negative / negative images), only when some patient has several images of a class (else None)."""
+    if g is None:
+        return None
+    pos, neg = patient_tally(pred[y], g[y]), patient_tally(~pred[~y], g[~y])
+    return None if pos is None and neg is None else PatientTally(positives=pos, negatives=neg)
 
 
 def _point_bound(kind: str, y: np.ndarray, pred: np.ndarray, g: np.ndarray | None, conf: float) -> float:

@@ -8,7 +8,7 @@ the arrays it was computed from into files a clinician or auditor can read:
                       counts, the check of the stored operating point (a guaranteed promise: one-sided
                       test by patient, Holm across findings, red only when contradicted, "not
                       contradicted" with the test's power otherwise; a point rule: calibration estimate
-                      beside the test value, "moved" in a neutral colour when a two-sample exact test
+                      beside the test value, "moved" in a neutral colour when a two-sample test by patient
                       rejects after Holm), ROC/PR/reliability
                       panels; macro/micro means; subgroup tables; optional multiclass confusion.
     metrics.csv       one row per finding + "macro" + "micro"

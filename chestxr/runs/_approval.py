@@ -122,7 +122,9 @@ def bound_parts(run: RunLike, meta: RunMetadata) -> dict[str, Any]:
 def _thresholds_part(meta: RunMetadata) -> dict[str, Any]:
     """The stored thresholds and what they promise. Since issue 22 the guarantee statements (joint or per
     finding, family, per-finding level, prevalence range, bound) are bound too: the sentence the reviewer
-    signs. Records written before (legacy guarantees) bind as before, so their approvals stay valid."""
+    signs. Records written before (legacy guarantees) bind as before, so their approvals stay valid. The
+    per-patient tallies a point rule's check counts (``patient_tally``) are bound when a record has one; a
+    record without one binds as before."""
     records = meta.thresholds or []
     part: dict[str, Any] = {
         "records": [[r.finding, r.method, r.threshold if r.calibrated else None] for r in records],
@@ -131,6 +133,9 @@ def _thresholds_part(meta: RunMetadata) -> dict[str, Any]:
     stated = [[r.finding, r.guarantee.to_dict()] for r in records if r.guarantee is not None and not r.guarantee.legacy]
     if stated:
         part["guarantees"] = stated
+    tallies = [[r.finding, r.patient_tally.to_dict()] for r in records if r.patient_tally is not None]
+    if tallies:
+        part["patient_tallies"] = tallies
     return part
 
 

@@ -2,7 +2,7 @@
 
 Intervals are bootstrapped by patient; each stored operating point is checked on the split
 (chestxr/evaluation/_promise.py: a guaranteed promise one-sided with the patient as the unit and Holm across
-findings, "not contradicted" with the test's power when not rejected; a point rule by a two-sample exact test,
+findings, "not contradicted" with the test's power when not rejected; a point rule by a two-sample test by patient,
 "moved" only when it rejects after Holm; refused findings listed in metrics.json ``promise_summary``). The output folder is staged and swapped in only when complete.
 :func:`read_evaluation` is the one reader of an evaluation folder's metrics.json.
 """
