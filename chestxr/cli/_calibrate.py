@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from chestxr.cli._options import COUNT, LEVEL, SEED, add_inference_options, loader_options
+from chestxr.cli._options import COUNT, LEVEL, PREVALENCE, SEED, add_inference_options, loader_options
 
 
 def _parse_per_finding(items: list[str]) -> dict[str, str]:
@@ -20,26 +20,6 @@ def _parse_per_finding(items: list[str]) -> dict[str, str]:
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
-
-
-def parse_prevalence(text: str) -> tuple[float, float]:
-    """``LO:HI`` (e.g. 0.05:0.20) as a checked range 0 < LO <= HI < 1; argparse's one-line error otherwise."""
-    from chestxr.core import CalibrationError
-    from chestxr.evaluation import check_prevalence
-
-    parts = str(text).split(":")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        lo, hi = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--prevalence {text!r} must look like LO:HI, e.g. 0.05:0.20 (the deployment prevalence range)"
-        ) from None
-    try:
-        return check_prevalence((lo, hi))
-    except CalibrationError as exc:
-        raise argparse.ArgumentTypeError(f"--prevalence {text!r}: {exc}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -104,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--prevalence",
-        type=parse_prevalence,
+        type=PREVALENCE,
         default=None,
         metavar="LO:HI",
         help="deployment prevalence range, e.g. 0.05:0.20: ppv:X / npv:X hold at every prevalence in it "

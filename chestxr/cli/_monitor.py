@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from chestxr.cli._options import ranged
+from chestxr.core import OPEN_UNIT
+
 #: the exit code when any window alarmed (0: no alarm; 2: an error, as every chestxr command)
 EXIT_ALARM = 3
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number; give the false-alarm rate per window, e.g. 0.01"
-        ) from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1); give the false-alarm rate per window, e.g. 0.01")
-    return value
+#: the false-alarm rate per window, in (0, 1)
+ALARM_RATE = ranged(float, OPEN_UNIT, hint="give the false-alarm rate per window, e.g. 0.01")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (monitor.html, monitor.json, alarms.csv)")
     p.add_argument("--window", default="500", help="images per window (500) or a span of time (7d, 12h, 2w)")
     p.add_argument("--labels", default=None, metavar="MANIFEST", help="a manifest of confirmed findings (1/0)")
-    p.add_argument("--alarm-rate", type=_rate, default=0.01, help="false-alarm rate per window (default 0.01)")
+    p.add_argument("--alarm-rate", type=ALARM_RATE, default=0.01, help="false-alarm rate per window (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations and the one-image-per-patient choice")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=run)

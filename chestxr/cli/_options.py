@@ -6,17 +6,20 @@ from typing import Any, Callable
 from chestxr.core import AT_LEAST_0, AT_LEAST_1, OPEN_UNIT, SEED_RANGE, Range
 
 
-def ranged(kind: type, rng: Range) -> Callable[[str], float]:
+def ranged(kind: type, rng: Range, hint: str = "") -> Callable[[str], float]:
     """An argparse ``type`` parsing ``kind`` (int/float) and refusing values outside ``rng``: one line,
-    e.g. ``argument --batch-size: 0 is out of range; allowed: >= 1``."""
+    e.g. ``argument --batch-size: 0 is out of range; allowed: >= 1``, then ``; hint`` when given."""
+    tail = f"; {hint}" if hint else ""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'}{tail}"
+            ) from None
         if not rng.contains(value):
-            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {rng.describe()}")
+            raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {rng.describe()}{tail}")
         return value
 
     parse.__name__ = kind.__name__
@@ -30,6 +33,26 @@ WORKERS = ranged(int, AT_LEAST_0)
 LEVEL = ranged(float, OPEN_UNIT)
 TIMEOUT = ranged(float, Range(0, 86400, lo_open=True))
 PORT = ranged(int, Range(1, 65535))
+
+
+def PREVALENCE(text: str) -> tuple[float, float]:  # noqa: N802 - an argparse type, named like the others
+    """``LO:HI`` (e.g. 0.05:0.20) as a checked range 0 < LO <= HI < 1; argparse's one-line error otherwise."""
+    from chestxr.core import CalibrationError
+    from chestxr.evaluation import check_prevalence
+
+    parts = str(text).split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--prevalence {text!r} must look like LO:HI, e.g. 0.05:0.20 (the deployment prevalence range)"
+        ) from None
+    try:
+        return check_prevalence((lo, hi))
+    except CalibrationError as exc:
+        raise argparse.ArgumentTypeError(f"--prevalence {text!r}: {exc}") from None
 
 
 def AE_TITLE(text: str) -> str:  # noqa: N802 - an argparse type, named like the others

@@ -5,34 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from chestxr.cli._options import COUNT, LEVEL
+from chestxr.cli._options import COUNT, LEVEL, PREVALENCE, ranged
+from chestxr.core import Range
 
-
-def _prevalence(text: str) -> tuple[float, float]:
-    lo, sep, hi = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        pair = float(lo), float(hi)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not LO:HI; give the deployment prevalence range, e.g. 0.05:0.2"
-        ) from None
-    if not 0.0 < pair[0] <= pair[1] < 1.0:
-        raise argparse.ArgumentTypeError(f"{text}: need 0 < LO <= HI < 1, e.g. 0.05:0.2")
-    return pair
-
-
-def _expected(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number; give the true value you expect, e.g. 0.95"
-        ) from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]; give the true value you expect, e.g. 0.95")
-    return value
+#: the true value the collection is planned for (0, 1]
+EXPECTED = ranged(float, Range(0, 1, lo_open=True), hint="give the true value you expect, e.g. 0.95")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rule", required=True, help="a guaranteed rule: sensitivity:X, specificity:X, ppv:X or npv:X")
     p.add_argument("--confidence", type=LEVEL, default=0.95, help="joint confidence over --findings (default 0.95)")
     p.add_argument("--findings", type=COUNT, default=1, help="guaranteed findings in the family (default 1)")
-    p.add_argument("--expected", type=_expected, default=None, help="the true value you expect, e.g. 0.95")
-    p.add_argument("--prevalence", type=_prevalence, default=None, metavar="LO:HI", help="ppv/npv: prevalence range")
+    p.add_argument("--expected", type=EXPECTED, default=None, help="the true value you expect, e.g. 0.95")
+    p.add_argument("--prevalence", type=PREVALENCE, default=None, metavar="LO:HI", help="ppv/npv: prevalence range")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
 

@@ -240,7 +240,7 @@ def test_bad_input_is_one_line_exit_2(monitor_world, tiny_run_copy, tmp_path, ca
                 "2",
             ]
         )
-    assert exc.value.code == 2 and "not in (0, 1)" in capsys.readouterr().err
+    assert exc.value.code == 2 and "allowed: in (0, 1)" in capsys.readouterr().err
     # a damaged line in the middle of a log names the file and line
     log = pred / "inference_log.jsonl"
     lines = log.read_text().splitlines()
